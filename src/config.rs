@@ -1,0 +1,741 @@
+//! The `lb.toml` configuration: serde structures, the duration syntax, and every validation rule, with
+//! error messages that name the offending key (and its line, where the TOML parser knows it). Backend host
+//! names are resolved here, once, so that the event loop never performs a DNS lookup.
+
+use serde::de::{self, Deserializer};
+use serde::Deserialize;
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// How a backend is chosen for each request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Algorithm {
+    RoundRobin,
+    WeightedRoundRobin,
+    LeastConnections,
+    LeastLatency,
+    PowerOfTwo,
+    Random,
+    IpHash,
+}
+
+impl Algorithm {
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::RoundRobin => "round_robin",
+            Algorithm::WeightedRoundRobin => "weighted_round_robin",
+            Algorithm::LeastConnections => "least_connections",
+            Algorithm::LeastLatency => "least_latency",
+            Algorithm::PowerOfTwo => "power_of_two",
+            Algorithm::Random => "random",
+            Algorithm::IpHash => "ip_hash",
+        }
+    }
+}
+
+/// Which proxy engine runs the configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Engine {
+    EventLoop,
+    Threaded,
+}
+
+impl Engine {
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::EventLoop => "event_loop",
+            Engine::Threaded => "threaded",
+        }
+    }
+}
+
+impl FromStr for Engine {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "event_loop" => Ok(Engine::EventLoop),
+            "threaded" => Ok(Engine::Threaded),
+            other => Err(format!(
+                "unknown engine {other:?}, expected \"event_loop\" or \"threaded\""
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Off,
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    pub fn to_filter(self) -> log::LevelFilter {
+        match self {
+            LogLevel::Off => log::LevelFilter::Off,
+            LogLevel::Error => log::LevelFilter::Error,
+            LogLevel::Warn => log::LevelFilter::Warn,
+            LogLevel::Info => log::LevelFilter::Info,
+            LogLevel::Debug => log::LevelFilter::Debug,
+            LogLevel::Trace => log::LevelFilter::Trace,
+        }
+    }
+}
+
+/// The whole validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub algorithm: Algorithm,
+    pub engine: Engine,
+    pub max_connections: usize,
+    pub retries: u32,
+    pub log_level: LogLevel,
+    pub access_log: bool,
+    pub timeouts: Timeouts,
+    pub health_check: HealthCheck,
+    pub admin: Option<Admin>,
+    pub backends: Vec<BackendConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timeouts {
+    #[serde(deserialize_with = "positive_duration")]
+    pub connect: Duration,
+    #[serde(deserialize_with = "positive_duration")]
+    pub request_head: Duration,
+    #[serde(deserialize_with = "positive_duration")]
+    pub idle: Duration,
+    #[serde(deserialize_with = "positive_duration")]
+    pub response: Duration,
+    #[serde(deserialize_with = "positive_duration")]
+    pub drain: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(2),
+            request_head: Duration::from_secs(10),
+            idle: Duration::from_secs(60),
+            response: Duration::from_secs(30),
+            drain: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthCheck {
+    #[serde(deserialize_with = "url_path")]
+    pub path: String,
+    #[serde(deserialize_with = "positive_duration")]
+    pub interval: Duration,
+    #[serde(deserialize_with = "positive_duration")]
+    pub timeout: Duration,
+    #[serde(deserialize_with = "at_least_one")]
+    pub rise: u32,
+    #[serde(deserialize_with = "at_least_one")]
+    pub fall: u32,
+}
+
+impl Default for HealthCheck {
+    fn default() -> Self {
+        HealthCheck {
+            path: "/health".to_string(),
+            interval: Duration::from_secs(2),
+            timeout: Duration::from_secs(1),
+            rise: 2,
+            fall: 3,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    #[serde(deserialize_with = "socket_addr")]
+    pub listen: SocketAddr,
+    #[serde(default)]
+    pub token: Option<String>,
+}
+
+/// One backend as configured, with its address already resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendConfig {
+    /// The URL as written, for logs and the admin API.
+    pub url: String,
+    /// `host:port` as written, used as the `Host` header when a client sent none (HTTP/1.0).
+    pub authority: String,
+    pub addr: SocketAddr,
+    pub capacity: u32,
+    pub health_check_path: String,
+    pub health_check_interval: Duration,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default = "default_listen", deserialize_with = "socket_addr")]
+    listen: SocketAddr,
+    #[serde(default = "default_algorithm")]
+    algorithm: Algorithm,
+    #[serde(default = "default_engine")]
+    engine: Engine,
+    #[serde(default = "default_max_connections", deserialize_with = "positive_usize")]
+    max_connections: usize,
+    #[serde(default = "default_retries")]
+    retries: u32,
+    #[serde(default = "default_log_level")]
+    log_level: LogLevel,
+    #[serde(default = "default_true")]
+    access_log: bool,
+    #[serde(default)]
+    timeouts: Timeouts,
+    #[serde(default)]
+    health_check: HealthCheck,
+    #[serde(default)]
+    admin: Option<Admin>,
+    #[serde(default)]
+    backends: Vec<RawBackend>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBackend {
+    #[serde(deserialize_with = "backend_url")]
+    url: BackendUrl,
+    #[serde(default = "default_capacity", deserialize_with = "at_least_one")]
+    capacity: u32,
+    #[serde(default, deserialize_with = "optional_url_path")]
+    health_check_url: Option<String>,
+    #[serde(default, deserialize_with = "optional_positive_duration")]
+    health_check_period: Option<Duration>,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+fn default_algorithm() -> Algorithm {
+    Algorithm::RoundRobin
+}
+fn default_engine() -> Engine {
+    Engine::EventLoop
+}
+fn default_max_connections() -> usize {
+    10_000
+}
+fn default_retries() -> u32 {
+    2
+}
+fn default_log_level() -> LogLevel {
+    LogLevel::Info
+}
+fn default_true() -> bool {
+    true
+}
+fn default_capacity() -> u32 {
+    1
+}
+
+/// A configuration that could not be loaded. The message always names the key (or the file) at fault.
+#[derive(Debug)]
+pub enum ConfigError {
+    Read { path: String, error: std::io::Error },
+    /// TOML syntax or a value rejected while deserializing; the parser's message carries line and column.
+    Parse { path: String, message: String },
+    /// A rule that spans keys, or a lookup done after parsing.
+    Invalid { key: String, message: String },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Read { path, error } => write!(f, "cannot read config file {path}: {error}"),
+            ConfigError::Parse { path, message } => {
+                write!(f, "invalid config file {path}: {}", message.trim_end())
+            }
+            ConfigError::Invalid { key, message } => write!(f, "invalid config: {key}: {message}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads, parses, validates and resolves a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let display = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+            path: display.clone(),
+            error,
+        })?;
+        Config::parse_named(&text, &display)
+    }
+
+    /// Parses configuration text (used by tests and by `load`).
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse_named(text, "<config>")
+    }
+
+    fn parse_named(text: &str, name: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: name.to_string(),
+            message: e.to_string(),
+        })?;
+        if raw.backends.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "backends".into(),
+                message: "at least one [[backends]] entry is required".into(),
+            });
+        }
+        if raw.health_check.timeout > raw.health_check.interval {
+            return Err(ConfigError::Invalid {
+                key: "health_check.timeout".into(),
+                message: format!(
+                    "{:?} is longer than health_check.interval ({:?})",
+                    raw.health_check.timeout, raw.health_check.interval
+                ),
+            });
+        }
+        let mut backends = Vec::with_capacity(raw.backends.len());
+        for (index, b) in raw.backends.into_iter().enumerate() {
+            let addr = resolve(&b.url.host, b.url.port).map_err(|message| ConfigError::Invalid {
+                key: format!("backends[{index}].url"),
+                message,
+            })?;
+            if backends.iter().any(|other: &BackendConfig| other.addr == addr) {
+                return Err(ConfigError::Invalid {
+                    key: format!("backends[{index}].url"),
+                    message: format!("{} resolves to {addr}, which an earlier backend already uses", b.url.text),
+                });
+            }
+            backends.push(BackendConfig {
+                url: b.url.text,
+                authority: b.url.authority,
+                addr,
+                capacity: b.capacity,
+                health_check_path: b.health_check_url.unwrap_or_else(|| raw.health_check.path.clone()),
+                health_check_interval: b.health_check_period.unwrap_or(raw.health_check.interval),
+            });
+        }
+        Ok(Config {
+            listen: raw.listen,
+            algorithm: raw.algorithm,
+            engine: raw.engine,
+            max_connections: raw.max_connections,
+            retries: raw.retries,
+            log_level: raw.log_level,
+            access_log: raw.access_log,
+            timeouts: raw.timeouts,
+            health_check: raw.health_check,
+            admin: raw.admin,
+            backends,
+        })
+    }
+}
+
+/// Resolves a host once; IPv4 answers are preferred because backends are usually dual-stack names
+/// like `localhost` whose services listen on IPv4.
+fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
+    let addrs: Vec<SocketAddr> = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve host {host:?}: {e}"))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or_else(|| addrs.first())
+        .copied()
+        .ok_or_else(|| format!("host {host:?} resolved to no address"))
+}
+
+/// Parses a duration: `"250ms"`, `"5s"`, `"1m"`, `"1h"`, or a bare number of seconds (`"1.5"`).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    if number.is_empty() || number.starts_with('.') || number.ends_with('.') {
+        return Err(format!("invalid duration {text:?}: expected e.g. \"250ms\", \"5s\", \"1m\" or a number of seconds"));
+    }
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("invalid duration {text:?}: {number:?} is not a number"))?;
+    let seconds_per_unit = match unit.trim() {
+        "ms" => 0.001,
+        "" | "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        other => {
+            return Err(format!(
+                "invalid duration {text:?}: unknown unit {other:?} (use ms, s, m or h)"
+            ));
+        }
+    };
+    seconds_to_duration(value * seconds_per_unit).ok_or_else(|| format!("invalid duration {text:?}: out of range"))
+}
+
+fn seconds_to_duration(seconds: f64) -> Option<Duration> {
+    // A year is far beyond any sensible timeout and keeps `Instant + Duration` from overflowing.
+    if seconds.is_finite() && (0.0..=31_536_000.0).contains(&seconds) {
+        Some(Duration::from_secs_f64(seconds))
+    } else {
+        None
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum DurationInput {
+    Text(String),
+    Integer(i64),
+    Float(f64),
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    match DurationInput::deserialize(d)? {
+        DurationInput::Text(s) => parse_duration(&s).map_err(de::Error::custom),
+        DurationInput::Integer(n) => seconds_to_duration(n as f64)
+            .ok_or_else(|| de::Error::custom(format!("invalid duration {n}: out of range"))),
+        DurationInput::Float(x) => seconds_to_duration(x)
+            .ok_or_else(|| de::Error::custom(format!("invalid duration {x}: out of range"))),
+    }
+}
+
+fn positive_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let value = duration(d)?;
+    if value.is_zero() {
+        return Err(de::Error::custom("duration must be greater than zero"));
+    }
+    Ok(value)
+}
+
+fn optional_positive_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    positive_duration(d).map(Some)
+}
+
+fn at_least_one<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let value = i64::deserialize(d)?;
+    if value < 1 || value > i64::from(u32::MAX) {
+        return Err(de::Error::custom(format!("{value} is out of range: must be an integer from 1 to {}", u32::MAX)));
+    }
+    Ok(value as u32)
+}
+
+fn positive_usize<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    let value = i64::deserialize(d)?;
+    if value < 1 {
+        return Err(de::Error::custom(format!("{value} is out of range: must be at least 1")));
+    }
+    usize::try_from(value).map_err(|_| de::Error::custom(format!("{value} is too large")))
+}
+
+fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    let text = String::deserialize(d)?;
+    text.parse().map_err(|_| {
+        de::Error::custom(format!(
+            "invalid address {text:?}: expected IP:PORT, e.g. \"127.0.0.1:8080\" or \"[::1]:8080\""
+        ))
+    })
+}
+
+fn check_url_path(path: &str) -> Result<(), String> {
+    if !path.starts_with('/') {
+        return Err(format!("invalid path {path:?}: must start with '/'"));
+    }
+    if let Some(bad) = path.bytes().find(|b| !(0x21..0x7f).contains(b)) {
+        return Err(format!("invalid path {path:?}: contains byte 0x{bad:02x}"));
+    }
+    Ok(())
+}
+
+fn url_path<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let text = String::deserialize(d)?;
+    check_url_path(&text).map_err(de::Error::custom)?;
+    Ok(text)
+}
+
+fn optional_url_path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    url_path(d).map(Some)
+}
+
+/// A parsed `http://host[:port][/]` backend URL, not yet resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendUrl {
+    pub text: String,
+    pub host: String,
+    pub port: u16,
+    pub authority: String,
+}
+
+/// Parses a backend URL. Only plain HTTP with no path is accepted: the balancer forwards the client's
+/// request target unchanged, so a path prefix in the backend URL would be silently ignored.
+pub fn parse_backend_url(text: &str) -> Result<BackendUrl, String> {
+    let expected = "expected http://host:port, e.g. \"http://127.0.0.1:8001\"";
+    let rest = if let Some(rest) = text.strip_prefix("http://") {
+        rest
+    } else if text.starts_with("https://") {
+        return Err(format!("invalid backend URL {text:?}: https backends are not supported; {expected}"));
+    } else {
+        return Err(format!("invalid backend URL {text:?}: {expected}"));
+    };
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    if authority.is_empty() || authority.contains(['/', '?', '#', '@', ' ']) {
+        return Err(format!("invalid backend URL {text:?}: {expected} (no path, query or user info)"));
+    }
+    let (host, port_text) = if let Some(bracketed) = authority.strip_prefix('[') {
+        let end = bracketed
+            .find(']')
+            .ok_or_else(|| format!("invalid backend URL {text:?}: unterminated IPv6 address"))?;
+        let after = &bracketed[end + 1..];
+        let port = match after.strip_prefix(':') {
+            Some(p) => Some(p),
+            None if after.is_empty() => None,
+            None => return Err(format!("invalid backend URL {text:?}: {expected}")),
+        };
+        (&bracketed[..end], port)
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        }
+    };
+    if host.is_empty() {
+        return Err(format!("invalid backend URL {text:?}: missing host; {expected}"));
+    }
+    let port = match port_text {
+        None => 80,
+        Some(p) => match p.parse::<u16>() {
+            Ok(port) if port > 0 && p.bytes().all(|b| b.is_ascii_digit()) => port,
+            _ => return Err(format!("invalid backend URL {text:?}: bad port {p:?}")),
+        },
+    };
+    Ok(BackendUrl {
+        text: text.to_string(),
+        host: host.to_string(),
+        port,
+        authority: authority.to_string(),
+    })
+}
+
+fn backend_url<'de, D: Deserializer<'de>>(d: D) -> Result<BackendUrl, D::Error> {
+    let text = String::deserialize(d)?;
+    parse_backend_url(&text).map_err(de::Error::custom)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "[[backends]]\nurl = \"http://127.0.0.1:8001\"\n";
+
+    #[test]
+    fn durations() {
+        let cases: &[(&str, Option<Duration>)] = &[
+            ("250ms", Some(Duration::from_millis(250))),
+            ("5s", Some(Duration::from_secs(5))),
+            ("1m", Some(Duration::from_secs(60))),
+            ("2h", Some(Duration::from_secs(7200))),
+            ("3", Some(Duration::from_secs(3))),
+            ("1.5", Some(Duration::from_millis(1500))),
+            ("0.5s", Some(Duration::from_millis(500))),
+            (" 7s ", Some(Duration::from_secs(7))),
+            ("0", Some(Duration::ZERO)),
+            ("", None),
+            ("s", None),
+            ("5x", None),
+            ("-5s", None),
+            ("1.s", None),
+            (".5s", None),
+            ("1..2s", None),
+            ("5 s", Some(Duration::from_secs(5))),
+            ("99999999999h", None),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(parse_duration(text).ok(), *expected, "parse_duration({text:?})");
+        }
+    }
+
+    #[test]
+    fn backend_urls() {
+        let ok: &[(&str, &str, u16)] = &[
+            ("http://127.0.0.1:8001", "127.0.0.1", 8001),
+            ("http://127.0.0.1:8001/", "127.0.0.1", 8001),
+            ("http://localhost", "localhost", 80),
+            ("http://[::1]:9000", "::1", 9000),
+            ("http://[::1]", "::1", 80),
+            ("http://app.internal:81/", "app.internal", 81),
+        ];
+        for (text, host, port) in ok {
+            let url = parse_backend_url(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!((url.host.as_str(), url.port), (*host, *port), "{text}");
+        }
+        let bad = [
+            "127.0.0.1:8001",
+            "https://127.0.0.1:8001",
+            "http://",
+            "http://:80",
+            "http://host:0",
+            "http://host:99999",
+            "http://host:8a",
+            "http://host:+80",
+            "http://host:80/api",
+            "http://host:80?x",
+            "http://user@host:80",
+            "http://[::1:80",
+            "http://[::1]x",
+            "ftp://host:21",
+        ];
+        for text in bad {
+            assert!(parse_backend_url(text).is_err(), "{text} should be rejected");
+        }
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let config = Config::parse(MINIMAL).unwrap();
+        assert_eq!(config.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(config.algorithm, Algorithm::RoundRobin);
+        assert_eq!(config.engine, Engine::EventLoop);
+        assert_eq!(config.max_connections, 10_000);
+        assert_eq!(config.retries, 2);
+        assert!(config.access_log);
+        assert_eq!(config.timeouts, Timeouts::default());
+        assert_eq!(config.health_check, HealthCheck::default());
+        assert!(config.admin.is_none());
+        assert_eq!(config.backends.len(), 1);
+        let backend = &config.backends[0];
+        assert_eq!(backend.capacity, 1);
+        assert_eq!(backend.health_check_path, "/health");
+        assert_eq!(backend.health_check_interval, Duration::from_secs(2));
+        assert_eq!(backend.addr, "127.0.0.1:8001".parse().unwrap());
+    }
+
+    #[test]
+    fn shipped_config_parses() {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/lb.toml")).unwrap();
+        let config = Config::parse(&text).unwrap();
+        assert_eq!(config.backends.len(), 2);
+        assert!(config.admin.is_some());
+    }
+
+    #[test]
+    fn full_config() {
+        let text = r#"
+listen = "0.0.0.0:80"
+algorithm = "least_connections"
+engine = "threaded"
+max_connections = 500
+retries = 0
+log_level = "debug"
+access_log = false
+[timeouts]
+connect = "250ms"
+request_head = 3
+idle = "1m"
+response = 2.5
+drain = "10s"
+[health_check]
+path = "/ping"
+interval = "5s"
+timeout = "1s"
+rise = 1
+fall = 5
+[admin]
+listen = "127.0.0.1:9999"
+token = "s3cret"
+[[backends]]
+url = "http://127.0.0.1:8001"
+capacity = 5
+health_check_url = "/status"
+health_check_period = "10s"
+[[backends]]
+url = "http://localhost:8002/"
+"#;
+        let config = Config::parse(text).unwrap();
+        assert_eq!(config.algorithm, Algorithm::LeastConnections);
+        assert_eq!(config.engine, Engine::Threaded);
+        assert_eq!(config.max_connections, 500);
+        assert_eq!(config.retries, 0);
+        assert_eq!(config.log_level, LogLevel::Debug);
+        assert!(!config.access_log);
+        assert_eq!(config.timeouts.connect, Duration::from_millis(250));
+        assert_eq!(config.timeouts.request_head, Duration::from_secs(3));
+        assert_eq!(config.timeouts.response, Duration::from_millis(2500));
+        assert_eq!(config.health_check.fall, 5);
+        assert_eq!(config.admin.as_ref().unwrap().token.as_deref(), Some("s3cret"));
+        assert_eq!(config.backends[0].capacity, 5);
+        assert_eq!(config.backends[0].health_check_path, "/status");
+        assert_eq!(config.backends[0].health_check_interval, Duration::from_secs(10));
+        assert_eq!(config.backends[1].health_check_path, "/ping");
+        assert_eq!(config.backends[1].health_check_interval, Duration::from_secs(5));
+        assert!(config.backends[1].addr.ip().is_loopback());
+        assert_eq!(config.backends[1].authority, "localhost:8002");
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let b = MINIMAL;
+        // (config text, substrings the message must contain)
+        let cases: Vec<(String, Vec<&str>)> = vec![
+            ("listen = \"127.0.0.1:8080\"\n".to_string(), vec!["backends", "at least one"]),
+            (format!("bogus = 1\n{b}"), vec!["bogus", "line 1"]),
+            (format!("listen = \"nowhere\"\n{b}"), vec!["listen", "invalid address", "line 1"]),
+            (format!("listen = \"127.0.0.1\"\n{b}"), vec!["listen", "IP:PORT"]),
+            (format!("algorithm = \"fastest\"\n{b}"), vec!["algorithm", "fastest", "round_robin"]),
+            (format!("engine = \"async\"\n{b}"), vec!["engine", "async"]),
+            (format!("max_connections = 0\n{b}"), vec!["max_connections", "at least 1"]),
+            (format!("retries = -1\n{b}"), vec!["retries"]),
+            (format!("log_level = \"loud\"\n{b}"), vec!["log_level", "loud"]),
+            (format!("access_log = \"yes\"\n{b}"), vec!["access_log"]),
+            (format!("[timeouts]\nconnect = \"5x\"\n{b}"), vec!["connect", "5x", "line 2"]),
+            (format!("[timeouts]\nidle = 0\n{b}"), vec!["idle", "greater than zero"]),
+            (format!("[timeouts]\nrespons = \"1s\"\n{b}"), vec!["respons", "line 2"]),
+            (format!("[health_check]\nrise = 0\n{b}"), vec!["rise", "line 2", "1"]),
+            (format!("[health_check]\nfall = 0\n{b}"), vec!["fall"]),
+            (format!("[health_check]\npath = \"health\"\n{b}"), vec!["path", "must start with '/'"]),
+            (format!("[health_check]\ninterval = \"1s\"\ntimeout = \"2s\"\n{b}"), vec!["health_check.timeout"]),
+            ("[admin]\ntoken = \"x\"\n[[backends]]\nurl = \"http://127.0.0.1:1\"\n".to_string(), vec!["listen"]),
+            ("[[backends]]\nurl = \"127.0.0.1:8001\"\n".to_string(), vec!["url", "http://host:port", "line 2"]),
+            ("[[backends]]\nurl = \"http://127.0.0.1:8001/api\"\n".to_string(), vec!["url", "no path"]),
+            ("[[backends]]\nurl = \"http://127.0.0.1:8001\"\ncapacity = 0\n".to_string(), vec!["capacity", "line 3"]),
+            ("[[backends]]\nurl = \"http://127.0.0.1:8001\"\nweight = 2\n".to_string(), vec!["weight", "line 3"]),
+            ("[[backends]]\ncapacity = 2\n".to_string(), vec!["url"]),
+            (
+                "[[backends]]\nurl = \"http://127.0.0.1:8001\"\nhealth_check_period = \"soon\"\n".to_string(),
+                vec!["health_check_period", "soon"],
+            ),
+            (
+                "[[backends]]\nurl = \"http://no-such-host.invalid:80\"\n".to_string(),
+                vec!["backends[0].url", "cannot resolve"],
+            ),
+            (
+                "[[backends]]\nurl = \"http://127.0.0.1:8001\"\n[[backends]]\nurl = \"http://127.0.0.1:8001/\"\n"
+                    .to_string(),
+                vec!["backends[1].url", "already"],
+            ),
+            ("listen = \n".to_string(), vec!["line 1"]),
+        ];
+        for (text, needles) in cases {
+            let message = match Config::parse(&text) {
+                Ok(_) => panic!("config should be rejected:\n{text}"),
+                Err(e) => e.to_string(),
+            };
+            for needle in needles {
+                assert!(message.contains(needle), "message for\n{text}\nlacks {needle:?}:\n{message}");
+            }
+        }
+    }
+}

@@ -1,0 +1,517 @@
+//! HTTP/1.1 as an intermediary sees it, with no sockets: request and response heads are parsed with
+//! `httparse`, validated against RFC 9112/9110 (anything ambiguous is rejected before it can reach a
+//! backend), and rewritten for the next hop (hop-by-hop headers dropped, framing normalised,
+//! `X-Forwarded-*` added). Bodies are relayed by [`body::Relay`], which decides byte by byte what is
+//! framing and what is payload. Canned error responses live here too.
+
+pub mod body;
+pub mod request;
+pub mod response;
+
+use std::fmt;
+
+/// Most header fields a head may carry; more gives 431 (requests) or 502 (responses).
+pub const MAX_HEADERS: usize = 100;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    Http10,
+    Http11,
+}
+
+/// How a message body is delimited on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body at all.
+    Empty,
+    Length(u64),
+    Chunked,
+    /// Everything until the sender closes (responses only).
+    UntilClose,
+}
+
+/// A byte range inside the buffer a head was parsed from, so parsed heads do not borrow the buffer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Span {
+    pub start: u32,
+    pub end: u32,
+}
+
+impl Span {
+    fn of(base: &[u8], part: &[u8]) -> Span {
+        let start = part.as_ptr() as usize - base.as_ptr() as usize;
+        Span {
+            start: start as u32,
+            end: (start + part.len()) as u32,
+        }
+    }
+
+    pub fn get(self, base: &[u8]) -> &[u8] {
+        &base[self.start as usize..self.end as usize]
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.start == self.end
+    }
+}
+
+/// One header field's name and value positions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HeaderSpan {
+    pub name: Span,
+    pub value: Span,
+}
+
+/// The header fields of a parsed head, by position.
+#[derive(Clone)]
+pub struct HeaderSpans {
+    spans: [HeaderSpan; MAX_HEADERS],
+    len: usize,
+}
+
+impl Default for HeaderSpans {
+    fn default() -> Self {
+        HeaderSpans {
+            spans: [HeaderSpan::default(); MAX_HEADERS],
+            len: 0,
+        }
+    }
+}
+
+impl HeaderSpans {
+    fn from_parsed(base: &[u8], headers: &[httparse::Header<'_>]) -> HeaderSpans {
+        let mut spans = HeaderSpans::default();
+        for (slot, h) in spans.spans.iter_mut().zip(headers) {
+            *slot = HeaderSpan {
+                name: Span::of(base, h.name.as_bytes()),
+                value: Span::of(base, h.value),
+            };
+        }
+        spans.len = headers.len();
+        spans
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &HeaderSpan> {
+        self.spans[..self.len].iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// Why a head was refused. Each maps to one status (see [`request::RequestError::status`]) and a log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadError {
+    Syntax(&'static str),
+    TooLarge,
+    TooManyHeaders,
+    BadContentLength,
+    BadTransferEncoding,
+    UnsupportedTransferEncoding,
+    ContentLengthWithTransferEncoding,
+    TransferEncodingInHttp10,
+    MissingHost,
+    DuplicateHost,
+    BadHost,
+    BadTarget,
+    MethodNotSupported,
+    UnexpectedUpgrade,
+}
+
+impl fmt::Display for HeadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HeadError::Syntax(what) => write!(f, "malformed head: {what}"),
+            HeadError::TooLarge => f.write_str("head too large"),
+            HeadError::TooManyHeaders => write!(f, "more than {MAX_HEADERS} header fields"),
+            HeadError::BadContentLength => f.write_str("invalid or conflicting Content-Length"),
+            HeadError::BadTransferEncoding => f.write_str("invalid Transfer-Encoding"),
+            HeadError::UnsupportedTransferEncoding => f.write_str("transfer coding other than chunked"),
+            HeadError::ContentLengthWithTransferEncoding => {
+                f.write_str("both Content-Length and Transfer-Encoding")
+            }
+            HeadError::TransferEncodingInHttp10 => f.write_str("Transfer-Encoding in an HTTP/1.0 message"),
+            HeadError::MissingHost => f.write_str("HTTP/1.1 request without Host"),
+            HeadError::DuplicateHost => f.write_str("more than one Host"),
+            HeadError::BadHost => f.write_str("invalid Host"),
+            HeadError::BadTarget => f.write_str("invalid request target"),
+            HeadError::MethodNotSupported => f.write_str("CONNECT is not supported"),
+            HeadError::UnexpectedUpgrade => f.write_str("101 Switching Protocols without an upgrade request"),
+        }
+    }
+}
+
+impl From<httparse::Error> for HeadError {
+    fn from(e: httparse::Error) -> HeadError {
+        match e {
+            httparse::Error::TooManyHeaders => HeadError::TooManyHeaders,
+            httparse::Error::HeaderName => HeadError::Syntax("invalid header name"),
+            httparse::Error::HeaderValue => HeadError::Syntax("invalid header value"),
+            httparse::Error::NewLine => HeadError::Syntax("invalid line ending"),
+            httparse::Error::Status => HeadError::Syntax("invalid status"),
+            httparse::Error::Token => HeadError::Syntax("invalid token"),
+            httparse::Error::Version => HeadError::Syntax("unsupported HTTP version"),
+        }
+    }
+}
+
+/// Parses one Content-Length field value: digits only, possibly a comma-separated list of identical
+/// values (RFC 9110 8.6). `+5`, `5x`, `-1`, empty, overflow and differing list members are errors.
+pub fn parse_content_length(value: &[u8]) -> Option<u64> {
+    let mut result: Option<u64> = None;
+    for member in value.split(|&b| b == b',') {
+        let member = trim_ows(member);
+        if member.is_empty() || member.len() > 19 || !member.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        let n = member
+            .iter()
+            .try_fold(0u64, |acc, &d| acc.checked_mul(10)?.checked_add(u64::from(d - b'0')))?;
+        match result {
+            Some(previous) if previous != n => return None,
+            _ => result = Some(n),
+        }
+    }
+    result
+}
+
+/// Folds one more Content-Length field into what was seen so far; every field must agree.
+fn merge_content_length(seen: Option<u64>, value: &[u8]) -> Result<Option<u64>, HeadError> {
+    let n = parse_content_length(value).ok_or(HeadError::BadContentLength)?;
+    match seen {
+        Some(previous) if previous != n => Err(HeadError::BadContentLength),
+        _ => Ok(Some(n)),
+    }
+}
+
+/// What the Transfer-Encoding fields of a message say, folded across fields in order.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TransferCodings {
+    pub present: bool,
+    /// `chunked` is the final coding.
+    pub chunked_last: bool,
+    /// `chunked` appears somewhere other than last, or twice.
+    pub chunked_misplaced: bool,
+    /// Codings other than chunked (gzip, deflate, ...).
+    pub others: bool,
+    /// A member that is not a token, or an empty list.
+    pub malformed: bool,
+}
+
+impl TransferCodings {
+    pub fn add_field(&mut self, value: &[u8]) {
+        self.present = true;
+        let mut any = false;
+        for member in value.split(|&b| b == b',') {
+            let member = trim_ows(member);
+            if member.is_empty() {
+                continue;
+            }
+            any = true;
+            // Parameters (`;q=...`) are not allowed on transfer codings we would accept anyway.
+            if !member.iter().all(|&b| is_tchar(b)) {
+                self.malformed = true;
+            }
+            if self.chunked_last {
+                // Something follows an earlier `chunked`.
+                self.chunked_misplaced = true;
+            }
+            if member.eq_ignore_ascii_case(b"chunked") {
+                self.chunked_last = true;
+            } else {
+                self.chunked_last = false;
+                self.others = true;
+            }
+        }
+        if !any {
+            self.malformed = true;
+        }
+    }
+}
+
+/// The tokens of `Connection` fields that change how the proxy behaves.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionTokens {
+    pub close: bool,
+    pub keep_alive: bool,
+    pub upgrade: bool,
+    /// A token other than the three above: the name of a field to treat as hop-by-hop.
+    pub names_fields: bool,
+}
+
+impl ConnectionTokens {
+    fn add_field(&mut self, value: &[u8]) {
+        for token in value.split(|&b| b == b',').map(trim_ows) {
+            if token.eq_ignore_ascii_case(b"close") {
+                self.close = true;
+            } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                self.keep_alive = true;
+            } else if token.eq_ignore_ascii_case(b"upgrade") {
+                self.upgrade = true;
+            } else if !token.is_empty() {
+                self.names_fields = true;
+            }
+        }
+    }
+}
+
+/// Headers that describe one hop and are never forwarded as received (RFC 9110 7.6.1), plus the framing
+/// headers that the proxy regenerates itself.
+fn is_hop_by_hop(name: &[u8]) -> bool {
+    const HOP: [&[u8]; 8] = [
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"upgrade",
+        b"transfer-encoding",
+        b"content-length",
+        b"proxy-authenticate",
+    ];
+    HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+}
+
+/// True when some `Connection` field of the head lists `name` (which makes `name` hop-by-hop too).
+fn listed_in_connection(base: &[u8], headers: &HeaderSpans, name: &[u8]) -> bool {
+    headers
+        .iter()
+        .filter(|h| h.name.get(base).eq_ignore_ascii_case(b"connection"))
+        .any(|h| {
+            h.value
+                .get(base)
+                .split(|&b| b == b',')
+                .any(|token| trim_ows(token).eq_ignore_ascii_case(name))
+        })
+}
+
+pub fn trim_ows(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = s {
+        s = rest;
+    }
+    s
+}
+
+/// RFC 9110 token characters.
+pub fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// Writes a head into a fixed slice, remembering whether it overflowed instead of failing at each call.
+pub struct HeadWriter<'a> {
+    out: &'a mut [u8],
+    len: usize,
+    overflow: bool,
+}
+
+impl<'a> HeadWriter<'a> {
+    pub fn new(out: &'a mut [u8]) -> HeadWriter<'a> {
+        HeadWriter {
+            out,
+            len: 0,
+            overflow: false,
+        }
+    }
+
+    pub fn put(&mut self, bytes: &[u8]) {
+        if self.overflow || self.out.len() - self.len < bytes.len() {
+            self.overflow = true;
+            return;
+        }
+        self.out[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+        self.len += bytes.len();
+    }
+
+    pub fn put_u64(&mut self, n: u64) {
+        let mut digits = [0u8; 20];
+        let mut i = digits.len();
+        let mut n = n;
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        self.put(&digits[i..]);
+    }
+
+    pub fn header(&mut self, name: &[u8], value: &[u8]) {
+        self.put(name);
+        self.put(b": ");
+        self.put(value);
+        self.put(b"\r\n");
+    }
+
+    /// Bytes written, or `None` if the head did not fit.
+    pub fn finish(self) -> Option<usize> {
+        (!self.overflow).then_some(self.len)
+    }
+}
+
+/// The complete responses the balancer itself sends. All close the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorResponse {
+    BadRequest,
+    RequestTimeout,
+    HeadTooLarge,
+    NotImplemented,
+    BadGateway,
+    ServiceUnavailable,
+    GatewayTimeout,
+}
+
+impl ErrorResponse {
+    pub fn status(self) -> u16 {
+        match self {
+            ErrorResponse::BadRequest => 400,
+            ErrorResponse::RequestTimeout => 408,
+            ErrorResponse::HeadTooLarge => 431,
+            ErrorResponse::NotImplemented => 501,
+            ErrorResponse::BadGateway => 502,
+            ErrorResponse::ServiceUnavailable => 503,
+            ErrorResponse::GatewayTimeout => 504,
+        }
+    }
+
+    pub fn bytes(self) -> &'static [u8] {
+        match self {
+            ErrorResponse::BadRequest => {
+                b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: 16\r\nConnection: close\r\n\r\n400 Bad Request\n"
+            }
+            ErrorResponse::RequestTimeout => {
+                b"HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain\r\nContent-Length: 20\r\nConnection: close\r\n\r\n408 Request Timeout\n"
+            }
+            ErrorResponse::HeadTooLarge => {
+                b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: text/plain\r\nContent-Length: 36\r\nConnection: close\r\n\r\n431 Request Header Fields Too Large\n"
+            }
+            ErrorResponse::NotImplemented => {
+                b"HTTP/1.1 501 Not Implemented\r\nContent-Type: text/plain\r\nContent-Length: 20\r\nConnection: close\r\n\r\n501 Not Implemented\n"
+            }
+            ErrorResponse::BadGateway => {
+                b"HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain\r\nContent-Length: 16\r\nConnection: close\r\n\r\n502 Bad Gateway\n"
+            }
+            ErrorResponse::ServiceUnavailable => {
+                b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 24\r\nConnection: close\r\nRetry-After: 1\r\n\r\n503 Service Unavailable\n"
+            }
+            ErrorResponse::GatewayTimeout => {
+                b"HTTP/1.1 504 Gateway Timeout\r\nContent-Type: text/plain\r\nContent-Length: 20\r\nConnection: close\r\n\r\n504 Gateway Timeout\n"
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_length_values() {
+        let cases: &[(&[u8], Option<u64>)] = &[
+            (b"0", Some(0)),
+            (b"5", Some(5)),
+            (b"005", Some(5)),
+            (b" 5 ", Some(5)),
+            (b"5, 5", Some(5)),
+            (b"5,5,5", Some(5)),
+            (b"18446744073709551615", None), // 20 digits: longer than we accept
+            (b"9223372036854775807", Some(9223372036854775807)),
+            (b"5, 6", None),
+            (b"+5", None),
+            (b"-5", None),
+            (b"5x", None),
+            (b"0x5", None),
+            (b"5 5", None),
+            (b"", None),
+            (b",", None),
+            (b"5,", None),
+            (b"5.0", None),
+            (b"99999999999999999999", None),
+        ];
+        for (value, expected) in cases {
+            assert_eq!(parse_content_length(value), *expected, "{:?}", String::from_utf8_lossy(value));
+        }
+    }
+
+    #[test]
+    fn transfer_codings() {
+        // (fields, chunked_last, misplaced, others, malformed)
+        let cases: &[(&[&[u8]], bool, bool, bool, bool)] = &[
+            (&[b"chunked"], true, false, false, false),
+            (&[b"Chunked"], true, false, false, false),
+            (&[b" chunked "], true, false, false, false),
+            (&[b"gzip, chunked"], true, false, true, false),
+            (&[b"gzip", b"chunked"], true, false, true, false),
+            (&[b"chunked, gzip"], false, true, true, false),
+            (&[b"chunked", b"chunked"], true, true, false, false),
+            (&[b"chunked, chunked"], true, true, false, false),
+            (&[b"identity"], false, false, true, false),
+            (&[b""], false, false, false, true),
+            (&[b"chunked;q=1"], false, false, true, true),
+            (&[b"\"chunked\""], false, false, true, true),
+            (&[b"chunk ed"], false, false, true, true),
+        ];
+        for (fields, last, misplaced, others, malformed) in cases {
+            let mut te = TransferCodings::default();
+            for f in *fields {
+                te.add_field(f);
+            }
+            assert_eq!(
+                (te.chunked_last, te.chunked_misplaced, te.others, te.malformed),
+                (*last, *misplaced, *others, *malformed),
+                "{fields:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn canned_responses_are_well_formed() {
+        let all = [
+            ErrorResponse::BadRequest,
+            ErrorResponse::RequestTimeout,
+            ErrorResponse::HeadTooLarge,
+            ErrorResponse::NotImplemented,
+            ErrorResponse::BadGateway,
+            ErrorResponse::ServiceUnavailable,
+            ErrorResponse::GatewayTimeout,
+        ];
+        for e in all {
+            let bytes = e.bytes();
+            let mut headers = [httparse::EMPTY_HEADER; 8];
+            let mut response = httparse::Response::new(&mut headers);
+            let head_len = response.parse(bytes).unwrap().unwrap();
+            assert_eq!(response.code, Some(e.status()));
+            let cl = response
+                .headers
+                .iter()
+                .find(|h| h.name == "Content-Length")
+                .map(|h| parse_content_length(h.value).unwrap())
+                .unwrap();
+            assert_eq!(cl as usize, bytes.len() - head_len, "{e:?}");
+            assert!(response.headers.iter().any(|h| h.name == "Connection" && h.value == b"close"));
+        }
+        assert!(std::str::from_utf8(ErrorResponse::ServiceUnavailable.bytes()).unwrap().contains("Retry-After: 1\r\n"));
+    }
+
+    #[test]
+    fn head_writer_reports_overflow() {
+        let mut out = [0u8; 16];
+        let mut w = HeadWriter::new(&mut out);
+        w.header(b"A", b"1");
+        w.put_u64(1234567890);
+        assert_eq!(w.finish(), Some(16));
+        let mut out = [0u8; 8];
+        let mut w = HeadWriter::new(&mut out);
+        w.put(b"0123456789");
+        w.put(b"x");
+        assert_eq!(w.finish(), None);
+    }
+}

@@ -1,0 +1,478 @@
+//! Request heads: parse and validate what a client sent, then write the head the backend receives.
+//! Validation happens entirely before a backend is chosen, so a malformed or ambiguous request never
+//! reaches one.
+
+use super::{
+    ConnectionTokens, Framing, HeadError, HeadWriter, HeaderSpans, MAX_HEADERS, Span, TransferCodings, Version,
+    is_hop_by_hop, listed_in_connection, merge_content_length, trim_ows,
+};
+use crate::http::ErrorResponse;
+use std::io::Write as _;
+use std::net::IpAddr;
+
+/// A validated request head; positions refer to the buffer it was parsed from.
+#[derive(Clone)]
+pub struct RequestHead {
+    /// Bytes the head occupies at the start of the buffer (including leading empty lines).
+    pub head_len: usize,
+    pub method: Span,
+    pub target: Span,
+    /// The authority of an absolute-form target (`GET http://host/path`); it replaces `Host`.
+    pub authority: Option<Span>,
+    pub version: Version,
+    pub headers: HeaderSpans,
+    pub framing: Framing,
+    /// The client asked for the connection to stay open after this exchange.
+    pub keep_alive: bool,
+    /// `Expect: 100-continue` in an HTTP/1.1 request.
+    pub expect_continue: bool,
+    /// `Connection: upgrade` with an `Upgrade` field: a protocol switch (WebSocket) is requested.
+    pub upgrade: bool,
+    pub is_head: bool,
+    /// Safe to send again after a failure (RFC 9110 9.2.2).
+    pub idempotent: bool,
+    has_host: bool,
+    /// Some `Connection` field names other fields, which are then hop-by-hop too.
+    connection_lists_fields: bool,
+}
+
+impl RequestHead {
+    pub fn method<'a>(&self, buf: &'a [u8]) -> &'a [u8] {
+        self.method.get(buf)
+    }
+
+    pub fn has_body(&self) -> bool {
+        !matches!(self.framing, Framing::Empty)
+    }
+}
+
+/// What a rejected request gets back.
+pub fn error_response(e: HeadError) -> ErrorResponse {
+    match e {
+        HeadError::TooLarge | HeadError::TooManyHeaders => ErrorResponse::HeadTooLarge,
+        HeadError::MethodNotSupported | HeadError::UnsupportedTransferEncoding => ErrorResponse::NotImplemented,
+        _ => ErrorResponse::BadRequest,
+    }
+}
+
+/// Parses and validates a request head at the start of `buf`. `Ok(None)` means more bytes are needed;
+/// a partial head that already fills `max_head` bytes is [`HeadError::TooLarge`].
+pub fn parse_request(buf: &[u8], max_head: usize) -> Result<Option<RequestHead>, HeadError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut headers);
+    let head_len = match request.parse(buf)? {
+        httparse::Status::Complete(n) if n <= max_head => n,
+        httparse::Status::Complete(_) => return Err(HeadError::TooLarge),
+        httparse::Status::Partial if buf.len() >= max_head => return Err(HeadError::TooLarge),
+        httparse::Status::Partial => return Ok(None),
+    };
+    // httparse guarantees these are set on a complete parse.
+    let (Some(method), Some(target), Some(version)) = (request.method, request.path, request.version) else {
+        return Err(HeadError::Syntax("incomplete request line"));
+    };
+    let version = if version == 0 { Version::Http10 } else { Version::Http11 };
+    let method_bytes = method.as_bytes();
+    if method_bytes == b"CONNECT" {
+        return Err(HeadError::MethodNotSupported);
+    }
+    let (target_span, authority) = split_target(buf, method_bytes, target.as_bytes())?;
+
+    let mut content_length: Option<u64> = None;
+    let mut codings = TransferCodings::default();
+    let mut connection = ConnectionTokens::default();
+    let mut host: Option<&[u8]> = None;
+    let mut host_count = 0;
+    let mut expect_continue = false;
+    let mut has_upgrade_field = false;
+    for h in request.headers.iter() {
+        let name = h.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"content-length") {
+            content_length = merge_content_length(content_length, h.value)?;
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            codings.add_field(h.value);
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            connection.add_field(h.value);
+        } else if name.eq_ignore_ascii_case(b"host") {
+            host_count += 1;
+            host = Some(h.value);
+        } else if name.eq_ignore_ascii_case(b"expect") {
+            expect_continue |= trim_ows(h.value).eq_ignore_ascii_case(b"100-continue");
+        } else if name.eq_ignore_ascii_case(b"upgrade") {
+            has_upgrade_field = true;
+        }
+    }
+
+    match (host_count, host) {
+        (0, _) if version == Version::Http11 => return Err(HeadError::MissingHost),
+        (2.., _) => return Err(HeadError::DuplicateHost),
+        (_, Some(value)) if !valid_host(value) => return Err(HeadError::BadHost),
+        _ => {}
+    }
+
+    let framing = if codings.present {
+        if version == Version::Http10 {
+            return Err(HeadError::TransferEncodingInHttp10);
+        }
+        if content_length.is_some() {
+            return Err(HeadError::ContentLengthWithTransferEncoding);
+        }
+        if codings.malformed || codings.chunked_misplaced || !codings.chunked_last {
+            return Err(HeadError::BadTransferEncoding);
+        }
+        if codings.others {
+            return Err(HeadError::UnsupportedTransferEncoding);
+        }
+        Framing::Chunked
+    } else {
+        match content_length {
+            None | Some(0) => Framing::Empty,
+            Some(n) => Framing::Length(n),
+        }
+    };
+
+    let keep_alive = match version {
+        Version::Http11 => !connection.close,
+        Version::Http10 => connection.keep_alive && !connection.close,
+    };
+    let idempotent = matches!(method_bytes, b"GET" | b"HEAD" | b"OPTIONS" | b"TRACE" | b"PUT" | b"DELETE");
+    Ok(Some(RequestHead {
+        head_len,
+        method: Span::of(buf, method_bytes),
+        target: target_span,
+        authority,
+        version,
+        headers: HeaderSpans::from_parsed(buf, request.headers),
+        framing,
+        keep_alive,
+        expect_continue: expect_continue && version == Version::Http11,
+        upgrade: connection.upgrade && has_upgrade_field && version == Version::Http11,
+        is_head: method_bytes == b"HEAD",
+        idempotent,
+        has_host: host_count == 1,
+        connection_lists_fields: connection.names_fields,
+    }))
+}
+
+/// Splits the request target into what the backend receives (origin-form) and, for absolute-form, the
+/// authority that replaces `Host` (RFC 9112 3.2.2).
+fn split_target(buf: &[u8], method: &[u8], target: &[u8]) -> Result<(Span, Option<Span>), HeadError> {
+    if target.first() == Some(&b'/') {
+        return Ok((Span::of(buf, target), None));
+    }
+    if target == b"*" {
+        return if method == b"OPTIONS" {
+            Ok((Span::of(buf, target), None))
+        } else {
+            Err(HeadError::BadTarget)
+        };
+    }
+    let rest = strip_prefix_ignore_case(target, b"http://")
+        .or_else(|| strip_prefix_ignore_case(target, b"https://"))
+        .ok_or(HeadError::BadTarget)?;
+    let authority_len = rest.iter().position(|&b| b == b'/' || b == b'?').unwrap_or(rest.len());
+    let authority = &rest[..authority_len];
+    if authority.is_empty() || authority.contains(&b'@') || !valid_host(authority) {
+        return Err(HeadError::BadTarget);
+    }
+    // An empty path becomes "/" when written; an authority followed directly by a query keeps the query.
+    Ok((Span::of(buf, &rest[authority_len..]), Some(Span::of(buf, authority))))
+}
+
+fn strip_prefix_ignore_case<'a>(s: &'a [u8], prefix: &[u8]) -> Option<&'a [u8]> {
+    (s.len() >= prefix.len() && s[..prefix.len()].eq_ignore_ascii_case(prefix)).then(|| &s[prefix.len()..])
+}
+
+/// `Host` is `uri-host [":" port]`: reg-name characters, an IP literal in brackets, digits after a colon.
+fn valid_host(value: &[u8]) -> bool {
+    value
+        .iter()
+        .all(|&b| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=:[]".contains(&b))
+}
+
+/// Per-hop facts the rewritten head needs.
+pub struct ForwardInfo<'a> {
+    pub client_ip: IpAddr,
+    /// `Host` for requests that carry none (HTTP/1.0): the backend's `host:port`.
+    pub default_host: &'a [u8],
+}
+
+/// Writes the head the backend receives: HTTP/1.1 request line, the client's end-to-end fields, `Host`,
+/// normalised framing, `X-Forwarded-For` (appended to), `X-Forwarded-Proto`. Returns the length written,
+/// or `None` when it does not fit in `out`.
+pub fn write_request_head(buf: &[u8], head: &RequestHead, info: &ForwardInfo<'_>, out: &mut [u8]) -> Option<usize> {
+    let mut w = HeadWriter::new(out);
+    w.put(head.method.get(buf));
+    w.put(b" ");
+    if head.target.is_empty() {
+        w.put(b"/");
+    } else {
+        w.put(head.target.get(buf));
+    }
+    w.put(b" HTTP/1.1\r\n");
+
+    let mut forwarded_for_written = false;
+    for h in head.headers.iter() {
+        let name = h.name.get(buf);
+        let value = h.value.get(buf);
+        if name.eq_ignore_ascii_case(b"x-forwarded-for") {
+            // All X-Forwarded-For fields are folded into one, with the client appended, in place of the first.
+            if !forwarded_for_written {
+                forwarded_for_written = true;
+                write_forwarded_for(&mut w, buf, head, info.client_ip);
+            }
+            continue;
+        }
+        let skip = if head.upgrade && name.eq_ignore_ascii_case(b"upgrade") {
+            false
+        } else {
+            is_hop_by_hop(name)
+                || name.eq_ignore_ascii_case(b"x-forwarded-proto")
+                || (head.authority.is_some() && name.eq_ignore_ascii_case(b"host"))
+                || (head.version == Version::Http10 && name.eq_ignore_ascii_case(b"expect"))
+                || (head.connection_lists_fields && listed_in_connection(buf, &head.headers, name))
+        };
+        if !skip {
+            w.header(name, value);
+        }
+    }
+    if let Some(authority) = head.authority {
+        w.header(b"Host", authority.get(buf));
+    } else if !head.has_host {
+        w.header(b"Host", info.default_host);
+    }
+    match head.framing {
+        Framing::Empty | Framing::UntilClose => {}
+        Framing::Length(n) => {
+            w.put(b"Content-Length: ");
+            w.put_u64(n);
+            w.put(b"\r\n");
+        }
+        Framing::Chunked => w.put(b"Transfer-Encoding: chunked\r\n"),
+    }
+    if head.upgrade {
+        w.put(b"Connection: upgrade\r\n");
+    }
+    if !forwarded_for_written {
+        write_forwarded_for(&mut w, buf, head, info.client_ip);
+    }
+    w.put(b"X-Forwarded-Proto: http\r\n\r\n");
+    w.finish()
+}
+
+fn write_forwarded_for(w: &mut HeadWriter<'_>, buf: &[u8], head: &RequestHead, client_ip: IpAddr) {
+    w.put(b"X-Forwarded-For: ");
+    for h in head.headers.iter() {
+        if h.name.get(buf).eq_ignore_ascii_case(b"x-forwarded-for") {
+            let value = trim_ows(h.value.get(buf));
+            if !value.is_empty() {
+                w.put(value);
+                w.put(b", ");
+            }
+        }
+    }
+    let mut ip_text = [0u8; 64];
+    let mut cursor = &mut ip_text[..];
+    // An IP address always fits in 64 bytes, so this write cannot fail.
+    let _ = write!(cursor, "{client_ip}");
+    let written = 64 - cursor.len();
+    w.put(&ip_text[..written]);
+    w.put(b"\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAX: usize = 8192;
+
+    fn parse(raw: &str) -> Result<Option<RequestHead>, HeadError> {
+        parse_request(raw.as_bytes(), MAX)
+    }
+
+    fn forward(raw: &str) -> String {
+        let head = parse(raw).unwrap().unwrap();
+        let mut out = [0u8; 4096];
+        let info = ForwardInfo {
+            client_ip: "192.0.2.7".parse().unwrap(),
+            default_host: b"10.0.0.1:8001",
+        };
+        let n = write_request_head(raw.as_bytes(), &head, &info, &mut out).unwrap();
+        String::from_utf8(out[..n].to_vec()).unwrap()
+    }
+
+    #[test]
+    fn valid_requests_and_their_framing() {
+        // (raw head, framing, keep_alive, expect_continue, upgrade)
+        let cases: &[(&str, Framing, bool, bool, bool)] = &[
+            ("GET / HTTP/1.1\r\nHost: a\r\n\r\n", Framing::Empty, true, false, false),
+            ("GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", Framing::Empty, false, false, false),
+            ("GET / HTTP/1.1\r\nHost: a\r\nConnection: Keep-Alive, CLOSE\r\n\r\n", Framing::Empty, false, false, false),
+            ("GET / HTTP/1.0\r\n\r\n", Framing::Empty, false, false, false),
+            ("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", Framing::Empty, true, false, false),
+            ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n", Framing::Length(5), true, false, false),
+            ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n", Framing::Empty, true, false, false),
+            ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n", Framing::Length(5), true, false, false),
+            ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\n\r\n", Framing::Length(5), true, false, false),
+            ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n", Framing::Chunked, true, false, false),
+            ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: CHUNKED\r\n\r\n", Framing::Chunked, true, false, false),
+            ("PUT / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n", Framing::Length(3), true, true, false),
+            ("PUT / HTTP/1.0\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n", Framing::Length(3), false, false, false),
+            ("GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n", Framing::Empty, true, false, true),
+            ("GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n", Framing::Empty, true, false, false),
+            ("OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n", Framing::Empty, true, false, false),
+            ("GET http://example.com/x HTTP/1.1\r\nHost: other\r\n\r\n", Framing::Empty, true, false, false),
+            ("\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n", Framing::Empty, true, false, false),
+            ("GET / HTTP/1.1\nHost: a\n\n", Framing::Empty, true, false, false),
+            ("GET / HTTP/1.1\r\nHost: [::1]:80\r\n\r\n", Framing::Empty, true, false, false),
+            ("GET / HTTP/1.1\r\nHost: \r\n\r\n", Framing::Empty, true, false, false),
+        ];
+        for (raw, framing, keep_alive, expect, upgrade) in cases {
+            let head = parse(raw).unwrap_or_else(|e| panic!("{raw:?}: {e}")).unwrap();
+            assert_eq!(head.framing, *framing, "{raw:?}");
+            assert_eq!(head.keep_alive, *keep_alive, "{raw:?}");
+            assert_eq!(head.expect_continue, *expect, "{raw:?}");
+            assert_eq!(head.upgrade, *upgrade, "{raw:?}");
+            assert_eq!(head.head_len, raw.len(), "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn rejected_requests() {
+        let cases: &[(&str, HeadError, u16)] = &[
+            ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", HeadError::ContentLengthWithTransferEncoding, 400),
+            ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n", HeadError::ContentLengthWithTransferEncoding, 400),
+            ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n", HeadError::BadContentLength, 400),
+            ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\n", HeadError::BadContentLength, 400),
+            ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5x\r\n\r\n", HeadError::BadContentLength, 400),
+            ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999\r\n\r\n", HeadError::BadContentLength, 400),
+            ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 6\r\n\r\n", HeadError::BadContentLength, 400),
+            ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: \r\n\r\n", HeadError::BadContentLength, 400),
+            ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", HeadError::BadTransferEncoding, 400),
+            ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", HeadError::BadTransferEncoding, 400),
+            ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\n\r\n", HeadError::BadTransferEncoding, 400),
+            ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: identity\r\n\r\n", HeadError::BadTransferEncoding, 400),
+            ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: \"chunked\"\r\n\r\n", HeadError::BadTransferEncoding, 400),
+            ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", HeadError::UnsupportedTransferEncoding, 501),
+            ("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", HeadError::TransferEncodingInHttp10, 400),
+            ("GET / HTTP/1.1\r\n\r\n", HeadError::MissingHost, 400),
+            ("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", HeadError::DuplicateHost, 400),
+            ("GET / HTTP/1.1\r\nHost: a b\r\n\r\n", HeadError::BadHost, 400),
+            ("GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", HeadError::BadHost, 400),
+            ("GET / HTTP/1.1\r\nHost: a@b\r\n\r\n", HeadError::BadHost, 400),
+            ("GET x HTTP/1.1\r\nHost: a\r\n\r\n", HeadError::BadTarget, 400),
+            ("GET * HTTP/1.1\r\nHost: a\r\n\r\n", HeadError::BadTarget, 400),
+            ("GET ftp://a/ HTTP/1.1\r\nHost: a\r\n\r\n", HeadError::BadTarget, 400),
+            ("GET http:///x HTTP/1.1\r\nHost: a\r\n\r\n", HeadError::BadTarget, 400),
+            ("CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n", HeadError::MethodNotSupported, 501),
+            ("GET / HTTP/1.1\r\nHost : a\r\n\r\n", HeadError::Syntax("invalid header name"), 400),
+            ("GET / HTTP/1.1\r\nHost: a\r\nX: 1\r\n 2\r\n\r\n", HeadError::Syntax("invalid header name"), 400),
+            ("GET / HTTP/1.1\r\nHost: a\rX: 1\r\n\r\n", HeadError::Syntax("invalid header value"), 400),
+            ("GET / HTTP/1.1\r\nHost: a\r\nX: a\0b\r\n\r\n", HeadError::Syntax("invalid header value"), 400),
+            ("GET / HTTP/1.1\r\nHo\0st: a\r\n\r\n", HeadError::Syntax("invalid header name"), 400),
+            ("GET / HTTP/1.1\r\n: a\r\n\r\n", HeadError::Syntax("invalid header name"), 400),
+            ("GET / HTTP/2.0\r\nHost: a\r\n\r\n", HeadError::Syntax("unsupported HTTP version"), 400),
+            ("GET  / HTTP/1.1\r\nHost: a\r\n\r\n", HeadError::Syntax("invalid token"), 400),
+        ];
+        for (raw, expected, status) in cases {
+            match parse(raw) {
+                Err(e) => {
+                    assert_eq!(e, *expected, "{raw:?}");
+                    assert_eq!(error_response(e).status(), *status, "{raw:?}");
+                }
+                Ok(_) => panic!("{raw:?} should be rejected with {expected:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn partial_and_oversized_heads() {
+        assert!(parse("GET / HTTP/1.1\r\nHost: a\r\n").unwrap().is_none());
+        assert!(parse("GET / HT").unwrap().is_none());
+        assert!(parse("").unwrap().is_none());
+        let big = format!("GET / HTTP/1.1\r\nHost: a\r\nX: {}\r\n", "a".repeat(MAX));
+        assert_eq!(parse(&big).err(), Some(HeadError::TooLarge));
+        let big_complete = format!("GET / HTTP/1.1\r\nHost: a\r\nX: {}\r\n\r\n", "a".repeat(MAX));
+        assert_eq!(parse(&big_complete).err(), Some(HeadError::TooLarge));
+        let many: String = (0..=MAX_HEADERS).map(|i| format!("X-{i}: v\r\n")).collect();
+        let raw = format!("GET / HTTP/1.1\r\nHost: a\r\n{many}\r\n");
+        assert_eq!(parse(&raw).err(), Some(HeadError::TooManyHeaders));
+        assert_eq!(error_response(HeadError::TooManyHeaders).status(), 431);
+    }
+
+    #[test]
+    fn body_bytes_are_not_part_of_the_head() {
+        let raw = "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhelloGET / HTTP/1.1\r\n";
+        let head = parse(raw).unwrap().unwrap();
+        assert_eq!(&raw[head.head_len..], "helloGET / HTTP/1.1\r\n");
+    }
+
+    #[test]
+    fn rewriting_for_the_backend() {
+        // (client head, head the backend must receive)
+        let cases: &[(&str, &str)] = &[
+            (
+                "GET /a?b=1 HTTP/1.1\r\nHost: example.com\r\nAccept: */*\r\n\r\n",
+                "GET /a?b=1 HTTP/1.1\r\nHost: example.com\r\nAccept: */*\r\nX-Forwarded-For: 192.0.2.7\r\nX-Forwarded-Proto: http\r\n\r\n",
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, X-Secret\r\nKeep-Alive: timeout=5\r\nX-Secret: 1\r\nTE: trailers\r\nProxy-Connection: x\r\nX-Forwarded-Proto: https\r\n\r\n",
+                "GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 192.0.2.7\r\nX-Forwarded-Proto: http\r\n\r\n",
+            ),
+            (
+                "GET / HTTP/1.1\r\nX-Forwarded-For: 10.0.0.1\r\nHost: a\r\nX-Forwarded-For: 10.0.0.2 \r\n\r\n",
+                "GET / HTTP/1.1\r\nX-Forwarded-For: 10.0.0.1, 10.0.0.2, 192.0.2.7\r\nHost: a\r\nX-Forwarded-Proto: http\r\n\r\n",
+            ),
+            (
+                "POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 005\r\n\r\n",
+                "POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nX-Forwarded-For: 192.0.2.7\r\nX-Forwarded-Proto: http\r\n\r\n",
+            ),
+            (
+                "POST /p HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n",
+                "POST /p HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nX-Forwarded-For: 192.0.2.7\r\nX-Forwarded-Proto: http\r\n\r\n",
+            ),
+            (
+                "GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+                "GET / HTTP/1.1\r\nHost: 10.0.0.1:8001\r\nX-Forwarded-For: 192.0.2.7\r\nX-Forwarded-Proto: http\r\n\r\n",
+            ),
+            (
+                "PUT / HTTP/1.0\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n",
+                "PUT / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nX-Forwarded-For: 192.0.2.7\r\nX-Forwarded-Proto: http\r\n\r\n",
+            ),
+            (
+                "PUT / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n",
+                "PUT / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 1\r\nX-Forwarded-For: 192.0.2.7\r\nX-Forwarded-Proto: http\r\n\r\n",
+            ),
+            (
+                "GET http://example.com:81 HTTP/1.1\r\nHost: ignored\r\n\r\n",
+                "GET / HTTP/1.1\r\nHost: example.com:81\r\nX-Forwarded-For: 192.0.2.7\r\nX-Forwarded-Proto: http\r\n\r\n",
+            ),
+            (
+                "GET http://example.com/x?y HTTP/1.1\r\nHost: ignored\r\n\r\n",
+                "GET /x?y HTTP/1.1\r\nHost: example.com\r\nX-Forwarded-For: 192.0.2.7\r\nX-Forwarded-Proto: http\r\n\r\n",
+            ),
+            (
+                "GET /chat HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: k\r\n\r\n",
+                "GET /chat HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nSec-WebSocket-Key: k\r\nConnection: upgrade\r\nX-Forwarded-For: 192.0.2.7\r\nX-Forwarded-Proto: http\r\n\r\n",
+            ),
+            (
+                "GET / HTTP/1.1\nHost: a\n\n",
+                "GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 192.0.2.7\r\nX-Forwarded-Proto: http\r\n\r\n",
+            ),
+        ];
+        for (client, backend) in cases {
+            assert_eq!(forward(client), *backend, "for {client:?}");
+        }
+    }
+
+    #[test]
+    fn rewriting_reports_overflow() {
+        let raw = "GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        let head = parse(raw).unwrap().unwrap();
+        let info = ForwardInfo {
+            client_ip: "::1".parse().unwrap(),
+            default_host: b"x",
+        };
+        let mut small = [0u8; 20];
+        assert_eq!(write_request_head(raw.as_bytes(), &head, &info, &mut small), None);
+    }
+}

@@ -1,0 +1,386 @@
+//! Response heads: parse what a backend sent, decide how its body is delimited, whether the backend
+//! connection can be reused and how the body is framed for the client, then write the client's head.
+
+use super::{
+    ConnectionTokens, Framing, HeadError, HeadWriter, HeaderSpans, MAX_HEADERS, Span, TransferCodings, Version,
+    is_hop_by_hop, listed_in_connection, merge_content_length,
+};
+
+#[derive(Clone)]
+pub struct ResponseHead {
+    pub head_len: usize,
+    pub status: u16,
+    pub reason: Span,
+    pub version: Version,
+    pub headers: HeaderSpans,
+    /// How the body is delimited on the backend connection.
+    pub framing: Framing,
+    /// The head allows the backend connection to carry another request once this body is complete.
+    pub reusable: bool,
+    connection_lists_fields: bool,
+    /// Transfer codings other than chunked (e.g. `gzip, chunked`): forwarded as they are to HTTP/1.1
+    /// clients, impossible to express to HTTP/1.0 ones.
+    other_codings: bool,
+}
+
+impl ResponseHead {
+    pub fn is_informational(&self) -> bool {
+        (100..200).contains(&self.status)
+    }
+}
+
+/// Parses a response head from a backend. `request_is_head` matters because a response to HEAD never has a
+/// body whatever its headers say. `Ok(None)` means more bytes are needed; a partial head that fills
+/// `max_head` is an error (the backend is sending garbage or an absurd head).
+pub fn parse_response(buf: &[u8], request_is_head: bool, max_head: usize) -> Result<Option<ResponseHead>, HeadError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut headers);
+    let head_len = match response.parse(buf)? {
+        httparse::Status::Complete(n) if n <= max_head => n,
+        httparse::Status::Complete(_) => return Err(HeadError::TooLarge),
+        httparse::Status::Partial if buf.len() >= max_head => return Err(HeadError::TooLarge),
+        httparse::Status::Partial => return Ok(None),
+    };
+    let (Some(status), Some(version)) = (response.code, response.version) else {
+        return Err(HeadError::Syntax("incomplete status line"));
+    };
+    if !(100..=999).contains(&status) {
+        return Err(HeadError::Syntax("invalid status"));
+    }
+    let version = if version == 0 { Version::Http10 } else { Version::Http11 };
+    let mut content_length: Option<u64> = None;
+    let mut codings = TransferCodings::default();
+    let mut connection = ConnectionTokens::default();
+    for h in response.headers.iter() {
+        let name = h.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"content-length") {
+            content_length = merge_content_length(content_length, h.value)?;
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            codings.add_field(h.value);
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            connection.add_field(h.value);
+        }
+    }
+    let bodiless = request_is_head || (100..200).contains(&status) || status == 204 || status == 304;
+    let framing = if bodiless {
+        Framing::Empty
+    } else if codings.present {
+        // RFC 9112 6.3: chunked last means chunked (Content-Length is ignored); anything else means the
+        // body runs until the backend closes.
+        if codings.chunked_last && !codings.chunked_misplaced && !codings.malformed {
+            Framing::Chunked
+        } else {
+            Framing::UntilClose
+        }
+    } else {
+        match content_length {
+            Some(0) => Framing::Empty,
+            Some(n) => Framing::Length(n),
+            None => Framing::UntilClose,
+        }
+    };
+    let persistent = match version {
+        Version::Http11 => !connection.close,
+        Version::Http10 => connection.keep_alive && !connection.close,
+    };
+    Ok(Some(ResponseHead {
+        head_len,
+        status,
+        reason: Span::of(buf, response.reason.unwrap_or("").as_bytes()),
+        version,
+        headers: HeaderSpans::from_parsed(buf, response.headers),
+        framing,
+        // Content-Length alongside Transfer-Encoding is a smuggling signal: never reuse such a connection.
+        reusable: persistent && framing != Framing::UntilClose && !(codings.present && content_length.is_some()),
+        connection_lists_fields: connection.names_fields,
+        other_codings: codings.others,
+    }))
+}
+
+/// How the response body travels to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientBody {
+    Empty,
+    Length(u64),
+    /// Chunked on both sides, chunk framing normalised.
+    Chunked,
+    /// Chunked from the backend, decoded for an HTTP/1.0 client and delimited by closing.
+    Dechunked,
+    /// Delimited by closing on both sides.
+    UntilClose,
+    /// After `101 Switching Protocols`: raw bytes both ways.
+    Tunnel,
+}
+
+/// What to do with a response, decided once its head is parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResponsePlan {
+    pub body: ClientBody,
+    /// The client connection is closed once this response is delivered.
+    pub close_client: bool,
+}
+
+/// Decides the client-side framing for a final (non-1xx) response or a `101`.
+/// `client_keep_alive` is whether the client connection may persist as far as the request is concerned.
+pub fn plan_response(
+    head: &ResponseHead,
+    client_version: Version,
+    client_keep_alive: bool,
+    upgrade_requested: bool,
+) -> Result<ResponsePlan, HeadError> {
+    if head.status == 101 {
+        return if upgrade_requested {
+            Ok(ResponsePlan {
+                body: ClientBody::Tunnel,
+                close_client: true,
+            })
+        } else {
+            Err(HeadError::UnexpectedUpgrade)
+        };
+    }
+    let body = match head.framing {
+        Framing::Empty => ClientBody::Empty,
+        Framing::Length(n) => ClientBody::Length(n),
+        Framing::Chunked if client_version == Version::Http11 => ClientBody::Chunked,
+        Framing::Chunked if head.other_codings => return Err(HeadError::UnsupportedTransferEncoding),
+        Framing::Chunked => ClientBody::Dechunked,
+        Framing::UntilClose => ClientBody::UntilClose,
+    };
+    let self_delimited = !matches!(body, ClientBody::Dechunked | ClientBody::UntilClose);
+    Ok(ResponsePlan {
+        body,
+        close_client: !client_keep_alive || !self_delimited,
+    })
+}
+
+/// Writes the head the client receives. `plan` is `None` for an interim (1xx) response, which is passed
+/// on as it is minus hop-by-hop fields.
+pub fn write_response_head(
+    buf: &[u8],
+    head: &ResponseHead,
+    plan: Option<&ResponsePlan>,
+    client_version: Version,
+    out: &mut [u8],
+) -> Option<usize> {
+    let tunnel = matches!(plan, Some(ResponsePlan { body: ClientBody::Tunnel, .. }));
+    let mut w = HeadWriter::new(out);
+    w.put(b"HTTP/1.1 ");
+    w.put_u64(u64::from(head.status));
+    w.put(b" ");
+    w.put(head.reason.get(buf));
+    w.put(b"\r\n");
+    for h in head.headers.iter() {
+        let name = h.name.get(buf);
+        let keep = if name.eq_ignore_ascii_case(b"upgrade") {
+            tunnel
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            // Chunked is relayed as chunked, so the codings the backend applied stay true.
+            matches!(plan, Some(ResponsePlan { body: ClientBody::Chunked, .. }))
+        } else if name.eq_ignore_ascii_case(b"content-length") {
+            // A bodiless response (HEAD, 304) keeps its Content-Length: it describes the resource.
+            head.framing == Framing::Empty && !head.is_informational() && head.status != 204
+        } else {
+            !is_hop_by_hop(name) && !(head.connection_lists_fields && listed_in_connection(buf, &head.headers, name))
+        };
+        if keep {
+            w.header(name, h.value.get(buf));
+        }
+    }
+    if let Some(plan) = plan {
+        match plan.body {
+            ClientBody::Length(n) => {
+                w.put(b"Content-Length: ");
+                w.put_u64(n);
+                w.put(b"\r\n");
+            }
+            ClientBody::Empty
+            | ClientBody::Chunked | ClientBody::Dechunked | ClientBody::UntilClose | ClientBody::Tunnel => {}
+        }
+        if tunnel {
+            w.put(b"Connection: upgrade\r\n");
+        } else if plan.close_client {
+            w.put(b"Connection: close\r\n");
+        } else if client_version == Version::Http10 {
+            w.put(b"Connection: keep-alive\r\n");
+        }
+    }
+    w.put(b"\r\n");
+    w.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAX: usize = 8192;
+
+    #[test]
+    fn framing_and_reuse() {
+        // (raw head, request was HEAD, framing, reusable)
+        let cases: &[(&str, bool, Framing, bool)] = &[
+            ("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", false, Framing::Length(5), true),
+            ("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", false, Framing::Empty, true),
+            ("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true, Framing::Empty, true),
+            ("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", false, Framing::Chunked, true),
+            ("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", false, Framing::Chunked, true),
+            ("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n", false, Framing::Chunked, false),
+            ("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", false, Framing::UntilClose, false),
+            ("HTTP/1.1 200 OK\r\n\r\n", false, Framing::UntilClose, false),
+            ("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\n", false, Framing::Length(5), false),
+            ("HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\n", false, Framing::Length(5), false),
+            ("HTTP/1.0 200 OK\r\nContent-Length: 5\r\nConnection: keep-alive\r\n\r\n", false, Framing::Length(5), true),
+            ("HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n", false, Framing::Empty, true),
+            ("HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: chunked\r\n\r\n", false, Framing::Empty, true),
+            ("HTTP/1.1 100 Continue\r\n\r\n", false, Framing::Empty, true),
+            ("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n", false, Framing::Empty, true),
+        ];
+        for (raw, is_head, framing, reusable) in cases {
+            let head = parse_response(raw.as_bytes(), *is_head, MAX).unwrap().unwrap();
+            assert_eq!(head.framing, *framing, "{raw:?}");
+            assert_eq!(head.reusable, *reusable, "{raw:?}");
+            assert_eq!(head.head_len, raw.len());
+        }
+    }
+
+    #[test]
+    fn garbage_is_rejected() {
+        let cases: &[&str] = &[
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+            "HTTP/1.1 2000 OK\r\n\r\n",
+            "HTTP/1.1 099 Low\r\n\r\n",
+            "HTTZ/1.1 200 OK\r\n\r\n",
+            "<html>hello</html>\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nBad Header: x\r\n\r\n",
+        ];
+        for raw in cases {
+            assert!(parse_response(raw.as_bytes(), false, MAX).is_err(), "{raw:?}");
+        }
+        assert!(parse_response(b"HTTP/1.1 200 OK\r\n", false, MAX).unwrap().is_none());
+        let big = format!("HTTP/1.1 200 OK\r\nX: {}", "a".repeat(100));
+        assert_eq!(parse_response(big.as_bytes(), false, 64).err(), Some(HeadError::TooLarge));
+    }
+
+    #[test]
+    fn plans() {
+        let parse = |raw: &str| parse_response(raw.as_bytes(), false, MAX).unwrap().unwrap();
+        let cl = parse("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n");
+        let chunked = parse("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+        let eof = parse("HTTP/1.1 200 OK\r\n\r\n");
+        let switching = parse("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n");
+        let v11 = Version::Http11;
+        let v10 = Version::Http10;
+        // (head, client version, client keep-alive, upgrade requested, body, close client)
+        let cases: Vec<(&ResponseHead, Version, bool, bool, ClientBody, bool)> = vec![
+            (&cl, v11, true, false, ClientBody::Length(5), false),
+            (&cl, v11, false, false, ClientBody::Length(5), true),
+            (&cl, v10, true, false, ClientBody::Length(5), false),
+            (&chunked, v11, true, false, ClientBody::Chunked, false),
+            (&chunked, v10, true, false, ClientBody::Dechunked, true),
+            (&eof, v11, true, false, ClientBody::UntilClose, true),
+            (&switching, v11, true, true, ClientBody::Tunnel, true),
+        ];
+        for (head, version, keep_alive, upgrade, body, close) in cases {
+            let plan = plan_response(head, version, keep_alive, upgrade).unwrap();
+            assert_eq!((plan.body, plan.close_client), (body, close), "status {} {:?}", head.status, head.framing);
+        }
+        assert_eq!(plan_response(&switching, v11, true, false), Err(HeadError::UnexpectedUpgrade));
+        let gzip = parse("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n");
+        assert_eq!(plan_response(&gzip, v11, true, false).unwrap().body, ClientBody::Chunked);
+        assert_eq!(plan_response(&gzip, v10, true, false), Err(HeadError::UnsupportedTransferEncoding));
+    }
+
+    fn rewrite(raw: &str, is_head: bool, client_version: Version, client_keep_alive: bool, upgrade: bool) -> String {
+        let head = parse_response(raw.as_bytes(), is_head, MAX).unwrap().unwrap();
+        let plan = if head.is_informational() && head.status != 101 {
+            None
+        } else {
+            Some(plan_response(&head, client_version, client_keep_alive, upgrade).unwrap())
+        };
+        let mut out = [0u8; 2048];
+        let n = write_response_head(raw.as_bytes(), &head, plan.as_ref(), client_version, &mut out).unwrap();
+        String::from_utf8(out[..n].to_vec()).unwrap()
+    }
+
+    #[test]
+    fn rewriting_for_the_client() {
+        let v11 = Version::Http11;
+        let v10 = Version::Http10;
+        // (backend head, request was HEAD, client version, keep-alive, upgrade requested, client head)
+        let cases: &[(&str, bool, Version, bool, bool, &str)] = &[
+            (
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\n",
+                false, v11, true, false,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\n",
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: keep-alive, X-Private\r\nKeep-Alive: timeout=5\r\nX-Private: 1\r\nProxy-Authenticate: Basic\r\n\r\n",
+                false, v11, true, false,
+                "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
+                false, v11, false, false,
+                "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\n",
+            ),
+            (
+                "HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\n",
+                false, v10, true, false,
+                "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: keep-alive\r\n\r\n",
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                false, v11, true, false,
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n",
+                false, v11, true, false,
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n",
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                false, v10, true, false,
+                "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n",
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 10\r\n\r\n",
+                false, v11, true, false,
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nServer: x\r\n\r\n",
+                false, v11, true, false,
+                "HTTP/1.1 200 OK\r\nServer: x\r\nConnection: close\r\n\r\n",
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n",
+                true, v11, true, false,
+                "HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n",
+            ),
+            (
+                "HTTP/1.1 304 Not Modified\r\nETag: \"x\"\r\nContent-Length: 99\r\n\r\n",
+                false, v11, true, false,
+                "HTTP/1.1 304 Not Modified\r\nETag: \"x\"\r\nContent-Length: 99\r\n\r\n",
+            ),
+            (
+                "HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n",
+                false, v11, true, false,
+                "HTTP/1.1 204 No Content\r\n\r\n",
+            ),
+            (
+                "HTTP/1.1 100 Continue\r\n\r\n",
+                false, v11, true, false,
+                "HTTP/1.1 100 Continue\r\n\r\n",
+            ),
+            (
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: a\r\n\r\n",
+                false, v11, true, true,
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: a\r\nConnection: upgrade\r\n\r\n",
+            ),
+        ];
+        for (backend, is_head, version, keep_alive, upgrade, client) in cases {
+            assert_eq!(rewrite(backend, *is_head, *version, *keep_alive, *upgrade), *client, "for {backend:?}");
+        }
+    }
+}

@@ -1,0 +1,49 @@
+//! `lb`: an HTTP/1.1 load balancer built as one edge-triggered `mio` event loop on one thread.
+//!
+//! The layers, from pure to socket-owning (dependencies point one way, down this list):
+//! - [`config`]: `lb.toml`, validated, with backend addresses resolved once at load time;
+//! - [`http`]: request/response head parsing, validation and rewriting, body framing, canned errors;
+//! - [`buffer`]: fixed-capacity pooled byte buffers (bounded memory per connection);
+//! - [`timer`]: deadlines with lazy cancellation;
+//! - [`balance`]: backends, their statistics and health state, and the choice of backend per request;
+//! - [`conn`]: the client/backend connection pair state machine and the relay pump;
+//! - [`server`]: the `mio::Poll` loop that owns every socket.
+//!
+//! The flow of one request: accept → read head (httparse) → validate → pick backend → pooled idle
+//! connection or non-blocking connect → write rewritten head and stream the body → read response head →
+//! relay the body (Content-Length, chunked or until close) → keep-alive: the client goes back to reading
+//! a head (a pipelined request first), the backend connection back to its pool.
+
+pub mod balance;
+pub mod buffer;
+pub mod config;
+pub mod conn;
+pub mod http;
+pub mod server;
+pub mod timer;
+
+use config::{Config, Engine};
+use std::io;
+
+/// Runs the configured engine until it is stopped.
+pub fn run(config: Config) -> io::Result<()> {
+    match config.engine {
+        Engine::EventLoop => {
+            let mut server = server::Server::bind(config.clone())?;
+            log::info!(
+                "lb {} listening on {} (engine {}, algorithm {}, {} backends: {})",
+                env!("CARGO_PKG_VERSION"),
+                server.local_addr(),
+                config.engine.name(),
+                config.algorithm.name(),
+                config.backends.len(),
+                config.backends.iter().map(|b| b.url.as_str()).collect::<Vec<_>>().join(", ")
+            );
+            server.run()
+        }
+        Engine::Threaded => Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "engine \"threaded\" is not available in this build yet; use engine = \"event_loop\"",
+        )),
+    }
+}

@@ -17,12 +17,20 @@ use std::thread;
 fn main() {
     let ports: Vec<u16> = std::env::args()
         .skip(1)
-        .map(|a| a.parse().unwrap_or_else(|_| panic!("not a port number: {a}")))
+        .map(|a| {
+            a.parse()
+                .unwrap_or_else(|_| panic!("not a port number: {a}"))
+        })
         .collect();
-    let ports = if ports.is_empty() { vec![8001, 8002] } else { ports };
+    let ports = if ports.is_empty() {
+        vec![8001, 8002]
+    } else {
+        ports
+    };
     let mut handles = Vec::new();
     for port in ports {
-        let listener = TcpListener::bind(("127.0.0.1", port)).unwrap_or_else(|e| panic!("cannot bind 127.0.0.1:{port}: {e}"));
+        let listener = TcpListener::bind(("127.0.0.1", port))
+            .unwrap_or_else(|e| panic!("cannot bind 127.0.0.1:{port}: {e}"));
         println!("demo backend listening on http://127.0.0.1:{port}");
         handles.push(thread::spawn(move || {
             for stream in listener.incoming().flatten() {
@@ -56,7 +64,14 @@ fn serve(stream: TcpStream, port: u16) -> std::io::Result<()> {
                 break;
             }
             if head.len() > 64 * 1024 {
-                return respond(&mut writer, port, 431, "Request Header Fields Too Large", "head too large\n", true);
+                return respond(
+                    &mut writer,
+                    port,
+                    431,
+                    "Request Header Fields Too Large",
+                    "head too large\n",
+                    true,
+                );
             }
         }
         let mut headers = [httparse::EMPTY_HEADER; 64];
@@ -73,22 +88,46 @@ fn serve(stream: TcpStream, port: u16) -> std::io::Result<()> {
                 .find(|h| h.name.eq_ignore_ascii_case(name))
                 .map(|h| String::from_utf8_lossy(h.value).trim().to_string())
         };
-        let close = header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close")) || request.version == Some(0);
-        let length: usize = header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+        let close = header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"))
+            || request.version == Some(0);
+        let length: usize = header("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
         let mut body = vec![0u8; length];
         reader.read_exact(&mut body)?;
         let route = path.split('?').next().unwrap_or("");
         match (method.as_str(), route) {
-            ("GET", "/") => respond(&mut writer, port, 200, "OK", "Hello, world! This is a GET request.", close)?,
+            ("GET", "/") => respond(
+                &mut writer,
+                port,
+                200,
+                "OK",
+                "Hello, world! This is a GET request.",
+                close,
+            )?,
             ("GET", "/health") => respond(&mut writer, port, 200, "OK", "OK", close)?,
             ("POST" | "PUT", "/") => match serde_json::from_slice::<serde_json::Value>(&body) {
                 Ok(data) => {
                     let text = format!("Received {method} request with data: {data}");
                     respond(&mut writer, port, 200, "OK", &text, close)?
                 }
-                Err(e) => respond(&mut writer, port, 400, "Bad Request", &format!("invalid JSON body: {e}\n"), close)?,
+                Err(e) => respond(
+                    &mut writer,
+                    port,
+                    400,
+                    "Bad Request",
+                    &format!("invalid JSON body: {e}\n"),
+                    close,
+                )?,
             },
-            (_, "/" | "/health") => respond(&mut writer, port, 405, "Method Not Allowed", "method not allowed\n", close)?,
+            (_, "/" | "/health") => respond(
+                &mut writer,
+                port,
+                405,
+                "Method Not Allowed",
+                "method not allowed\n",
+                close,
+            )?,
             _ => respond(&mut writer, port, 404, "Not Found", "not found\n", close)?,
         }
         if close {
@@ -97,7 +136,14 @@ fn serve(stream: TcpStream, port: u16) -> std::io::Result<()> {
     }
 }
 
-fn respond(w: &mut TcpStream, port: u16, status: u16, reason: &str, body: &str, close: bool) -> std::io::Result<()> {
+fn respond(
+    w: &mut TcpStream,
+    port: u16,
+    status: u16,
+    reason: &str,
+    body: &str,
+    close: bool,
+) -> std::io::Result<()> {
     let connection = if close { "Connection: close\r\n" } else { "" };
     let response = format!(
         "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nX-Backend: {port}\r\n{connection}\r\n{body}",

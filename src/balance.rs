@@ -162,7 +162,12 @@ mod tests {
         b.start(0);
         b.start(0);
         assert_eq!(b.backends[0].active, 2);
-        b.finish(0, Outcome::Success { latency: Duration::from_millis(10) });
+        b.finish(
+            0,
+            Outcome::Success {
+                latency: Duration::from_millis(10),
+            },
+        );
         b.finish(0, Outcome::Failure);
         b.start(0);
         b.abandon(0);

@@ -137,10 +137,10 @@ impl Buffer {
 
     /// Gives the block back to the pool when the buffer holds nothing.
     pub fn release_if_empty(&mut self, pool: &mut BufferPool) {
-        if self.is_empty() {
-            if let Some(block) = self.storage.take() {
-                pool.give(block);
-            }
+        if self.is_empty()
+            && let Some(block) = self.storage.take()
+        {
+            pool.give(block);
         }
     }
 

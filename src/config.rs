@@ -2,8 +2,8 @@
 //! error messages that name the offending key (and its line, where the TOML parser knows it). Backend host
 //! names are resolved here, once, so that the event loop never performs a DNS lookup.
 
-use serde::de::{self, Deserializer};
 use serde::Deserialize;
+use serde::de::{self, Deserializer};
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
@@ -192,7 +192,10 @@ struct RawConfig {
     algorithm: Algorithm,
     #[serde(default = "default_engine")]
     engine: Engine,
-    #[serde(default = "default_max_connections", deserialize_with = "positive_usize")]
+    #[serde(
+        default = "default_max_connections",
+        deserialize_with = "positive_usize"
+    )]
     max_connections: usize,
     #[serde(default = "default_retries")]
     retries: u32,
@@ -251,17 +254,28 @@ fn default_capacity() -> u32 {
 /// A configuration that could not be loaded. The message always names the key (or the file) at fault.
 #[derive(Debug)]
 pub enum ConfigError {
-    Read { path: String, error: std::io::Error },
+    Read {
+        path: String,
+        error: std::io::Error,
+    },
     /// TOML syntax or a value rejected while deserializing; the parser's message carries line and column.
-    Parse { path: String, message: String },
+    Parse {
+        path: String,
+        message: String,
+    },
     /// A rule that spans keys, or a lookup done after parsing.
-    Invalid { key: String, message: String },
+    Invalid {
+        key: String,
+        message: String,
+    },
 }
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ConfigError::Read { path, error } => write!(f, "cannot read config file {path}: {error}"),
+            ConfigError::Read { path, error } => {
+                write!(f, "cannot read config file {path}: {error}")
+            }
             ConfigError::Parse { path, message } => {
                 write!(f, "invalid config file {path}: {}", message.trim_end())
             }
@@ -310,14 +324,21 @@ impl Config {
         }
         let mut backends = Vec::with_capacity(raw.backends.len());
         for (index, b) in raw.backends.into_iter().enumerate() {
-            let addr = resolve(&b.url.host, b.url.port).map_err(|message| ConfigError::Invalid {
-                key: format!("backends[{index}].url"),
-                message,
-            })?;
-            if backends.iter().any(|other: &BackendConfig| other.addr == addr) {
+            let addr =
+                resolve(&b.url.host, b.url.port).map_err(|message| ConfigError::Invalid {
+                    key: format!("backends[{index}].url"),
+                    message,
+                })?;
+            if backends
+                .iter()
+                .any(|other: &BackendConfig| other.addr == addr)
+            {
                 return Err(ConfigError::Invalid {
                     key: format!("backends[{index}].url"),
-                    message: format!("{} resolves to {addr}, which an earlier backend already uses", b.url.text),
+                    message: format!(
+                        "{} resolves to {addr}, which an earlier backend already uses",
+                        b.url.text
+                    ),
                 });
             }
             backends.push(BackendConfig {
@@ -325,7 +346,9 @@ impl Config {
                 authority: b.url.authority,
                 addr,
                 capacity: b.capacity,
-                health_check_path: b.health_check_url.unwrap_or_else(|| raw.health_check.path.clone()),
+                health_check_path: b
+                    .health_check_url
+                    .unwrap_or_else(|| raw.health_check.path.clone()),
                 health_check_interval: b.health_check_period.unwrap_or(raw.health_check.interval),
             });
         }
@@ -368,7 +391,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     if number.is_empty() || number.starts_with('.') || number.ends_with('.') {
-        return Err(format!("invalid duration {text:?}: expected e.g. \"250ms\", \"5s\", \"1m\" or a number of seconds"));
+        return Err(format!(
+            "invalid duration {text:?}: expected e.g. \"250ms\", \"5s\", \"1m\" or a number of seconds"
+        ));
     }
     let value: f64 = number
         .parse()
@@ -384,7 +409,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             ));
         }
     };
-    seconds_to_duration(value * seconds_per_unit).ok_or_else(|| format!("invalid duration {text:?}: out of range"))
+    seconds_to_duration(value * seconds_per_unit)
+        .ok_or_else(|| format!("invalid duration {text:?}: out of range"))
 }
 
 fn seconds_to_duration(seconds: f64) -> Option<Duration> {
@@ -422,14 +448,19 @@ fn positive_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Err
     Ok(value)
 }
 
-fn optional_positive_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+fn optional_positive_duration<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Duration>, D::Error> {
     positive_duration(d).map(Some)
 }
 
 fn at_least_one<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     let value = i64::deserialize(d)?;
     if value < 1 || value > i64::from(u32::MAX) {
-        return Err(de::Error::custom(format!("{value} is out of range: must be an integer from 1 to {}", u32::MAX)));
+        return Err(de::Error::custom(format!(
+            "{value} is out of range: must be an integer from 1 to {}",
+            u32::MAX
+        )));
     }
     Ok(value as u32)
 }
@@ -437,7 +468,9 @@ fn at_least_one<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
 fn positive_usize<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
     let value = i64::deserialize(d)?;
     if value < 1 {
-        return Err(de::Error::custom(format!("{value} is out of range: must be at least 1")));
+        return Err(de::Error::custom(format!(
+            "{value} is out of range: must be at least 1"
+        )));
     }
     usize::try_from(value).map_err(|_| de::Error::custom(format!("{value} is too large")))
 }
@@ -487,13 +520,17 @@ pub fn parse_backend_url(text: &str) -> Result<BackendUrl, String> {
     let rest = if let Some(rest) = text.strip_prefix("http://") {
         rest
     } else if text.starts_with("https://") {
-        return Err(format!("invalid backend URL {text:?}: https backends are not supported; {expected}"));
+        return Err(format!(
+            "invalid backend URL {text:?}: https backends are not supported; {expected}"
+        ));
     } else {
         return Err(format!("invalid backend URL {text:?}: {expected}"));
     };
     let authority = rest.strip_suffix('/').unwrap_or(rest);
     if authority.is_empty() || authority.contains(['/', '?', '#', '@', ' ']) {
-        return Err(format!("invalid backend URL {text:?}: {expected} (no path, query or user info)"));
+        return Err(format!(
+            "invalid backend URL {text:?}: {expected} (no path, query or user info)"
+        ));
     }
     let (host, port_text) = if let Some(bracketed) = authority.strip_prefix('[') {
         let end = bracketed
@@ -513,7 +550,9 @@ pub fn parse_backend_url(text: &str) -> Result<BackendUrl, String> {
         }
     };
     if host.is_empty() {
-        return Err(format!("invalid backend URL {text:?}: missing host; {expected}"));
+        return Err(format!(
+            "invalid backend URL {text:?}: missing host; {expected}"
+        ));
     }
     let port = match port_text {
         None => 80,
@@ -564,7 +603,11 @@ mod tests {
             ("99999999999h", None),
         ];
         for (text, expected) in cases {
-            assert_eq!(parse_duration(text).ok(), *expected, "parse_duration({text:?})");
+            assert_eq!(
+                parse_duration(text).ok(),
+                *expected,
+                "parse_duration({text:?})"
+            );
         }
     }
 
@@ -599,7 +642,10 @@ mod tests {
             "ftp://host:21",
         ];
         for text in bad {
-            assert!(parse_backend_url(text).is_err(), "{text} should be rejected");
+            assert!(
+                parse_backend_url(text).is_err(),
+                "{text} should be rejected"
+            );
         }
     }
 
@@ -625,7 +671,8 @@ mod tests {
 
     #[test]
     fn shipped_config_parses() {
-        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/lb.toml")).unwrap();
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/lb.toml")).unwrap();
         let config = Config::parse(&text).unwrap();
         assert_eq!(config.backends.len(), 2);
         assert!(config.admin.is_some());
@@ -675,12 +722,21 @@ url = "http://localhost:8002/"
         assert_eq!(config.timeouts.request_head, Duration::from_secs(3));
         assert_eq!(config.timeouts.response, Duration::from_millis(2500));
         assert_eq!(config.health_check.fall, 5);
-        assert_eq!(config.admin.as_ref().unwrap().token.as_deref(), Some("s3cret"));
+        assert_eq!(
+            config.admin.as_ref().unwrap().token.as_deref(),
+            Some("s3cret")
+        );
         assert_eq!(config.backends[0].capacity, 5);
         assert_eq!(config.backends[0].health_check_path, "/status");
-        assert_eq!(config.backends[0].health_check_interval, Duration::from_secs(10));
+        assert_eq!(
+            config.backends[0].health_check_interval,
+            Duration::from_secs(10)
+        );
         assert_eq!(config.backends[1].health_check_path, "/ping");
-        assert_eq!(config.backends[1].health_check_interval, Duration::from_secs(5));
+        assert_eq!(
+            config.backends[1].health_check_interval,
+            Duration::from_secs(5)
+        );
         assert!(config.backends[1].addr.ip().is_loopback());
         assert_eq!(config.backends[1].authority, "localhost:8002");
     }
@@ -734,7 +790,10 @@ url = "http://localhost:8002/"
                 Err(e) => e.to_string(),
             };
             for needle in needles {
-                assert!(message.contains(needle), "message for\n{text}\nlacks {needle:?}:\n{message}");
+                assert!(
+                    message.contains(needle),
+                    "message for\n{text}\nlacks {needle:?}:\n{message}"
+                );
             }
         }
     }

@@ -134,7 +134,11 @@ impl fmt::Display for RequestLine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let method = String::from_utf8_lossy(&self.method[..self.method_len as usize]);
         let target = String::from_utf8_lossy(&self.target[..self.target_len as usize]);
-        write!(f, "{method} {target}{}", if self.truncated { "..." } else { "" })
+        write!(
+            f,
+            "{method} {target}{}",
+            if self.truncated { "..." } else { "" }
+        )
     }
 }
 
@@ -158,7 +162,12 @@ pub struct Filled {
 /// A read shorter than the space offered means the socket's receive queue is empty (epoll(7)), so it
 /// counts as WouldBlock and saves a system call per read — unless `peer_closed` says a FIN came with the
 /// data, in which case reading goes on to see the EOF that no later event would announce.
-pub fn fill<R: Read>(src: &mut R, buf: &mut Buffer, pool: &mut BufferPool, peer_closed: bool) -> io::Result<Filled> {
+pub fn fill<R: Read>(
+    src: &mut R,
+    buf: &mut Buffer,
+    pool: &mut BufferPool,
+    peer_closed: bool,
+) -> io::Result<Filled> {
     let mut filled = Filled::default();
     loop {
         let space = buf.space(pool);
@@ -267,7 +276,10 @@ pub fn pump<W: Write>(
                 let result = if head_len == 0 {
                     dst.write(&input.data()[..n])
                 } else {
-                    dst.write_vectored(&[IoSlice::new(out.data()), IoSlice::new(&input.data()[..n])])
+                    dst.write_vectored(&[
+                        IoSlice::new(out.data()),
+                        IoSlice::new(&input.data()[..n]),
+                    ])
                 };
                 match result {
                     Ok(0) => return Err(PumpError::Io(io::ErrorKind::WriteZero.into())),
@@ -279,7 +291,9 @@ pub fn pump<W: Write>(
                         input.consume(payload);
                         relay.forwarded(payload);
                     }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok((written, PumpStatus::Blocked)),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        return Ok((written, PumpStatus::Blocked));
+                    }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) => return Err(PumpError::Io(e)),
                 }
@@ -290,7 +304,11 @@ pub fn pump<W: Write>(
                 if blocked {
                     return Ok((written, PumpStatus::Blocked));
                 }
-                let status = if step == Step::Done { PumpStatus::Done } else { PumpStatus::NeedInput };
+                let status = if step == Step::Done {
+                    PumpStatus::Done
+                } else {
+                    PumpStatus::NeedInput
+                };
                 return Ok((written, status));
             }
         }
@@ -312,7 +330,7 @@ mod tests {
     impl Write for Trickle {
         fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
             self.calls += 1;
-            if self.calls % 2 == 0 {
+            if self.calls.is_multiple_of(2) {
                 return Err(io::ErrorKind::WouldBlock.into());
             }
             let n = buf.len().min(self.per_call);
@@ -333,7 +351,11 @@ mod tests {
     impl Read for Chunks {
         fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
             if self.chunks.is_empty() {
-                return if self.eof { Ok(0) } else { Err(io::ErrorKind::WouldBlock.into()) };
+                return if self.eof {
+                    Ok(0)
+                } else {
+                    Err(io::ErrorKind::WouldBlock.into())
+                };
             }
             let chunk = &mut self.chunks[0];
             let n = chunk.len().min(buf.len());
@@ -350,30 +372,78 @@ mod tests {
     fn fill_reads_until_would_block_or_full() {
         let mut pool = BufferPool::new(8, 4);
         let mut buf = Buffer::new();
-        let mut src = Chunks { chunks: vec![b"abc".to_vec(), b"de".to_vec()], eof: false };
+        let mut src = Chunks {
+            chunks: vec![b"abc".to_vec(), b"de".to_vec()],
+            eof: false,
+        };
         let filled = fill(&mut src, &mut buf, &mut pool, true).unwrap();
-        assert_eq!(filled, Filled { bytes: 5, would_block: true, eof: false });
-        let mut src = Chunks { chunks: vec![b"fghij".to_vec()], eof: true };
+        assert_eq!(
+            filled,
+            Filled {
+                bytes: 5,
+                would_block: true,
+                eof: false
+            }
+        );
+        let mut src = Chunks {
+            chunks: vec![b"fghij".to_vec()],
+            eof: true,
+        };
         let filled = fill(&mut src, &mut buf, &mut pool, true).unwrap();
-        assert_eq!(filled, Filled { bytes: 3, would_block: false, eof: false }, "stops when full");
+        assert_eq!(
+            filled,
+            Filled {
+                bytes: 3,
+                would_block: false,
+                eof: false
+            },
+            "stops when full"
+        );
         assert_eq!(buf.data(), b"abcdefgh");
         buf.consume(8);
         let filled = fill(&mut src, &mut buf, &mut pool, true).unwrap();
-        assert_eq!(filled, Filled { bytes: 2, would_block: false, eof: true });
+        assert_eq!(
+            filled,
+            Filled {
+                bytes: 2,
+                would_block: false,
+                eof: true
+            }
+        );
         // Without a FIN hint, a short read is taken as an empty queue: no extra read call.
         let mut buf = Buffer::new();
-        let mut src = Chunks { chunks: vec![b"abc".to_vec(), b"de".to_vec()], eof: false };
+        let mut src = Chunks {
+            chunks: vec![b"abc".to_vec(), b"de".to_vec()],
+            eof: false,
+        };
         let filled = fill(&mut src, &mut buf, &mut pool, false).unwrap();
-        assert_eq!(filled, Filled { bytes: 3, would_block: true, eof: false });
+        assert_eq!(
+            filled,
+            Filled {
+                bytes: 3,
+                would_block: true,
+                eof: false
+            }
+        );
     }
 
     /// Pumps a whole message through a trickling writer, feeding input in small pieces.
-    fn pump_through(relay: &mut Relay, head: &[u8], body: &[u8], feed: usize, per_call: usize) -> Vec<u8> {
+    fn pump_through(
+        relay: &mut Relay,
+        head: &[u8],
+        body: &[u8],
+        feed: usize,
+        per_call: usize,
+    ) -> Vec<u8> {
         let mut pool = BufferPool::new(64, 4);
         let mut input = Buffer::new();
         let mut out = Buffer::new();
         assert!(out.append(&mut pool, head));
-        let mut dst = Trickle { taken: Vec::new(), per_call, calls: 0 };
+        let mut dst = Trickle {
+            taken: Vec::new(),
+            per_call,
+            calls: 0,
+        };
         let mut fed = 0;
         for _ in 0..100_000 {
             if fed < body.len() {
@@ -385,7 +455,9 @@ mod tests {
             }
             match pump(relay, &mut input, &mut out, &mut dst, &mut pool).unwrap() {
                 (_, PumpStatus::Done) => return dst.taken,
-                (_, PumpStatus::NeedInput) if fed == body.len() && relay.ends_at_close() => return dst.taken,
+                (_, PumpStatus::NeedInput) if fed == body.len() && relay.ends_at_close() => {
+                    return dst.taken;
+                }
                 _ => {}
             }
         }
@@ -411,13 +483,23 @@ mod tests {
         chunked_out.extend_from_slice(b"0\r\n\r\n");
 
         for (feed, per_call) in [(1, 1), (7, 3), (64, 64), (13, 100)] {
-            let mut relay = Relay::Length { remaining: body.len() as u64 };
+            let mut relay = Relay::Length {
+                remaining: body.len() as u64,
+            };
             let got = pump_through(&mut relay, b"HEAD\r\n", &body, feed, per_call);
-            assert_eq!(got, [b"HEAD\r\n".as_slice(), &body].concat(), "length feed={feed} per_call={per_call}");
+            assert_eq!(
+                got,
+                [b"HEAD\r\n".as_slice(), &body].concat(),
+                "length feed={feed} per_call={per_call}"
+            );
 
             let mut relay = Relay::Chunked(ChunkedDecoder::new(true));
             let got = pump_through(&mut relay, b"H\r\n", &chunked_in, feed, per_call);
-            assert_eq!(got, [b"H\r\n".as_slice(), &chunked_out].concat(), "chunked feed={feed} per_call={per_call}");
+            assert_eq!(
+                got,
+                [b"H\r\n".as_slice(), &chunked_out].concat(),
+                "chunked feed={feed} per_call={per_call}"
+            );
 
             let mut relay = Relay::Chunked(ChunkedDecoder::new(false));
             let got = pump_through(&mut relay, b"", &chunked_in, feed, per_call);
@@ -452,6 +534,9 @@ mod tests {
         let mut relay = Relay::Chunked(ChunkedDecoder::new(true));
         let mut dst = Vec::new();
         let result = pump(&mut relay, &mut input, &mut out, &mut dst, &mut pool);
-        assert!(matches!(result, Err(PumpError::Framing(FramingError::BadChunkSize))));
+        assert!(matches!(
+            result,
+            Err(PumpError::Framing(FramingError::BadChunkSize))
+        ));
     }
 }

@@ -37,7 +37,12 @@ pub fn run(config: Config) -> io::Result<()> {
                 config.engine.name(),
                 config.algorithm.name(),
                 config.backends.len(),
-                config.backends.iter().map(|b| b.url.as_str()).collect::<Vec<_>>().join(", ")
+                config
+                    .backends
+                    .iter()
+                    .map(|b| b.url.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
             server.run()
         }

@@ -43,12 +43,16 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Command, String> {
             "-V" | "--version" => return Ok(Command::Version),
             "--check" => check = true,
             "--engine" => {
-                let value = args.next().ok_or("--engine needs a value: event_loop | threaded")?;
+                let value = args
+                    .next()
+                    .ok_or("--engine needs a value: event_loop | threaded")?;
                 engine = Some(value.parse()?);
             }
             _ if arg.starts_with("--engine=") => engine = Some(arg["--engine=".len()..].parse()?),
             _ if arg.starts_with('-') && arg != "-" => return Err(format!("unknown option {arg}")),
-            _ if config.is_some() => return Err(format!("unexpected argument {arg}: only one config file")),
+            _ if config.is_some() => {
+                return Err(format!("unexpected argument {arg}: only one config file"));
+            }
             _ => config = Some(PathBuf::from(arg)),
         }
     }
@@ -86,10 +90,16 @@ fn main() -> ExitCode {
         config.engine = engine;
     }
     if args.check {
-        println!("{}: configuration is valid ({} backends)", args.config.display(), config.backends.len());
+        println!(
+            "{}: configuration is valid ({} backends)",
+            args.config.display(),
+            config.backends.len()
+        );
         return ExitCode::SUCCESS;
     }
-    let logger = simple_logger::SimpleLogger::new().with_level(config.log_level.to_filter()).env();
+    let logger = simple_logger::SimpleLogger::new()
+        .with_level(config.log_level.to_filter())
+        .env();
     if let Err(e) = logger.init() {
         eprintln!("lb: cannot start logging: {e}");
     }

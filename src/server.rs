@@ -10,8 +10,8 @@ use crate::balance::{Balancer, Outcome};
 use crate::buffer::{Buffer, BufferPool};
 use crate::config::Config;
 use crate::conn::{
-    Exchange, PumpError, PumpStatus, Readiness, RequestFacts, RequestLine, ResponseStage, State, fill, flush, pump,
-    set_state,
+    Exchange, PumpError, PumpStatus, Readiness, RequestFacts, RequestLine, ResponseStage, State,
+    fill, flush, pump, set_state,
 };
 use crate::http::body::{ChunkedDecoder, Relay};
 use crate::http::request::{self, ForwardInfo, RequestHead};
@@ -156,7 +156,8 @@ impl Server {
         let poll = Poll::new()?;
         let mut listener = TcpListener::bind(config.listen)?;
         let local_addr = listener.local_addr()?;
-        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let registry = poll.registry().try_clone()?;
         let balancer = Balancer::new(&config.backends, config.algorithm);
@@ -209,7 +210,10 @@ impl Server {
             }
             self.run_timers();
             if self.shutdown.load(Ordering::SeqCst) {
-                log::info!("event loop stopping with {} open client connections", self.conns.len());
+                log::info!(
+                    "event loop stopping with {} open client connections",
+                    self.conns.len()
+                );
                 return Ok(());
             }
         }
@@ -223,7 +227,11 @@ impl Server {
             }
             WAKER => {}
             Token(t) => {
-                let Some(owner) = t.checked_sub(FIRST_SOCKET).and_then(|k| self.shared.sockets.get(k)).copied() else {
+                let Some(owner) = t
+                    .checked_sub(FIRST_SOCKET)
+                    .and_then(|k| self.shared.sockets.get(k))
+                    .copied()
+                else {
                     return;
                 };
                 match owner {
@@ -267,7 +275,11 @@ impl Server {
                     log::error!("accept failed: {e}; pausing accept for {ACCEPT_BACKOFF:?}");
                     self.accept_paused = true;
                     let mut deadline = Deadline::default();
-                    deadline.set(Instant::now() + ACCEPT_BACKOFF, &mut self.shared.timers, ACCEPT_TIMER);
+                    deadline.set(
+                        Instant::now() + ACCEPT_BACKOFF,
+                        &mut self.shared.timers,
+                        ACCEPT_TIMER,
+                    );
                     return;
                 }
             }
@@ -283,11 +295,11 @@ impl Server {
         let key = entry.key();
         let socket_key = self.shared.sockets.insert(Owner::Client(key));
         let token = Token(socket_key + FIRST_SOCKET);
-        if let Err(e) = self
-            .shared
-            .registry
-            .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
-        {
+        if let Err(e) = self.shared.registry.register(
+            &mut stream,
+            token,
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
             log::error!("cannot register client {addr}: {e}");
             self.shared.sockets.remove(socket_key);
             return;
@@ -322,7 +334,9 @@ impl Server {
     /// Advances one connection as far as its sockets allow, then re-arms its deadline or removes it.
     fn drive(&mut self, key: usize) {
         let now = Instant::now();
-        let Some(conn) = self.conns.get_mut(key) else { return };
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
         let result = conn.drive(&mut self.shared, now);
         match result {
             Ok(()) => conn.refresh_deadline(&mut self.shared, now),
@@ -349,7 +363,9 @@ impl Server {
                 }
                 continue;
             }
-            let Some(conn) = self.conns.get_mut(key.slot) else { continue };
+            let Some(conn) = self.conns.get_mut(key.slot) else {
+                continue;
+            };
             if conn.id != key.generation {
                 continue;
             }
@@ -406,12 +422,17 @@ impl Shared {
     /// An event on a pooled connection: the backend closed it or sent something unsolicited.
     fn check_idle(&mut self, index: usize, token: Token) {
         let pool = &mut self.idle[index];
-        let Some(pos) = pool.iter().position(|c| c.token == token) else { return };
+        let Some(pos) = pool.iter().position(|c| c.token == token) else {
+            return;
+        };
         if still_idle(&pool[pos].stream) {
             return;
         }
         let idle = pool.swap_remove(pos);
-        log::debug!("backend {}: pooled connection closed", self.balancer.backends[index].config.url);
+        log::debug!(
+            "backend {}: pooled connection closed",
+            self.balancer.backends[index].config.url
+        );
         self.close_stream(idle.stream, idle.token);
     }
 
@@ -475,7 +496,11 @@ impl Conn {
                 return Ok(());
             }
         }
-        log::error!("conn {}: no rest after 10000 steps in {:?}; closing", self.id, self.state);
+        log::error!(
+            "conn {}: no rest after 10000 steps in {:?}; closing",
+            self.id,
+            self.state
+        );
         Err(Close::Abort)
     }
 
@@ -485,7 +510,12 @@ impl Conn {
         if !ready.readable || self.client_in.is_full() {
             return Ok(0);
         }
-        match fill(&mut self.client, &mut self.client_in, &mut sh.buffers, ready.read_closed) {
+        match fill(
+            &mut self.client,
+            &mut self.client_in,
+            &mut sh.buffers,
+            ready.read_closed,
+        ) {
             Ok(filled) => {
                 if filled.would_block {
                     ready.readable = false;
@@ -522,7 +552,10 @@ impl Conn {
         match request::parse_request(self.client_in.data(), BUFFER_SIZE) {
             Ok(None) => {
                 if self.client_eof() {
-                    log::debug!("conn {}: client closed in the middle of a request head", self.id);
+                    log::debug!(
+                        "conn {}: client closed in the middle of a request head",
+                        self.id
+                    );
                     return Err(Close::Graceful);
                 }
                 Ok(false)
@@ -551,12 +584,18 @@ impl Conn {
         let buf = self.client_in.data();
         let line = RequestLine::new(head.method(buf), head.target.get(buf));
         let Some(index) = sh.balancer.pick(self.client_addr.ip(), None) else {
-            log::warn!("{} \"{line}\": no backend available -> 503", self.client_addr);
+            log::warn!(
+                "{} \"{line}\": no backend available -> 503",
+                self.client_addr
+            );
             self.respond_error(sh, ErrorResponse::ServiceUnavailable, now);
             return;
         };
         if !self.write_request_head(sh, head, index) {
-            log::info!("{} \"{line}\": rewritten head too large -> 431", self.client_addr);
+            log::info!(
+                "{} \"{line}\": rewritten head too large -> 431",
+                self.client_addr
+            );
             self.respond_error(sh, ErrorResponse::HeadTooLarge, now);
             return;
         }
@@ -618,28 +657,28 @@ impl Conn {
     /// Gets a connection to backend `index` for the current exchange: a live pooled one if allowed and
     /// available, else a new non-blocking connect.
     fn connect_backend(&mut self, sh: &mut Shared, index: usize, allow_pooled: bool, now: Instant) {
-        let Some(exchange) = self.exchange.as_mut() else { return };
+        let Some(exchange) = self.exchange.as_mut() else {
+            return;
+        };
         exchange.backend = index;
-        if allow_pooled {
-            if let Some(idle) = sh.take_idle(index) {
-                sh.sockets[idle.token.0 - FIRST_SOCKET] = Owner::Backend(self.key);
-                exchange.reused_connection = true;
-                sh.balancer.start(index);
-                self.backend = Some(BackendConn {
-                    stream: idle.stream,
-                    token: idle.token,
-                    index,
-                    // A pooled socket is writable; a response will announce itself with a new edge.
-                    ready: Readiness {
-                        readable: false,
-                        writable: true,
-                        read_closed: false,
-                    },
-                    write_shut: false,
-                });
-                self.set_state(State::Exchanging, "pooled backend connection", now);
-                return;
-            }
+        if allow_pooled && let Some(idle) = sh.take_idle(index) {
+            sh.sockets[idle.token.0 - FIRST_SOCKET] = Owner::Backend(self.key);
+            exchange.reused_connection = true;
+            sh.balancer.start(index);
+            self.backend = Some(BackendConn {
+                stream: idle.stream,
+                token: idle.token,
+                index,
+                // A pooled socket is writable; a response will announce itself with a new edge.
+                ready: Readiness {
+                    readable: false,
+                    writable: true,
+                    read_closed: false,
+                },
+                write_shut: false,
+            });
+            self.set_state(State::Exchanging, "pooled backend connection", now);
+            return;
         }
         exchange.reused_connection = false;
         let addr = sh.balancer.backends[index].config.addr;
@@ -705,20 +744,31 @@ impl Conn {
     }
 
     /// A connection attempt failed: try another backend while `retries` allow, else answer `response`.
-    fn connect_failed(&mut self, sh: &mut Shared, reason: &str, response: ErrorResponse, now: Instant) {
-        let Some(exchange) = self.exchange.as_mut() else { return };
+    fn connect_failed(
+        &mut self,
+        sh: &mut Shared,
+        reason: &str,
+        response: ErrorResponse,
+        now: Instant,
+    ) {
+        let Some(exchange) = self.exchange.as_mut() else {
+            return;
+        };
         let index = exchange.backend;
-        log::warn!("backend {}: connect failed: {reason}", sh.balancer.backends[index].config.url);
+        log::warn!(
+            "backend {}: connect failed: {reason}",
+            sh.balancer.backends[index].config.url
+        );
         sh.balancer.finish(index, Outcome::Failure);
         if let Some(backend) = self.backend.take() {
             sh.close_stream(backend.stream, backend.token);
         }
-        if exchange.attempts <= sh.config.retries {
-            if let Some(next) = sh.balancer.pick(self.client_addr.ip(), Some(index)) {
-                exchange.attempts += 1;
-                self.connect_backend(sh, next, true, now);
-                return;
-            }
+        if exchange.attempts <= sh.config.retries
+            && let Some(next) = sh.balancer.pick(self.client_addr.ip(), Some(index))
+        {
+            exchange.attempts += 1;
+            self.connect_backend(sh, next, true, now);
+            return;
         }
         log::warn!(
             "{} \"{}\": no backend reachable -> {}",
@@ -733,7 +783,12 @@ impl Conn {
     /// The backend connection failed after it was established. Retries a bodiless request that had no
     /// answer on a reused connection (the backend closed it while idle); otherwise 502, or a reset if the
     /// client already has part of the response.
-    fn backend_failed(&mut self, sh: &mut Shared, reason: &str, now: Instant) -> Result<bool, Close> {
+    fn backend_failed(
+        &mut self,
+        sh: &mut Shared,
+        reason: &str,
+        now: Instant,
+    ) -> Result<bool, Close> {
         let Some(exchange) = self.exchange.as_mut() else {
             return Err(Close::Abort);
         };
@@ -743,17 +798,25 @@ impl Conn {
         }
         self.backend_in.clear();
         let url = sh.balancer.backends[index].config.url.clone();
-        if exchange.reused_connection && !exchange.response_started && exchange.head_in_client_buffer > 0 {
-            log::debug!("backend {url}: pooled connection failed ({reason}); retrying on a new connection");
+        if exchange.reused_connection
+            && !exchange.response_started
+            && exchange.head_in_client_buffer > 0
+        {
+            log::debug!(
+                "backend {url}: pooled connection failed ({reason}); retrying on a new connection"
+            );
             sh.balancer.abandon(index);
             let reparsed = request::parse_request(self.client_in.data(), BUFFER_SIZE);
-            if let Ok(Some(head)) = reparsed {
-                if self.write_request_head(sh, &head, index) {
-                    self.connect_backend(sh, index, false, now);
-                    return Ok(true);
-                }
+            if let Ok(Some(head)) = reparsed
+                && self.write_request_head(sh, &head, index)
+            {
+                self.connect_backend(sh, index, false, now);
+                return Ok(true);
             }
-            log::error!("conn {}: cannot rebuild the request head for a retry", self.id);
+            log::error!(
+                "conn {}: cannot rebuild the request head for a retry",
+                self.id
+            );
             return Err(Close::Abort);
         }
         sh.balancer.finish(index, Outcome::Failure);
@@ -765,7 +828,11 @@ impl Conn {
             );
             return Err(Close::Abort);
         }
-        log::warn!("backend {url}: {reason} -> 502 for {} \"{}\"", self.client_addr, exchange.line);
+        log::warn!(
+            "backend {url}: {reason} -> 502 for {} \"{}\"",
+            self.client_addr,
+            exchange.line
+        );
         self.exchange = None;
         self.respond_error(sh, ErrorResponse::BadGateway, now);
         Ok(true)
@@ -780,7 +847,12 @@ impl Conn {
         self.to_client.clear();
         self.to_client.append(&mut sh.buffers, response.bytes());
         if sh.config.access_log {
-            log::info!("{} - {} {}", self.client_addr, response.status(), response.bytes().len());
+            log::info!(
+                "{} - {} {}",
+                self.client_addr,
+                response.status(),
+                response.bytes().len()
+            );
         }
         self.set_state(State::Closing, "error response", now);
     }
@@ -790,7 +862,10 @@ impl Conn {
         let mut progressed = false;
 
         // Client -> backend: the request head and body.
-        let request_done = self.exchange.as_ref().is_some_and(|e| e.request_relay.is_done());
+        let request_done = self
+            .exchange
+            .as_ref()
+            .is_some_and(|e| e.request_relay.is_done());
         if !request_done || !self.to_backend.is_empty() {
             if self.read_client(sh)? > 0 {
                 progressed = true;
@@ -801,7 +876,10 @@ impl Conn {
             let Some(backend) = self.backend.as_mut() else {
                 return Err(Close::Abort);
             };
-            let early_response = matches!(exchange.response, ResponseStage::Body(_) | ResponseStage::Done(_));
+            let early_response = matches!(
+                exchange.response,
+                ResponseStage::Body(_) | ResponseStage::Done(_)
+            );
             if backend.ready.writable && !early_response {
                 let before = self.client_in.len();
                 match pump(
@@ -824,12 +902,18 @@ impl Conn {
                         }
                     }
                     Err(PumpError::Framing(e)) => {
-                        log::info!("{} \"{}\": bad request body: {e} -> 400", self.client_addr, exchange.line);
+                        log::info!(
+                            "{} \"{}\": bad request body: {e} -> 400",
+                            self.client_addr,
+                            exchange.line
+                        );
                         sh.balancer.abandon(exchange.backend);
                         self.respond_error(sh, ErrorResponse::BadRequest, now);
                         return Ok(true);
                     }
-                    Err(PumpError::Io(e)) => return self.backend_failed(sh, &format!("write failed: {e}"), now),
+                    Err(PumpError::Io(e)) => {
+                        return self.backend_failed(sh, &format!("write failed: {e}"), now);
+                    }
                 }
             }
             let exchange = self.exchange.as_ref().ok_or(Close::Abort)?;
@@ -851,7 +935,12 @@ impl Conn {
             return Err(Close::Abort);
         };
         if backend.ready.readable && !self.backend_in.is_full() {
-            match fill(&mut backend.stream, &mut self.backend_in, &mut sh.buffers, backend.ready.read_closed) {
+            match fill(
+                &mut backend.stream,
+                &mut self.backend_in,
+                &mut sh.buffers,
+                backend.ready.read_closed,
+            ) {
                 Ok(filled) => {
                     if filled.would_block {
                         backend.ready.readable = false;
@@ -882,11 +971,15 @@ impl Conn {
                     }
                     return Ok(progressed);
                 }
-                return self.response_head(sh, backend_eof, now).map(|p| p || progressed);
+                return self
+                    .response_head(sh, backend_eof, now)
+                    .map(|p| p || progressed);
             }
             ResponseStage::Body(plan) => {
                 // Without writability a pump can only finish a body that has nothing left to send.
-                if !self.client_ready.writable && !(self.to_client.is_empty() && self.backend_in.is_empty()) {
+                if !(self.client_ready.writable
+                    || self.to_client.is_empty() && self.backend_in.is_empty())
+                {
                     return Ok(progressed);
                 }
                 let exchange = self.exchange.as_mut().ok_or(Close::Abort)?;
@@ -915,14 +1008,22 @@ impl Conn {
                                     exchange.backend_reusable = false;
                                     progressed = true;
                                 } else {
-                                    return self.backend_failed(sh, "connection closed mid-body", now);
+                                    return self.backend_failed(
+                                        sh,
+                                        "connection closed mid-body",
+                                        now,
+                                    );
                                 }
                             }
                             PumpStatus::NeedInput => {}
                         }
                     }
                     Err(PumpError::Framing(e)) => {
-                        return self.backend_failed(sh, &format!("invalid response body: {e}"), now);
+                        return self.backend_failed(
+                            sh,
+                            &format!("invalid response body: {e}"),
+                            now,
+                        );
                     }
                     Err(PumpError::Io(e)) => {
                         log::info!(
@@ -939,21 +1040,32 @@ impl Conn {
         }
 
         let exchange = self.exchange.as_ref().ok_or(Close::Abort)?;
-        if let ResponseStage::Done(plan) = exchange.response {
-            if exchange.request_relay.is_done() && self.to_backend.is_empty() || plan.close_client {
-                self.finish_exchange(sh, now);
-                return Ok(true);
-            }
+        if let ResponseStage::Done(plan) = exchange.response
+            && (exchange.request_relay.is_done() && self.to_backend.is_empty() || plan.close_client)
+        {
+            self.finish_exchange(sh, now);
+            return Ok(true);
         }
         Ok(progressed)
     }
 
     /// Parses the response head in `backend_in` and queues the client's head.
-    fn response_head(&mut self, sh: &mut Shared, backend_eof: bool, now: Instant) -> Result<bool, Close> {
+    fn response_head(
+        &mut self,
+        sh: &mut Shared,
+        backend_eof: bool,
+        now: Instant,
+    ) -> Result<bool, Close> {
         let exchange = self.exchange.as_mut().ok_or(Close::Abort)?;
-        let head = match response::parse_response(self.backend_in.data(), exchange.request.is_head, BUFFER_SIZE) {
+        let head = match response::parse_response(
+            self.backend_in.data(),
+            exchange.request.is_head,
+            BUFFER_SIZE,
+        ) {
             Ok(Some(head)) => head,
-            Ok(None) if backend_eof => return self.backend_failed(sh, "connection closed in the response head", now),
+            Ok(None) if backend_eof => {
+                return self.backend_failed(sh, "connection closed in the response head", now);
+            }
             Ok(None) => return Ok(false),
             Err(e) => return self.backend_failed(sh, &format!("invalid response: {e}"), now),
         };
@@ -966,7 +1078,13 @@ impl Conn {
             // 100 Continue, 103 Early Hints: passed on to HTTP/1.1 clients, then the real response follows.
             if client_version == crate::http::Version::Http11 {
                 let out = self.to_client.space(&mut sh.buffers);
-                match response::write_response_head(self.backend_in.data(), &head, None, client_version, out) {
+                match response::write_response_head(
+                    self.backend_in.data(),
+                    &head,
+                    None,
+                    client_version,
+                    out,
+                ) {
                     Some(n) => self.to_client.fill(n),
                     None => return self.backend_failed(sh, "interim response head too large", now),
                 }
@@ -998,8 +1116,13 @@ impl Conn {
             plan.close_client = true;
         }
         let out = self.to_client.space(&mut sh.buffers);
-        let Some(n) = response::write_response_head(self.backend_in.data(), &head, Some(&plan), client_version, out)
-        else {
+        let Some(n) = response::write_response_head(
+            self.backend_in.data(),
+            &head,
+            Some(&plan),
+            client_version,
+            out,
+        ) else {
             return self.backend_failed(sh, "response head too large", now);
         };
         self.to_client.fill(n);
@@ -1019,9 +1142,18 @@ impl Conn {
             exchange.request_relay = Relay::UntilClose;
             let line = exchange.line;
             let index = exchange.backend;
-            sh.balancer.finish(index, Outcome::Success { latency: now - exchange.started });
+            sh.balancer.finish(
+                index,
+                Outcome::Success {
+                    latency: now - exchange.started,
+                },
+            );
             if sh.config.access_log {
-                log::info!("{} \"{line}\" 101 - {} tunnel", self.client_addr, sh.balancer.backends[index].config.url);
+                log::info!(
+                    "{} \"{line}\" 101 - {} tunnel",
+                    self.client_addr,
+                    sh.balancer.backends[index].config.url
+                );
             }
             self.set_state(State::Tunnel, "101 Switching Protocols", now);
         }
@@ -1031,8 +1163,12 @@ impl Conn {
     /// The response is delivered: account for it, pool or close the backend connection, and either wait
     /// for the next request or close.
     fn finish_exchange(&mut self, sh: &mut Shared, now: Instant) {
-        let Some(exchange) = self.exchange.take() else { return };
-        let ResponseStage::Done(plan) = exchange.response else { return };
+        let Some(exchange) = self.exchange.take() else {
+            return;
+        };
+        let ResponseStage::Done(plan) = exchange.response else {
+            return;
+        };
         let index = exchange.backend;
         let latency = now - exchange.started;
         let outcome = if exchange.status < 500 {
@@ -1088,7 +1224,12 @@ impl Conn {
 
         // Client -> backend.
         if self.client_ready.readable && !self.client_in.is_full() {
-            match fill(&mut self.client, &mut self.client_in, &mut sh.buffers, self.client_ready.read_closed) {
+            match fill(
+                &mut self.client,
+                &mut self.client_in,
+                &mut sh.buffers,
+                self.client_ready.read_closed,
+            ) {
                 Ok(f) => {
                     progressed |= f.bytes > 0;
                     if f.would_block || f.eof {
@@ -1124,7 +1265,12 @@ impl Conn {
 
         // Backend -> client.
         if backend.ready.readable && !self.backend_in.is_full() {
-            match fill(&mut backend.stream, &mut self.backend_in, &mut sh.buffers, backend.ready.read_closed) {
+            match fill(
+                &mut backend.stream,
+                &mut self.backend_in,
+                &mut sh.buffers,
+                backend.ready.read_closed,
+            ) {
                 Ok(f) => {
                     progressed |= f.bytes > 0;
                     if f.would_block || f.eof {
@@ -1152,7 +1298,10 @@ impl Conn {
                 Err(_) => return Err(Close::Abort),
             }
         }
-        if backend.ready.read_closed && self.backend_in.is_empty() && self.to_client.is_empty() && !self.client_write_shut
+        if backend.ready.read_closed
+            && self.backend_in.is_empty()
+            && self.to_client.is_empty()
+            && !self.client_write_shut
         {
             let _ = self.client.shutdown(Shutdown::Write);
             self.client_write_shut = true;
@@ -1195,7 +1344,9 @@ impl Conn {
             match self.client.read(&mut sink) {
                 Ok(0) => return Err(Close::Graceful),
                 Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.client_ready.readable = false,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.client_ready.readable = false
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => return Err(Close::Graceful),
             }
@@ -1211,7 +1362,10 @@ impl Conn {
                     log::debug!("conn {}: idle timeout", self.id);
                     return Err(Close::Graceful);
                 }
-                log::info!("{}: request head not received in time -> 408", self.client_addr);
+                log::info!(
+                    "{}: request head not received in time -> 408",
+                    self.client_addr
+                );
                 self.respond_error(sh, ErrorResponse::RequestTimeout, now);
             }
             State::Connecting => {
@@ -1247,7 +1401,11 @@ impl Conn {
                 return Err(Close::Graceful);
             }
             State::Closing => {
-                return Err(if self.to_client.is_empty() { Close::Graceful } else { Close::Abort });
+                return Err(if self.to_client.is_empty() {
+                    Close::Graceful
+                } else {
+                    Close::Abort
+                });
             }
         }
         Ok(())
@@ -1274,9 +1432,18 @@ impl Conn {
             log::debug!("deregister client: {e}");
         }
         sh.release_token(self.client_token);
-        for buf in [&mut self.client_in, &mut self.to_backend, &mut self.backend_in, &mut self.to_client] {
+        for buf in [
+            &mut self.client_in,
+            &mut self.to_backend,
+            &mut self.backend_in,
+            &mut self.to_client,
+        ] {
             buf.release(&mut sh.buffers);
         }
-        log::debug!("conn {}: closed ({how:?}) after {} requests", self.id, self.requests);
+        log::debug!(
+            "conn {}: closed ({how:?}) after {} requests",
+            self.id,
+            self.requests
+        );
     }
 }

@@ -93,7 +93,13 @@ impl Deadline {
 
     /// Handles an entry for this owner popped at `now`: an entry other than the armed one is stale; the
     /// armed one fires if the deadline has passed, else re-arms for the current deadline.
-    pub fn on_pop(&mut self, entry_at: Instant, now: Instant, timers: &mut Timers, key: TimerKey) -> Expiry {
+    pub fn on_pop(
+        &mut self,
+        entry_at: Instant,
+        now: Instant,
+        timers: &mut Timers,
+        key: TimerKey,
+    ) -> Expiry {
         if self.armed != Some(entry_at) {
             return Expiry::Stale;
         }
@@ -145,7 +151,10 @@ mod tests {
         owners[0].1.set(t0 + ms(20), &mut timers, key(0, 1));
         owners[1].1.set(t0 + ms(10), &mut timers, key(1, 1));
         assert_eq!(timers.next_timeout(t0), Some(ms(10)));
-        assert_eq!(run(&mut timers, &mut owners, t0 + ms(5)), Vec::<usize>::new());
+        assert_eq!(
+            run(&mut timers, &mut owners, t0 + ms(5)),
+            Vec::<usize>::new()
+        );
         assert_eq!(run(&mut timers, &mut owners, t0 + ms(10)), vec![1]);
         assert_eq!(run(&mut timers, &mut owners, t0 + ms(30)), vec![0]);
         assert!(timers.is_empty());
@@ -162,7 +171,10 @@ mod tests {
         owners[0].1.set(t0 + ms(20), &mut timers, key(0, 7));
         owners[0].1.set(t0 + ms(30), &mut timers, key(0, 7));
         assert_eq!(timers.len(), 1);
-        assert_eq!(run(&mut timers, &mut owners, t0 + ms(15)), Vec::<usize>::new());
+        assert_eq!(
+            run(&mut timers, &mut owners, t0 + ms(15)),
+            Vec::<usize>::new()
+        );
         assert_eq!(timers.len(), 1, "re-armed for the later deadline");
         assert_eq!(run(&mut timers, &mut owners, t0 + ms(30)), vec![0]);
     }
@@ -177,7 +189,10 @@ mod tests {
         owners[0].1.set(t0 + ms(10), &mut timers, key(0, 1));
         assert_eq!(run(&mut timers, &mut owners, t0 + ms(10)), vec![0]);
         // The 60ms entry is stale now.
-        assert_eq!(run(&mut timers, &mut owners, t0 + ms(100)), Vec::<usize>::new());
+        assert_eq!(
+            run(&mut timers, &mut owners, t0 + ms(100)),
+            Vec::<usize>::new()
+        );
         assert!(timers.is_empty());
     }
 
@@ -193,7 +208,10 @@ mod tests {
         owners[1].1.set(t0 + ms(10), &mut timers, key(1, 1));
         owners[1] = (2, Deadline::default());
         owners[1].1.set(t0 + ms(50), &mut timers, key(1, 2));
-        assert_eq!(run(&mut timers, &mut owners, t0 + ms(20)), Vec::<usize>::new());
+        assert_eq!(
+            run(&mut timers, &mut owners, t0 + ms(20)),
+            Vec::<usize>::new()
+        );
         assert_eq!(run(&mut timers, &mut owners, t0 + ms(50)), vec![1]);
     }
 }

@@ -19,7 +19,10 @@ pub struct Emit {
 }
 
 impl Emit {
-    const NONE: Emit = Emit { bytes: [0; 20], len: 0 };
+    const NONE: Emit = Emit {
+        bytes: [0; 20],
+        len: 0,
+    };
 
     fn from(s: &[u8]) -> Emit {
         let mut e = Emit::NONE;
@@ -30,7 +33,11 @@ impl Emit {
 
     fn chunk_size(size: u64) -> Emit {
         let mut e = Emit::NONE;
-        let digits = if size == 0 { 1 } else { (64 - size.leading_zeros()).div_ceil(4) as usize };
+        let digits = if size == 0 {
+            1
+        } else {
+            (64 - size.leading_zeros()).div_ceil(4) as usize
+        };
         for i in 0..digits {
             let nibble = (size >> (4 * (digits - 1 - i))) & 0xf;
             e.bytes[i] = b"0123456789abcdef"[nibble as usize];
@@ -97,19 +104,37 @@ impl fmt::Display for FramingError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Chunk {
     /// Reading hex digits of a chunk size (`digits` so far).
-    Size { size: u64, digits: u8 },
+    Size {
+        size: u64,
+        digits: u8,
+    },
     /// Whitespace after the size: only `;` (extensions) may follow.
-    SizeSpace { size: u64 },
+    SizeSpace {
+        size: u64,
+    },
     /// Inside chunk extensions, `len` bytes into the line.
-    Extension { size: u64, len: u16 },
+    Extension {
+        size: u64,
+        len: u16,
+    },
     /// CR seen at the end of the size line.
-    SizeLf { size: u64 },
-    Data { remaining: u64 },
+    SizeLf {
+        size: u64,
+    },
+    Data {
+        remaining: u64,
+    },
     DataCr,
     DataLf,
     /// At the start of a trailer line, or inside one (`line` bytes), `total` trailer bytes so far.
-    Trailer { line: u16, total: u32 },
-    TrailerLf { line: u16, total: u32 },
+    Trailer {
+        line: u16,
+        total: u32,
+    },
+    TrailerLf {
+        line: u16,
+        total: u32,
+    },
     Done,
 }
 
@@ -130,7 +155,11 @@ impl ChunkedDecoder {
     }
 
     fn emit(&self, bytes: &[u8]) -> Emit {
-        if self.reencode { Emit::from(bytes) } else { Emit::NONE }
+        if self.reencode {
+            Emit::from(bytes)
+        } else {
+            Emit::NONE
+        }
     }
 
     fn step(&mut self, input: &[u8]) -> Result<Step, FramingError> {
@@ -193,13 +222,24 @@ impl ChunkedDecoder {
             },
             Chunk::Extension { size, len } => match b {
                 b'\r' => (Chunk::SizeLf { size }, none),
-                _ if usize::from(len) >= MAX_CHUNK_LINE => return Err(FramingError::ChunkLineTooLong),
-                b'\t' | 0x20..=0x7e | 0x80..=0xff => (Chunk::Extension { size, len: len + 1 }, none),
+                _ if usize::from(len) >= MAX_CHUNK_LINE => {
+                    return Err(FramingError::ChunkLineTooLong);
+                }
+                b'\t' | 0x20..=0x7e | 0x80..=0xff => {
+                    (Chunk::Extension { size, len: len + 1 }, none)
+                }
                 _ => return Err(FramingError::BadChunkLineEnding),
             },
             Chunk::SizeLf { size } => match b {
                 b'\n' if size == 0 => (Chunk::Trailer { line: 0, total: 0 }, self.emit(b"0\r\n")),
-                b'\n' => (Chunk::Data { remaining: size }, if self.reencode { Emit::chunk_size(size) } else { none }),
+                b'\n' => (
+                    Chunk::Data { remaining: size },
+                    if self.reencode {
+                        Emit::chunk_size(size)
+                    } else {
+                        none
+                    },
+                ),
                 _ => return Err(FramingError::BadChunkLineEnding),
             },
             Chunk::DataCr => match b {
@@ -215,7 +255,13 @@ impl ChunkedDecoder {
                     return Err(FramingError::TrailersTooLarge);
                 }
                 match b {
-                    b'\r' => (Chunk::TrailerLf { line, total: total + 1 }, none),
+                    b'\r' => (
+                        Chunk::TrailerLf {
+                            line,
+                            total: total + 1,
+                        },
+                        none,
+                    ),
                     b'\t' | 0x20..=0x7e | 0x80..=0xff => (
                         Chunk::Trailer {
                             line: line.saturating_add(1),
@@ -228,7 +274,13 @@ impl ChunkedDecoder {
             }
             Chunk::TrailerLf { line, total } => match b {
                 b'\n' if line == 0 => (Chunk::Done, self.emit(b"\r\n")),
-                b'\n' => (Chunk::Trailer { line: 0, total: total + 1 }, none),
+                b'\n' => (
+                    Chunk::Trailer {
+                        line: 0,
+                        total: total + 1,
+                    },
+                    none,
+                ),
                 _ => return Err(FramingError::BadTrailer),
             },
             Chunk::Data { .. } | Chunk::Done => unreachable!("handled in step"),
@@ -250,7 +302,9 @@ impl ChunkedDecoder {
 pub enum Relay {
     /// No body, or the body is complete.
     Done,
-    Length { remaining: u64 },
+    Length {
+        remaining: u64,
+    },
     Chunked(ChunkedDecoder),
     /// Everything until the peer closes (close-delimited responses, tunnels).
     UntilClose,
@@ -298,7 +352,14 @@ impl Relay {
     }
 
     pub fn is_done(&self) -> bool {
-        matches!(self, Relay::Done | Relay::Chunked(ChunkedDecoder { state: Chunk::Done, .. }))
+        matches!(
+            self,
+            Relay::Done
+                | Relay::Chunked(ChunkedDecoder {
+                    state: Chunk::Done,
+                    ..
+                })
+        )
     }
 
     /// True when the body can only end by the peer closing.
@@ -309,7 +370,11 @@ impl Relay {
 
 /// Runs a relay over a complete input in one call, collecting what would be written. For tests and tools;
 /// the proxy drives [`Relay::step`] itself so that payload is never copied.
-pub fn relay_all(relay: &mut Relay, input: &[u8], out: &mut Vec<u8>) -> Result<usize, FramingError> {
+pub fn relay_all(
+    relay: &mut Relay,
+    input: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<usize, FramingError> {
     let mut pos = 0;
     loop {
         match relay.step(&input[pos..])? {
@@ -332,7 +397,10 @@ mod tests {
     use super::*;
 
     /// Feeds `input` whole, then one byte at a time, and checks both give the same output, end and position.
-    fn decode_both_ways(input: &[u8], reencode: bool) -> Result<(Vec<u8>, bool, usize), FramingError> {
+    fn decode_both_ways(
+        input: &[u8],
+        reencode: bool,
+    ) -> Result<(Vec<u8>, bool, usize), FramingError> {
         let mut whole = Relay::Chunked(ChunkedDecoder::new(reencode));
         let mut out_whole = Vec::new();
         let used_whole = relay_all(&mut whole, input, &mut out_whole);
@@ -364,38 +432,116 @@ mod tests {
                 Err(a)
             }
             (Ok(n), None) => {
-                assert_eq!(out_whole, out_bytes, "same output both ways for {:?}", String::from_utf8_lossy(input));
+                assert_eq!(
+                    out_whole,
+                    out_bytes,
+                    "same output both ways for {:?}",
+                    String::from_utf8_lossy(input)
+                );
                 assert_eq!(whole.is_done(), bytewise.is_done());
                 assert_eq!(n, used_bytes, "same bytes used both ways");
                 Ok((out_whole, whole.is_done(), n))
             }
-            (a, b) => panic!("whole gave {a:?}, bytewise gave {b:?} for {:?}", String::from_utf8_lossy(input)),
+            (a, b) => panic!(
+                "whole gave {a:?}, bytewise gave {b:?} for {:?}",
+                String::from_utf8_lossy(input)
+            ),
         }
     }
 
     #[test]
     fn chunked_cases() {
         // (input, re-encoded output, payload only, complete, bytes used)
-        let cases: &[(&[u8], &[u8], &[u8], bool, usize)] = &[
-            (b"5\r\nhello\r\n0\r\n\r\n", b"5\r\nhello\r\n0\r\n\r\n", b"hello", true, 15),
-            (b"5\r\nhello\r\n0\r\n\r\nGET /", b"5\r\nhello\r\n0\r\n\r\n", b"hello", true, 15),
+        type Case<'a> = (&'a [u8], &'a [u8], &'a [u8], bool, usize);
+        let cases: &[Case] = &[
+            (
+                b"5\r\nhello\r\n0\r\n\r\n",
+                b"5\r\nhello\r\n0\r\n\r\n",
+                b"hello",
+                true,
+                15,
+            ),
+            (
+                b"5\r\nhello\r\n0\r\n\r\nGET /",
+                b"5\r\nhello\r\n0\r\n\r\n",
+                b"hello",
+                true,
+                15,
+            ),
             (b"0\r\n\r\n", b"0\r\n\r\n", b"", true, 5),
-            (b"000A\r\n0123456789\r\n0\r\n\r\n", b"a\r\n0123456789\r\n0\r\n\r\n", b"0123456789", true, 23),
-            (b"3;name=val;x\r\nabc\r\n0;last\r\n\r\n", b"3\r\nabc\r\n0\r\n\r\n", b"abc", true, 29),
-            (b"3 ;x\r\nabc\r\n0\r\n\r\n", b"3\r\nabc\r\n0\r\n\r\n", b"abc", true, 16),
-            (b"3\r\nabc\r\n0\r\nX-Trailer: 1\r\nY: 2\r\n\r\n", b"3\r\nabc\r\n0\r\n\r\n", b"abc", true, 33),
-            (b"2\r\nab\r\n2\r\ncd\r\n0\r\n\r\n", b"2\r\nab\r\n2\r\ncd\r\n0\r\n\r\n", b"abcd", true, 19),
-            (b"10\r\n0123456789abcdef\r\n0\r\n\r\n", b"10\r\n0123456789abcdef\r\n0\r\n\r\n", b"0123456789abcdef", true, 27),
+            (
+                b"000A\r\n0123456789\r\n0\r\n\r\n",
+                b"a\r\n0123456789\r\n0\r\n\r\n",
+                b"0123456789",
+                true,
+                23,
+            ),
+            (
+                b"3;name=val;x\r\nabc\r\n0;last\r\n\r\n",
+                b"3\r\nabc\r\n0\r\n\r\n",
+                b"abc",
+                true,
+                29,
+            ),
+            (
+                b"3 ;x\r\nabc\r\n0\r\n\r\n",
+                b"3\r\nabc\r\n0\r\n\r\n",
+                b"abc",
+                true,
+                16,
+            ),
+            (
+                b"3\r\nabc\r\n0\r\nX-Trailer: 1\r\nY: 2\r\n\r\n",
+                b"3\r\nabc\r\n0\r\n\r\n",
+                b"abc",
+                true,
+                33,
+            ),
+            (
+                b"2\r\nab\r\n2\r\ncd\r\n0\r\n\r\n",
+                b"2\r\nab\r\n2\r\ncd\r\n0\r\n\r\n",
+                b"abcd",
+                true,
+                19,
+            ),
+            (
+                b"10\r\n0123456789abcdef\r\n0\r\n\r\n",
+                b"10\r\n0123456789abcdef\r\n0\r\n\r\n",
+                b"0123456789abcdef",
+                true,
+                27,
+            ),
             (b"5\r\nhel", b"5\r\nhel", b"hel", false, 6),
             (b"5\r\nhello\r\n", b"5\r\nhello\r\n", b"hello", false, 10),
-            (b"5\r\nhello\r\n0\r\n", b"5\r\nhello\r\n0\r\n", b"hello", false, 13),
+            (
+                b"5\r\nhello\r\n0\r\n",
+                b"5\r\nhello\r\n0\r\n",
+                b"hello",
+                false,
+                13,
+            ),
         ];
         for (input, reencoded, payload, complete, used) in cases {
             let (out, done, n) = decode_both_ways(input, true).unwrap();
-            assert_eq!(out, *reencoded, "re-encoded {:?}", String::from_utf8_lossy(input));
-            assert_eq!((done, n), (*complete, *used), "{:?}", String::from_utf8_lossy(input));
+            assert_eq!(
+                out,
+                *reencoded,
+                "re-encoded {:?}",
+                String::from_utf8_lossy(input)
+            );
+            assert_eq!(
+                (done, n),
+                (*complete, *used),
+                "{:?}",
+                String::from_utf8_lossy(input)
+            );
             let (out, _, _) = decode_both_ways(input, false).unwrap();
-            assert_eq!(out, *payload, "payload {:?}", String::from_utf8_lossy(input));
+            assert_eq!(
+                out,
+                *payload,
+                "payload {:?}",
+                String::from_utf8_lossy(input)
+            );
         }
     }
 
@@ -427,7 +573,12 @@ mod tests {
             (long_trailer.as_bytes(), FramingError::TrailersTooLarge),
         ];
         for (input, expected) in cases {
-            assert_eq!(decode_both_ways(input, true).err(), Some(expected), "{:?}", String::from_utf8_lossy(input));
+            assert_eq!(
+                decode_both_ways(input, true).err(),
+                Some(expected),
+                "{:?}",
+                String::from_utf8_lossy(input)
+            );
         }
     }
 
@@ -435,7 +586,13 @@ mod tests {
     fn largest_chunk_size_is_accepted() {
         let mut relay = Relay::Chunked(ChunkedDecoder::new(true));
         let step = relay.step(b"ffffffffffffffff\r\nabc").unwrap();
-        assert_eq!(step, Step::Framing { consumed: 18, emit: Emit::from(b"ffffffffffffffff\r\n") });
+        assert_eq!(
+            step,
+            Step::Framing {
+                consumed: 18,
+                emit: Emit::from(b"ffffffffffffffff\r\n")
+            }
+        );
         assert_eq!(relay.step(b"abc").unwrap(), Step::Data(3));
     }
 
@@ -459,7 +616,13 @@ mod tests {
 
     #[test]
     fn chunk_size_emits() {
-        for (size, text) in [(1u64, "1\r\n"), (15, "f\r\n"), (16, "10\r\n"), (4096, "1000\r\n"), (u64::MAX, "ffffffffffffffff\r\n")] {
+        for (size, text) in [
+            (1u64, "1\r\n"),
+            (15, "f\r\n"),
+            (16, "10\r\n"),
+            (4096, "1000\r\n"),
+            (u64::MAX, "ffffffffffffffff\r\n"),
+        ] {
             assert_eq!(Emit::chunk_size(size).as_bytes(), text.as_bytes());
         }
     }

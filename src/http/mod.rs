@@ -131,17 +131,23 @@ impl fmt::Display for HeadError {
             HeadError::TooManyHeaders => write!(f, "more than {MAX_HEADERS} header fields"),
             HeadError::BadContentLength => f.write_str("invalid or conflicting Content-Length"),
             HeadError::BadTransferEncoding => f.write_str("invalid Transfer-Encoding"),
-            HeadError::UnsupportedTransferEncoding => f.write_str("transfer coding other than chunked"),
+            HeadError::UnsupportedTransferEncoding => {
+                f.write_str("transfer coding other than chunked")
+            }
             HeadError::ContentLengthWithTransferEncoding => {
                 f.write_str("both Content-Length and Transfer-Encoding")
             }
-            HeadError::TransferEncodingInHttp10 => f.write_str("Transfer-Encoding in an HTTP/1.0 message"),
+            HeadError::TransferEncodingInHttp10 => {
+                f.write_str("Transfer-Encoding in an HTTP/1.0 message")
+            }
             HeadError::MissingHost => f.write_str("HTTP/1.1 request without Host"),
             HeadError::DuplicateHost => f.write_str("more than one Host"),
             HeadError::BadHost => f.write_str("invalid Host"),
             HeadError::BadTarget => f.write_str("invalid request target"),
             HeadError::MethodNotSupported => f.write_str("CONNECT is not supported"),
-            HeadError::UnexpectedUpgrade => f.write_str("101 Switching Protocols without an upgrade request"),
+            HeadError::UnexpectedUpgrade => {
+                f.write_str("101 Switching Protocols without an upgrade request")
+            }
         }
     }
 }
@@ -169,9 +175,9 @@ pub fn parse_content_length(value: &[u8]) -> Option<u64> {
         if member.is_empty() || member.len() > 19 || !member.iter().all(u8::is_ascii_digit) {
             return None;
         }
-        let n = member
-            .iter()
-            .try_fold(0u64, |acc, &d| acc.checked_mul(10)?.checked_add(u64::from(d - b'0')))?;
+        let n = member.iter().try_fold(0u64, |acc, &d| {
+            acc.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+        })?;
         match result {
             Some(previous) if previous != n => return None,
             _ => result = Some(n),
@@ -437,14 +443,20 @@ mod tests {
             (b"99999999999999999999", None),
         ];
         for (value, expected) in cases {
-            assert_eq!(parse_content_length(value), *expected, "{:?}", String::from_utf8_lossy(value));
+            assert_eq!(
+                parse_content_length(value),
+                *expected,
+                "{:?}",
+                String::from_utf8_lossy(value)
+            );
         }
     }
 
     #[test]
     fn transfer_codings() {
         // (fields, chunked_last, misplaced, others, malformed)
-        let cases: &[(&[&[u8]], bool, bool, bool, bool)] = &[
+        type Case<'a> = (&'a [&'a [u8]], bool, bool, bool, bool);
+        let cases: &[Case] = &[
             (&[b"chunked"], true, false, false, false),
             (&[b"Chunked"], true, false, false, false),
             (&[b" chunked "], true, false, false, false),
@@ -465,7 +477,12 @@ mod tests {
                 te.add_field(f);
             }
             assert_eq!(
-                (te.chunked_last, te.chunked_misplaced, te.others, te.malformed),
+                (
+                    te.chunked_last,
+                    te.chunked_misplaced,
+                    te.others,
+                    te.malformed
+                ),
                 (*last, *misplaced, *others, *malformed),
                 "{fields:?}"
             );
@@ -496,9 +513,18 @@ mod tests {
                 .map(|h| parse_content_length(h.value).unwrap())
                 .unwrap();
             assert_eq!(cl as usize, bytes.len() - head_len, "{e:?}");
-            assert!(response.headers.iter().any(|h| h.name == "Connection" && h.value == b"close"));
+            assert!(
+                response
+                    .headers
+                    .iter()
+                    .any(|h| h.name == "Connection" && h.value == b"close")
+            );
         }
-        assert!(std::str::from_utf8(ErrorResponse::ServiceUnavailable.bytes()).unwrap().contains("Retry-After: 1\r\n"));
+        assert!(
+            std::str::from_utf8(ErrorResponse::ServiceUnavailable.bytes())
+                .unwrap()
+                .contains("Retry-After: 1\r\n")
+        );
     }
 
     #[test]

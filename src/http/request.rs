@@ -3,8 +3,8 @@
 //! reaches one.
 
 use super::{
-    ConnectionTokens, Framing, HeadError, HeadWriter, HeaderSpans, MAX_HEADERS, Span, TransferCodings, Version,
-    is_hop_by_hop, listed_in_connection, merge_content_length, trim_ows,
+    ConnectionTokens, Framing, HeadError, HeadWriter, HeaderSpans, MAX_HEADERS, Span,
+    TransferCodings, Version, is_hop_by_hop, listed_in_connection, merge_content_length, trim_ows,
 };
 use crate::http::ErrorResponse;
 use std::io::Write as _;
@@ -50,7 +50,9 @@ impl RequestHead {
 pub fn error_response(e: HeadError) -> ErrorResponse {
     match e {
         HeadError::TooLarge | HeadError::TooManyHeaders => ErrorResponse::HeadTooLarge,
-        HeadError::MethodNotSupported | HeadError::UnsupportedTransferEncoding => ErrorResponse::NotImplemented,
+        HeadError::MethodNotSupported | HeadError::UnsupportedTransferEncoding => {
+            ErrorResponse::NotImplemented
+        }
         _ => ErrorResponse::BadRequest,
     }
 }
@@ -67,10 +69,16 @@ pub fn parse_request(buf: &[u8], max_head: usize) -> Result<Option<RequestHead>,
         httparse::Status::Partial => return Ok(None),
     };
     // httparse guarantees these are set on a complete parse.
-    let (Some(method), Some(target), Some(version)) = (request.method, request.path, request.version) else {
+    let (Some(method), Some(target), Some(version)) =
+        (request.method, request.path, request.version)
+    else {
         return Err(HeadError::Syntax("incomplete request line"));
     };
-    let version = if version == 0 { Version::Http10 } else { Version::Http11 };
+    let version = if version == 0 {
+        Version::Http10
+    } else {
+        Version::Http11
+    };
     let method_bytes = method.as_bytes();
     if method_bytes == b"CONNECT" {
         return Err(HeadError::MethodNotSupported);
@@ -134,7 +142,10 @@ pub fn parse_request(buf: &[u8], max_head: usize) -> Result<Option<RequestHead>,
         Version::Http11 => !connection.close,
         Version::Http10 => connection.keep_alive && !connection.close,
     };
-    let idempotent = matches!(method_bytes, b"GET" | b"HEAD" | b"OPTIONS" | b"TRACE" | b"PUT" | b"DELETE");
+    let idempotent = matches!(
+        method_bytes,
+        b"GET" | b"HEAD" | b"OPTIONS" | b"TRACE" | b"PUT" | b"DELETE"
+    );
     Ok(Some(RequestHead {
         head_len,
         method: Span::of(buf, method_bytes),
@@ -155,7 +166,11 @@ pub fn parse_request(buf: &[u8], max_head: usize) -> Result<Option<RequestHead>,
 
 /// Splits the request target into what the backend receives (origin-form) and, for absolute-form, the
 /// authority that replaces `Host` (RFC 9112 3.2.2).
-fn split_target(buf: &[u8], method: &[u8], target: &[u8]) -> Result<(Span, Option<Span>), HeadError> {
+fn split_target(
+    buf: &[u8],
+    method: &[u8],
+    target: &[u8],
+) -> Result<(Span, Option<Span>), HeadError> {
     if target.first() == Some(&b'/') {
         return Ok((Span::of(buf, target), None));
     }
@@ -169,17 +184,24 @@ fn split_target(buf: &[u8], method: &[u8], target: &[u8]) -> Result<(Span, Optio
     let rest = strip_prefix_ignore_case(target, b"http://")
         .or_else(|| strip_prefix_ignore_case(target, b"https://"))
         .ok_or(HeadError::BadTarget)?;
-    let authority_len = rest.iter().position(|&b| b == b'/' || b == b'?').unwrap_or(rest.len());
+    let authority_len = rest
+        .iter()
+        .position(|&b| b == b'/' || b == b'?')
+        .unwrap_or(rest.len());
     let authority = &rest[..authority_len];
     if authority.is_empty() || authority.contains(&b'@') || !valid_host(authority) {
         return Err(HeadError::BadTarget);
     }
     // An empty path becomes "/" when written; an authority followed directly by a query keeps the query.
-    Ok((Span::of(buf, &rest[authority_len..]), Some(Span::of(buf, authority))))
+    Ok((
+        Span::of(buf, &rest[authority_len..]),
+        Some(Span::of(buf, authority)),
+    ))
 }
 
 fn strip_prefix_ignore_case<'a>(s: &'a [u8], prefix: &[u8]) -> Option<&'a [u8]> {
-    (s.len() >= prefix.len() && s[..prefix.len()].eq_ignore_ascii_case(prefix)).then(|| &s[prefix.len()..])
+    (s.len() >= prefix.len() && s[..prefix.len()].eq_ignore_ascii_case(prefix))
+        .then(|| &s[prefix.len()..])
 }
 
 /// `Host` is `uri-host [":" port]`: reg-name characters, an IP literal in brackets, digits after a colon.
@@ -199,7 +221,12 @@ pub struct ForwardInfo<'a> {
 /// Writes the head the backend receives: HTTP/1.1 request line, the client's end-to-end fields, `Host`,
 /// normalised framing, `X-Forwarded-For` (appended to), `X-Forwarded-Proto`. Returns the length written,
 /// or `None` when it does not fit in `out`.
-pub fn write_request_head(buf: &[u8], head: &RequestHead, info: &ForwardInfo<'_>, out: &mut [u8]) -> Option<usize> {
+pub fn write_request_head(
+    buf: &[u8],
+    head: &RequestHead,
+    info: &ForwardInfo<'_>,
+    out: &mut [u8],
+) -> Option<usize> {
     let mut w = HeadWriter::new(out);
     w.put(head.method.get(buf));
     w.put(b" ");
@@ -304,30 +331,158 @@ mod tests {
     fn valid_requests_and_their_framing() {
         // (raw head, framing, keep_alive, expect_continue, upgrade)
         let cases: &[(&str, Framing, bool, bool, bool)] = &[
-            ("GET / HTTP/1.1\r\nHost: a\r\n\r\n", Framing::Empty, true, false, false),
-            ("GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", Framing::Empty, false, false, false),
-            ("GET / HTTP/1.1\r\nHost: a\r\nConnection: Keep-Alive, CLOSE\r\n\r\n", Framing::Empty, false, false, false),
-            ("GET / HTTP/1.0\r\n\r\n", Framing::Empty, false, false, false),
-            ("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", Framing::Empty, true, false, false),
-            ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n", Framing::Length(5), true, false, false),
-            ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n", Framing::Empty, true, false, false),
-            ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n", Framing::Length(5), true, false, false),
-            ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\n\r\n", Framing::Length(5), true, false, false),
-            ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n", Framing::Chunked, true, false, false),
-            ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: CHUNKED\r\n\r\n", Framing::Chunked, true, false, false),
-            ("PUT / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n", Framing::Length(3), true, true, false),
-            ("PUT / HTTP/1.0\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n", Framing::Length(3), false, false, false),
-            ("GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n", Framing::Empty, true, false, true),
-            ("GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n", Framing::Empty, true, false, false),
-            ("OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n", Framing::Empty, true, false, false),
-            ("GET http://example.com/x HTTP/1.1\r\nHost: other\r\n\r\n", Framing::Empty, true, false, false),
-            ("\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n", Framing::Empty, true, false, false),
-            ("GET / HTTP/1.1\nHost: a\n\n", Framing::Empty, true, false, false),
-            ("GET / HTTP/1.1\r\nHost: [::1]:80\r\n\r\n", Framing::Empty, true, false, false),
-            ("GET / HTTP/1.1\r\nHost: \r\n\r\n", Framing::Empty, true, false, false),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+                Framing::Empty,
+                true,
+                false,
+                false,
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+                Framing::Empty,
+                false,
+                false,
+                false,
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nConnection: Keep-Alive, CLOSE\r\n\r\n",
+                Framing::Empty,
+                false,
+                false,
+                false,
+            ),
+            (
+                "GET / HTTP/1.0\r\n\r\n",
+                Framing::Empty,
+                false,
+                false,
+                false,
+            ),
+            (
+                "GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+                Framing::Empty,
+                true,
+                false,
+                false,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n",
+                Framing::Length(5),
+                true,
+                false,
+                false,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n",
+                Framing::Empty,
+                true,
+                false,
+                false,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n",
+                Framing::Length(5),
+                true,
+                false,
+                false,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\n\r\n",
+                Framing::Length(5),
+                true,
+                false,
+                false,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+                Framing::Chunked,
+                true,
+                false,
+                false,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: CHUNKED\r\n\r\n",
+                Framing::Chunked,
+                true,
+                false,
+                false,
+            ),
+            (
+                "PUT / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n",
+                Framing::Length(3),
+                true,
+                true,
+                false,
+            ),
+            (
+                "PUT / HTTP/1.0\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n",
+                Framing::Length(3),
+                false,
+                false,
+                false,
+            ),
+            (
+                "GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+                Framing::Empty,
+                true,
+                false,
+                true,
+            ),
+            (
+                "GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n",
+                Framing::Empty,
+                true,
+                false,
+                false,
+            ),
+            (
+                "OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
+                Framing::Empty,
+                true,
+                false,
+                false,
+            ),
+            (
+                "GET http://example.com/x HTTP/1.1\r\nHost: other\r\n\r\n",
+                Framing::Empty,
+                true,
+                false,
+                false,
+            ),
+            (
+                "\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
+                Framing::Empty,
+                true,
+                false,
+                false,
+            ),
+            (
+                "GET / HTTP/1.1\nHost: a\n\n",
+                Framing::Empty,
+                true,
+                false,
+                false,
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: [::1]:80\r\n\r\n",
+                Framing::Empty,
+                true,
+                false,
+                false,
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: \r\n\r\n",
+                Framing::Empty,
+                true,
+                false,
+                false,
+            ),
         ];
         for (raw, framing, keep_alive, expect, upgrade) in cases {
-            let head = parse(raw).unwrap_or_else(|e| panic!("{raw:?}: {e}")).unwrap();
+            let head = parse(raw)
+                .unwrap_or_else(|e| panic!("{raw:?}: {e}"))
+                .unwrap();
             assert_eq!(head.framing, *framing, "{raw:?}");
             assert_eq!(head.keep_alive, *keep_alive, "{raw:?}");
             assert_eq!(head.expect_continue, *expect, "{raw:?}");
@@ -339,39 +494,167 @@ mod tests {
     #[test]
     fn rejected_requests() {
         let cases: &[(&str, HeadError, u16)] = &[
-            ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", HeadError::ContentLengthWithTransferEncoding, 400),
-            ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n", HeadError::ContentLengthWithTransferEncoding, 400),
-            ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n", HeadError::BadContentLength, 400),
-            ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\n", HeadError::BadContentLength, 400),
-            ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5x\r\n\r\n", HeadError::BadContentLength, 400),
-            ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999\r\n\r\n", HeadError::BadContentLength, 400),
-            ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 6\r\n\r\n", HeadError::BadContentLength, 400),
-            ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: \r\n\r\n", HeadError::BadContentLength, 400),
-            ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", HeadError::BadTransferEncoding, 400),
-            ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", HeadError::BadTransferEncoding, 400),
-            ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\n\r\n", HeadError::BadTransferEncoding, 400),
-            ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: identity\r\n\r\n", HeadError::BadTransferEncoding, 400),
-            ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: \"chunked\"\r\n\r\n", HeadError::BadTransferEncoding, 400),
-            ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", HeadError::UnsupportedTransferEncoding, 501),
-            ("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", HeadError::TransferEncodingInHttp10, 400),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+                HeadError::ContentLengthWithTransferEncoding,
+                400,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
+                HeadError::ContentLengthWithTransferEncoding,
+                400,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+                HeadError::BadContentLength,
+                400,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\n",
+                HeadError::BadContentLength,
+                400,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5x\r\n\r\n",
+                HeadError::BadContentLength,
+                400,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999\r\n\r\n",
+                HeadError::BadContentLength,
+                400,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 6\r\n\r\n",
+                HeadError::BadContentLength,
+                400,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: \r\n\r\n",
+                HeadError::BadContentLength,
+                400,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+                HeadError::BadTransferEncoding,
+                400,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+                HeadError::BadTransferEncoding,
+                400,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\n\r\n",
+                HeadError::BadTransferEncoding,
+                400,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: identity\r\n\r\n",
+                HeadError::BadTransferEncoding,
+                400,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: \"chunked\"\r\n\r\n",
+                HeadError::BadTransferEncoding,
+                400,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+                HeadError::UnsupportedTransferEncoding,
+                501,
+            ),
+            (
+                "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+                HeadError::TransferEncodingInHttp10,
+                400,
+            ),
             ("GET / HTTP/1.1\r\n\r\n", HeadError::MissingHost, 400),
-            ("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", HeadError::DuplicateHost, 400),
-            ("GET / HTTP/1.1\r\nHost: a b\r\n\r\n", HeadError::BadHost, 400),
-            ("GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", HeadError::BadHost, 400),
-            ("GET / HTTP/1.1\r\nHost: a@b\r\n\r\n", HeadError::BadHost, 400),
-            ("GET x HTTP/1.1\r\nHost: a\r\n\r\n", HeadError::BadTarget, 400),
-            ("GET * HTTP/1.1\r\nHost: a\r\n\r\n", HeadError::BadTarget, 400),
-            ("GET ftp://a/ HTTP/1.1\r\nHost: a\r\n\r\n", HeadError::BadTarget, 400),
-            ("GET http:///x HTTP/1.1\r\nHost: a\r\n\r\n", HeadError::BadTarget, 400),
-            ("CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n", HeadError::MethodNotSupported, 501),
-            ("GET / HTTP/1.1\r\nHost : a\r\n\r\n", HeadError::Syntax("invalid header name"), 400),
-            ("GET / HTTP/1.1\r\nHost: a\r\nX: 1\r\n 2\r\n\r\n", HeadError::Syntax("invalid header name"), 400),
-            ("GET / HTTP/1.1\r\nHost: a\rX: 1\r\n\r\n", HeadError::Syntax("invalid header value"), 400),
-            ("GET / HTTP/1.1\r\nHost: a\r\nX: a\0b\r\n\r\n", HeadError::Syntax("invalid header value"), 400),
-            ("GET / HTTP/1.1\r\nHo\0st: a\r\n\r\n", HeadError::Syntax("invalid header name"), 400),
-            ("GET / HTTP/1.1\r\n: a\r\n\r\n", HeadError::Syntax("invalid header name"), 400),
-            ("GET / HTTP/2.0\r\nHost: a\r\n\r\n", HeadError::Syntax("unsupported HTTP version"), 400),
-            ("GET  / HTTP/1.1\r\nHost: a\r\n\r\n", HeadError::Syntax("invalid token"), 400),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+                HeadError::DuplicateHost,
+                400,
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: a b\r\n\r\n",
+                HeadError::BadHost,
+                400,
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: a/b\r\n\r\n",
+                HeadError::BadHost,
+                400,
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: a@b\r\n\r\n",
+                HeadError::BadHost,
+                400,
+            ),
+            (
+                "GET x HTTP/1.1\r\nHost: a\r\n\r\n",
+                HeadError::BadTarget,
+                400,
+            ),
+            (
+                "GET * HTTP/1.1\r\nHost: a\r\n\r\n",
+                HeadError::BadTarget,
+                400,
+            ),
+            (
+                "GET ftp://a/ HTTP/1.1\r\nHost: a\r\n\r\n",
+                HeadError::BadTarget,
+                400,
+            ),
+            (
+                "GET http:///x HTTP/1.1\r\nHost: a\r\n\r\n",
+                HeadError::BadTarget,
+                400,
+            ),
+            (
+                "CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n",
+                HeadError::MethodNotSupported,
+                501,
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost : a\r\n\r\n",
+                HeadError::Syntax("invalid header name"),
+                400,
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nX: 1\r\n 2\r\n\r\n",
+                HeadError::Syntax("invalid header name"),
+                400,
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: a\rX: 1\r\n\r\n",
+                HeadError::Syntax("invalid header value"),
+                400,
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nX: a\0b\r\n\r\n",
+                HeadError::Syntax("invalid header value"),
+                400,
+            ),
+            (
+                "GET / HTTP/1.1\r\nHo\0st: a\r\n\r\n",
+                HeadError::Syntax("invalid header name"),
+                400,
+            ),
+            (
+                "GET / HTTP/1.1\r\n: a\r\n\r\n",
+                HeadError::Syntax("invalid header name"),
+                400,
+            ),
+            (
+                "GET / HTTP/2.0\r\nHost: a\r\n\r\n",
+                HeadError::Syntax("unsupported HTTP version"),
+                400,
+            ),
+            (
+                "GET  / HTTP/1.1\r\nHost: a\r\n\r\n",
+                HeadError::Syntax("invalid token"),
+                400,
+            ),
         ];
         for (raw, expected, status) in cases {
             match parse(raw) {
@@ -391,7 +674,10 @@ mod tests {
         assert!(parse("").unwrap().is_none());
         let big = format!("GET / HTTP/1.1\r\nHost: a\r\nX: {}\r\n", "a".repeat(MAX));
         assert_eq!(parse(&big).err(), Some(HeadError::TooLarge));
-        let big_complete = format!("GET / HTTP/1.1\r\nHost: a\r\nX: {}\r\n\r\n", "a".repeat(MAX));
+        let big_complete = format!(
+            "GET / HTTP/1.1\r\nHost: a\r\nX: {}\r\n\r\n",
+            "a".repeat(MAX)
+        );
         assert_eq!(parse(&big_complete).err(), Some(HeadError::TooLarge));
         let many: String = (0..=MAX_HEADERS).map(|i| format!("X-{i}: v\r\n")).collect();
         let raw = format!("GET / HTTP/1.1\r\nHost: a\r\n{many}\r\n");
@@ -473,6 +759,9 @@ mod tests {
             default_host: b"x",
         };
         let mut small = [0u8; 20];
-        assert_eq!(write_request_head(raw.as_bytes(), &head, &info, &mut small), None);
+        assert_eq!(
+            write_request_head(raw.as_bytes(), &head, &info, &mut small),
+            None
+        );
     }
 }

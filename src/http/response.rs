@@ -2,8 +2,8 @@
 //! connection can be reused and how the body is framed for the client, then write the client's head.
 
 use super::{
-    ConnectionTokens, Framing, HeadError, HeadWriter, HeaderSpans, MAX_HEADERS, Span, TransferCodings, Version,
-    is_hop_by_hop, listed_in_connection, merge_content_length,
+    ConnectionTokens, Framing, HeadError, HeadWriter, HeaderSpans, MAX_HEADERS, Span,
+    TransferCodings, Version, is_hop_by_hop, listed_in_connection, merge_content_length,
 };
 
 #[derive(Clone)]
@@ -32,7 +32,11 @@ impl ResponseHead {
 /// Parses a response head from a backend. `request_is_head` matters because a response to HEAD never has a
 /// body whatever its headers say. `Ok(None)` means more bytes are needed; a partial head that fills
 /// `max_head` is an error (the backend is sending garbage or an absurd head).
-pub fn parse_response(buf: &[u8], request_is_head: bool, max_head: usize) -> Result<Option<ResponseHead>, HeadError> {
+pub fn parse_response(
+    buf: &[u8],
+    request_is_head: bool,
+    max_head: usize,
+) -> Result<Option<ResponseHead>, HeadError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut response = httparse::Response::new(&mut headers);
     let head_len = match response.parse(buf)? {
@@ -47,7 +51,11 @@ pub fn parse_response(buf: &[u8], request_is_head: bool, max_head: usize) -> Res
     if !(100..=999).contains(&status) {
         return Err(HeadError::Syntax("invalid status"));
     }
-    let version = if version == 0 { Version::Http10 } else { Version::Http11 };
+    let version = if version == 0 {
+        Version::Http10
+    } else {
+        Version::Http11
+    };
     let mut content_length: Option<u64> = None;
     let mut codings = TransferCodings::default();
     let mut connection = ConnectionTokens::default();
@@ -61,7 +69,8 @@ pub fn parse_response(buf: &[u8], request_is_head: bool, max_head: usize) -> Res
             connection.add_field(h.value);
         }
     }
-    let bodiless = request_is_head || (100..200).contains(&status) || status == 204 || status == 304;
+    let bodiless =
+        request_is_head || (100..200).contains(&status) || status == 204 || status == 304;
     let framing = if bodiless {
         Framing::Empty
     } else if codings.present {
@@ -91,7 +100,9 @@ pub fn parse_response(buf: &[u8], request_is_head: bool, max_head: usize) -> Res
         headers: HeaderSpans::from_parsed(buf, response.headers),
         framing,
         // Content-Length alongside Transfer-Encoding is a smuggling signal: never reuse such a connection.
-        reusable: persistent && framing != Framing::UntilClose && !(codings.present && content_length.is_some()),
+        reusable: persistent
+            && framing != Framing::UntilClose
+            && !(codings.present && content_length.is_some()),
         connection_lists_fields: connection.names_fields,
         other_codings: codings.others,
     }))
@@ -142,7 +153,9 @@ pub fn plan_response(
         Framing::Empty => ClientBody::Empty,
         Framing::Length(n) => ClientBody::Length(n),
         Framing::Chunked if client_version == Version::Http11 => ClientBody::Chunked,
-        Framing::Chunked if head.other_codings => return Err(HeadError::UnsupportedTransferEncoding),
+        Framing::Chunked if head.other_codings => {
+            return Err(HeadError::UnsupportedTransferEncoding);
+        }
         Framing::Chunked => ClientBody::Dechunked,
         Framing::UntilClose => ClientBody::UntilClose,
     };
@@ -162,7 +175,13 @@ pub fn write_response_head(
     client_version: Version,
     out: &mut [u8],
 ) -> Option<usize> {
-    let tunnel = matches!(plan, Some(ResponsePlan { body: ClientBody::Tunnel, .. }));
+    let tunnel = matches!(
+        plan,
+        Some(ResponsePlan {
+            body: ClientBody::Tunnel,
+            ..
+        })
+    );
     let mut w = HeadWriter::new(out);
     w.put(b"HTTP/1.1 ");
     w.put_u64(u64::from(head.status));
@@ -175,12 +194,19 @@ pub fn write_response_head(
             tunnel
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             // Chunked is relayed as chunked, so the codings the backend applied stay true.
-            matches!(plan, Some(ResponsePlan { body: ClientBody::Chunked, .. }))
+            matches!(
+                plan,
+                Some(ResponsePlan {
+                    body: ClientBody::Chunked,
+                    ..
+                })
+            )
         } else if name.eq_ignore_ascii_case(b"content-length") {
             // A bodiless response (HEAD, 304) keeps its Content-Length: it describes the resource.
             head.framing == Framing::Empty && !head.is_informational() && head.status != 204
         } else {
-            !is_hop_by_hop(name) && !(head.connection_lists_fields && listed_in_connection(buf, &head.headers, name))
+            !(is_hop_by_hop(name)
+                || head.connection_lists_fields && listed_in_connection(buf, &head.headers, name))
         };
         if keep {
             w.header(name, h.value.get(buf));
@@ -194,7 +220,10 @@ pub fn write_response_head(
                 w.put(b"\r\n");
             }
             ClientBody::Empty
-            | ClientBody::Chunked | ClientBody::Dechunked | ClientBody::UntilClose | ClientBody::Tunnel => {}
+            | ClientBody::Chunked
+            | ClientBody::Dechunked
+            | ClientBody::UntilClose
+            | ClientBody::Tunnel => {}
         }
         if tunnel {
             w.put(b"Connection: upgrade\r\n");
@@ -218,24 +247,91 @@ mod tests {
     fn framing_and_reuse() {
         // (raw head, request was HEAD, framing, reusable)
         let cases: &[(&str, bool, Framing, bool)] = &[
-            ("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", false, Framing::Length(5), true),
-            ("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", false, Framing::Empty, true),
-            ("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true, Framing::Empty, true),
-            ("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", false, Framing::Chunked, true),
-            ("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", false, Framing::Chunked, true),
-            ("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n", false, Framing::Chunked, false),
-            ("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", false, Framing::UntilClose, false),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
+                false,
+                Framing::Length(5),
+                true,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+                false,
+                Framing::Empty,
+                true,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
+                true,
+                Framing::Empty,
+                true,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                false,
+                Framing::Chunked,
+                true,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+                false,
+                Framing::Chunked,
+                true,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
+                false,
+                Framing::Chunked,
+                false,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+                false,
+                Framing::UntilClose,
+                false,
+            ),
             ("HTTP/1.1 200 OK\r\n\r\n", false, Framing::UntilClose, false),
-            ("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\n", false, Framing::Length(5), false),
-            ("HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\n", false, Framing::Length(5), false),
-            ("HTTP/1.0 200 OK\r\nContent-Length: 5\r\nConnection: keep-alive\r\n\r\n", false, Framing::Length(5), true),
-            ("HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n", false, Framing::Empty, true),
-            ("HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: chunked\r\n\r\n", false, Framing::Empty, true),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\n",
+                false,
+                Framing::Length(5),
+                false,
+            ),
+            (
+                "HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\n",
+                false,
+                Framing::Length(5),
+                false,
+            ),
+            (
+                "HTTP/1.0 200 OK\r\nContent-Length: 5\r\nConnection: keep-alive\r\n\r\n",
+                false,
+                Framing::Length(5),
+                true,
+            ),
+            (
+                "HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n",
+                false,
+                Framing::Empty,
+                true,
+            ),
+            (
+                "HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: chunked\r\n\r\n",
+                false,
+                Framing::Empty,
+                true,
+            ),
             ("HTTP/1.1 100 Continue\r\n\r\n", false, Framing::Empty, true),
-            ("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n", false, Framing::Empty, true),
+            (
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+                false,
+                Framing::Empty,
+                true,
+            ),
         ];
         for (raw, is_head, framing, reusable) in cases {
-            let head = parse_response(raw.as_bytes(), *is_head, MAX).unwrap().unwrap();
+            let head = parse_response(raw.as_bytes(), *is_head, MAX)
+                .unwrap()
+                .unwrap();
             assert_eq!(head.framing, *framing, "{raw:?}");
             assert_eq!(head.reusable, *reusable, "{raw:?}");
             assert_eq!(head.head_len, raw.len());
@@ -254,11 +350,21 @@ mod tests {
             "HTTP/1.1 200 OK\r\nBad Header: x\r\n\r\n",
         ];
         for raw in cases {
-            assert!(parse_response(raw.as_bytes(), false, MAX).is_err(), "{raw:?}");
+            assert!(
+                parse_response(raw.as_bytes(), false, MAX).is_err(),
+                "{raw:?}"
+            );
         }
-        assert!(parse_response(b"HTTP/1.1 200 OK\r\n", false, MAX).unwrap().is_none());
+        assert!(
+            parse_response(b"HTTP/1.1 200 OK\r\n", false, MAX)
+                .unwrap()
+                .is_none()
+        );
         let big = format!("HTTP/1.1 200 OK\r\nX: {}", "a".repeat(100));
-        assert_eq!(parse_response(big.as_bytes(), false, 64).err(), Some(HeadError::TooLarge));
+        assert_eq!(
+            parse_response(big.as_bytes(), false, 64).err(),
+            Some(HeadError::TooLarge)
+        );
     }
 
     #[test]
@@ -282,23 +388,53 @@ mod tests {
         ];
         for (head, version, keep_alive, upgrade, body, close) in cases {
             let plan = plan_response(head, version, keep_alive, upgrade).unwrap();
-            assert_eq!((plan.body, plan.close_client), (body, close), "status {} {:?}", head.status, head.framing);
+            assert_eq!(
+                (plan.body, plan.close_client),
+                (body, close),
+                "status {} {:?}",
+                head.status,
+                head.framing
+            );
         }
-        assert_eq!(plan_response(&switching, v11, true, false), Err(HeadError::UnexpectedUpgrade));
+        assert_eq!(
+            plan_response(&switching, v11, true, false),
+            Err(HeadError::UnexpectedUpgrade)
+        );
         let gzip = parse("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n");
-        assert_eq!(plan_response(&gzip, v11, true, false).unwrap().body, ClientBody::Chunked);
-        assert_eq!(plan_response(&gzip, v10, true, false), Err(HeadError::UnsupportedTransferEncoding));
+        assert_eq!(
+            plan_response(&gzip, v11, true, false).unwrap().body,
+            ClientBody::Chunked
+        );
+        assert_eq!(
+            plan_response(&gzip, v10, true, false),
+            Err(HeadError::UnsupportedTransferEncoding)
+        );
     }
 
-    fn rewrite(raw: &str, is_head: bool, client_version: Version, client_keep_alive: bool, upgrade: bool) -> String {
-        let head = parse_response(raw.as_bytes(), is_head, MAX).unwrap().unwrap();
+    fn rewrite(
+        raw: &str,
+        is_head: bool,
+        client_version: Version,
+        client_keep_alive: bool,
+        upgrade: bool,
+    ) -> String {
+        let head = parse_response(raw.as_bytes(), is_head, MAX)
+            .unwrap()
+            .unwrap();
         let plan = if head.is_informational() && head.status != 101 {
             None
         } else {
             Some(plan_response(&head, client_version, client_keep_alive, upgrade).unwrap())
         };
         let mut out = [0u8; 2048];
-        let n = write_response_head(raw.as_bytes(), &head, plan.as_ref(), client_version, &mut out).unwrap();
+        let n = write_response_head(
+            raw.as_bytes(),
+            &head,
+            plan.as_ref(),
+            client_version,
+            &mut out,
+        )
+        .unwrap();
         String::from_utf8(out[..n].to_vec()).unwrap()
     }
 
@@ -310,77 +446,123 @@ mod tests {
         let cases: &[(&str, bool, Version, bool, bool, &str)] = &[
             (
                 "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\n",
-                false, v11, true, false,
+                false,
+                v11,
+                true,
+                false,
                 "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\n",
             ),
             (
                 "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: keep-alive, X-Private\r\nKeep-Alive: timeout=5\r\nX-Private: 1\r\nProxy-Authenticate: Basic\r\n\r\n",
-                false, v11, true, false,
+                false,
+                v11,
+                true,
+                false,
                 "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
             ),
             (
                 "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
-                false, v11, false, false,
+                false,
+                v11,
+                false,
+                false,
                 "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\n",
             ),
             (
                 "HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\n",
-                false, v10, true, false,
+                false,
+                v10,
+                true,
+                false,
                 "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: keep-alive\r\n\r\n",
             ),
             (
                 "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
-                false, v11, true, false,
+                false,
+                v11,
+                true,
+                false,
                 "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
             ),
             (
                 "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n",
-                false, v11, true, false,
+                false,
+                v11,
+                true,
+                false,
                 "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n",
             ),
             (
                 "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
-                false, v10, true, false,
+                false,
+                v10,
+                true,
+                false,
                 "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n",
             ),
             (
                 "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 10\r\n\r\n",
-                false, v11, true, false,
+                false,
+                v11,
+                true,
+                false,
                 "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
             ),
             (
                 "HTTP/1.1 200 OK\r\nServer: x\r\n\r\n",
-                false, v11, true, false,
+                false,
+                v11,
+                true,
+                false,
                 "HTTP/1.1 200 OK\r\nServer: x\r\nConnection: close\r\n\r\n",
             ),
             (
                 "HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n",
-                true, v11, true, false,
+                true,
+                v11,
+                true,
+                false,
                 "HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n",
             ),
             (
                 "HTTP/1.1 304 Not Modified\r\nETag: \"x\"\r\nContent-Length: 99\r\n\r\n",
-                false, v11, true, false,
+                false,
+                v11,
+                true,
+                false,
                 "HTTP/1.1 304 Not Modified\r\nETag: \"x\"\r\nContent-Length: 99\r\n\r\n",
             ),
             (
                 "HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n",
-                false, v11, true, false,
+                false,
+                v11,
+                true,
+                false,
                 "HTTP/1.1 204 No Content\r\n\r\n",
             ),
             (
                 "HTTP/1.1 100 Continue\r\n\r\n",
-                false, v11, true, false,
+                false,
+                v11,
+                true,
+                false,
                 "HTTP/1.1 100 Continue\r\n\r\n",
             ),
             (
                 "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: a\r\n\r\n",
-                false, v11, true, true,
+                false,
+                v11,
+                true,
+                true,
                 "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: a\r\nConnection: upgrade\r\n\r\n",
             ),
         ];
         for (backend, is_head, version, keep_alive, upgrade, client) in cases {
-            assert_eq!(rewrite(backend, *is_head, *version, *keep_alive, *upgrade), *client, "for {backend:?}");
+            assert_eq!(
+                rewrite(backend, *is_head, *version, *keep_alive, *upgrade),
+                *client,
+                "for {backend:?}"
+            );
         }
     }
 }

@@ -1,0 +1,109 @@
+//! Micro-benchmarks of the per-request pure work: parsing and rewriting a request head, parsing and
+//! rewriting a response head, and decoding a chunked body. `cargo bench --bench parse`.
+//!
+//! Each result is asserted so that nothing is optimised away; times are per operation, medians of
+//! several runs, and meant to be compared with each other on one machine, not across machines.
+
+use lb::http::Version;
+use lb::http::body::{ChunkedDecoder, Relay, relay_all};
+use lb::http::request::{ForwardInfo, parse_request, write_request_head};
+use lb::http::response::{parse_response, plan_response, write_response_head};
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+const REQUEST: &[u8] = b"GET /api/v1/users/12345?fields=name,email HTTP/1.1\r\nHost: api.example.com\r\n\
+User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36\r\n\
+Accept: application/json\r\nAccept-Encoding: gzip, deflate, br\r\nAccept-Language: en-US,en;q=0.9\r\n\
+Cookie: session=abcdef0123456789; theme=dark\r\nConnection: keep-alive\r\n\r\n";
+
+const RESPONSE: &[u8] =
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1234\r\n\
+Date: Tue, 24 Nov 2026 12:00:00 GMT\r\nServer: backend\r\nCache-Control: no-cache\r\n\r\n";
+
+/// Runs `op` in batches and returns the median time per call.
+fn measure(mut op: impl FnMut() -> usize) -> Duration {
+    let batch = 20_000;
+    let mut samples = Vec::new();
+    for _ in 0..15 {
+        let start = Instant::now();
+        let mut check = 0usize;
+        for _ in 0..batch {
+            check = check.wrapping_add(black_box(op()));
+        }
+        black_box(check);
+        samples.push(start.elapsed() / batch);
+    }
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+fn main() {
+    let info = ForwardInfo {
+        client_ip: "192.0.2.10".parse().unwrap(),
+        default_host: b"10.0.0.1:8001",
+    };
+    let mut out = vec![0u8; 16 * 1024];
+
+    let head = parse_request(REQUEST, 16 * 1024).unwrap().unwrap();
+    assert_eq!(head.head_len, REQUEST.len());
+    let n = write_request_head(REQUEST, &head, &info, &mut out).unwrap();
+    assert!(out[..n].starts_with(b"GET /api/v1/users/12345"));
+
+    let parse = measure(|| {
+        parse_request(black_box(REQUEST), 16 * 1024)
+            .unwrap()
+            .unwrap()
+            .head_len
+    });
+    let parse_and_rewrite = measure(|| {
+        let head = parse_request(black_box(REQUEST), 16 * 1024)
+            .unwrap()
+            .unwrap();
+        write_request_head(REQUEST, &head, &info, &mut out).unwrap()
+    });
+    let response = measure(|| {
+        let head = parse_response(black_box(RESPONSE), false, 16 * 1024)
+            .unwrap()
+            .unwrap();
+        let plan = plan_response(&head, Version::Http11, true, false).unwrap();
+        write_response_head(RESPONSE, &head, Some(&plan), Version::Http11, &mut out).unwrap()
+    });
+
+    let mut chunked = Vec::new();
+    for _ in 0..16 {
+        chunked.extend_from_slice(b"400\r\n");
+        chunked.extend_from_slice(&[b'x'; 1024]);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let mut sink = Vec::with_capacity(chunked.len());
+    let decode = measure(|| {
+        sink.clear();
+        let mut relay = Relay::Chunked(ChunkedDecoder::new(true));
+        let used = relay_all(&mut relay, black_box(&chunked), &mut sink).unwrap();
+        assert!(relay.is_done());
+        used
+    });
+
+    println!("{:<44} {:>10}", "benchmark", "ns/op");
+    println!(
+        "{:<44} {:>10}",
+        "parse request head (8 fields)",
+        parse.as_nanos()
+    );
+    println!(
+        "{:<44} {:>10}",
+        "parse + rewrite request head",
+        parse_and_rewrite.as_nanos()
+    );
+    println!(
+        "{:<44} {:>10}",
+        "parse + plan + rewrite response head",
+        response.as_nanos()
+    );
+    println!(
+        "{:<44} {:>10}",
+        "decode + re-encode 16 KiB chunked body",
+        decode.as_nanos()
+    );
+}

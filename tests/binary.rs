@@ -1,0 +1,308 @@
+//! The `lb` binary as users run it: command line, config validation, and a 1 GiB body streamed each way
+//! through a separate `lb` process whose peak memory is then read from /proc.
+
+mod common;
+
+use common::*;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+fn lb_command() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_lb"))
+}
+
+fn temp_config(name: &str, text: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("lb-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn help_and_version() {
+    let out = lb_command().arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("Usage: lb") && text.contains("--check") && text.contains("--engine"),
+        "{text}"
+    );
+    let out = lb_command().arg("--version").output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("lb {}", env!("CARGO_PKG_VERSION"))
+    );
+    let out = lb_command().arg("--bogus").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown option --bogus"));
+}
+
+#[test]
+fn check_validates_the_shipped_config_and_rejects_bad_ones() {
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/lb.toml");
+    let out = lb_command().args(["--check", shipped]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let cases = [
+        (
+            "rise.toml",
+            "[health_check]\nrise = 0\n[[backends]]\nurl = \"http://127.0.0.1:1\"\n",
+            "rise",
+        ),
+        ("url.toml", "[[backends]]\nurl = \"127.0.0.1:1\"\n", "url"),
+        ("empty.toml", "listen = \"127.0.0.1:0\"\n", "backends"),
+        (
+            "unknown.toml",
+            "colour = \"blue\"\n[[backends]]\nurl = \"http://127.0.0.1:1\"\n",
+            "colour",
+        ),
+        (
+            "duration.toml",
+            "[timeouts]\nidle = \"forever\"\n[[backends]]\nurl = \"http://127.0.0.1:1\"\n",
+            "idle",
+        ),
+    ];
+    for (name, text, key) in cases {
+        let path = temp_config(name, text);
+        let out = lb_command().arg("--check").arg(&path).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{name}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(key),
+            "{name}: message names {key:?}: {stderr}"
+        );
+    }
+    let out = lb_command()
+        .args(["--check", "/nonexistent/lb.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/lb.toml"));
+}
+
+/// A running `lb` process, killed on drop.
+struct LbProcess {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl LbProcess {
+    fn start(config: &str) -> LbProcess {
+        let path = temp_config(&format!("run-{}.toml", rand_suffix()), config);
+        let mut child = lb_command()
+            .arg(&path)
+            .env_remove("RUST_LOG")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let mut lines = BufReader::new(stderr).lines();
+        let addr = loop {
+            let line = lines.next().expect("lb exited before listening").unwrap();
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                break rest.split_whitespace().next().unwrap().parse().unwrap();
+            }
+        };
+        // Keep draining the log so the process never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        LbProcess { child, addr }
+    }
+
+    fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap()
+    }
+}
+
+impl Drop for LbProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn rand_suffix() -> u64 {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+const GIB: u64 = 1 << 30;
+const BLOCK: usize = 1 << 16;
+
+/// Block `i` of the test stream: distinct per block so that a dropped, repeated or reordered block changes
+/// the digest.
+fn block(i: u64, out: &mut [u8; BLOCK]) {
+    let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    for word in out.chunks_exact_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        word.copy_from_slice(&x.to_le_bytes());
+    }
+}
+
+/// An order-sensitive digest over a byte stream fed in arbitrary pieces.
+#[derive(Default)]
+struct Digest {
+    state: u64,
+    count: u64,
+    partial: Vec<u8>,
+}
+
+impl Digest {
+    fn update(&mut self, mut bytes: &[u8]) {
+        self.count += bytes.len() as u64;
+        if !self.partial.is_empty() {
+            let need = 8 - self.partial.len();
+            let take = need.min(bytes.len());
+            self.partial.extend_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
+            if self.partial.len() == 8 {
+                let w = u64::from_le_bytes(self.partial[..].try_into().unwrap());
+                self.mix(w);
+                self.partial.clear();
+            }
+        }
+        let mut words = bytes.chunks_exact(8);
+        for w in &mut words {
+            self.mix(u64::from_le_bytes(w.try_into().unwrap()));
+        }
+        self.partial.extend_from_slice(words.remainder());
+    }
+
+    fn mix(&mut self, w: u64) {
+        self.state = (self.state ^ w)
+            .wrapping_mul(0x100_0000_01B3)
+            .rotate_left(5);
+    }
+
+    fn finish(&self) -> (u64, u64) {
+        (self.state, self.count)
+    }
+}
+
+fn expected_digest(total: u64) -> (u64, u64) {
+    let mut d = Digest::default();
+    let mut buf = [0u8; BLOCK];
+    for i in 0..total / BLOCK as u64 {
+        block(i, &mut buf);
+        d.update(&buf);
+    }
+    d.finish()
+}
+
+#[test]
+fn one_gib_each_way_in_constant_memory() {
+    // Upload: the backend digests the Content-Length body it receives and answers with the digest.
+    // Download: the backend streams a chunked body of 1 GiB.
+    let backend = Backend::start(|mut peer| {
+        while let Some(head) = peer.read_head() {
+            if head.starts_with("POST") {
+                let mut d = Digest::default();
+                let mut left = GIB;
+                while left > 0 {
+                    let n = left.min(BLOCK as u64) as usize;
+                    let Some(bytes) = peer.read_exact_bytes(n) else {
+                        return;
+                    };
+                    d.update(&bytes);
+                    left -= n as u64;
+                }
+                let (state, count) = d.finish();
+                peer.ok(&format!("{state:x}/{count}"));
+            } else {
+                peer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+                let mut buf = [0u8; BLOCK];
+                for i in 0..GIB / BLOCK as u64 {
+                    block(i, &mut buf);
+                    if !peer.write(format!("{BLOCK:x}\r\n").as_bytes())
+                        || !peer.write(&buf)
+                        || !peer.write(b"\r\n")
+                    {
+                        return;
+                    }
+                }
+                peer.write(b"0\r\n\r\n");
+            }
+        }
+    });
+    let lb = LbProcess::start(&format!(
+        "listen = \"127.0.0.1:0\"\naccess_log = false\n[[backends]]\nurl = \"http://{}\"\n",
+        backend.addr
+    ));
+    let (state, count) = expected_digest(GIB);
+
+    let mut stream = TcpStream::connect(lb.addr).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(120)))
+        .unwrap();
+    stream
+        .write_all(
+            format!("POST /upload HTTP/1.1\r\nHost: h\r\nContent-Length: {GIB}\r\n\r\n").as_bytes(),
+        )
+        .unwrap();
+    let mut buf = [0u8; BLOCK];
+    for i in 0..GIB / BLOCK as u64 {
+        block(i, &mut buf);
+        stream.write_all(&buf).unwrap();
+    }
+    let mut client = Client::from_stream(stream);
+    let r = client.response(false);
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.text(),
+        format!("{state:x}/{count}"),
+        "the upload arrived intact"
+    );
+
+    // Download on the same connection, digested as it streams.
+    client.send(b"GET /download HTTP/1.1\r\nHost: h\r\n\r\n");
+    let mut reader = BufReader::with_capacity(1 << 16, client.stream.try_clone().unwrap());
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        head.push_str(&line);
+        if line == "\r\n" {
+            break;
+        }
+    }
+    assert!(
+        head.starts_with("HTTP/1.1 200 OK\r\n") && head.contains("Transfer-Encoding: chunked"),
+        "{head}"
+    );
+    let mut d = Digest::default();
+    loop {
+        let mut size_line = String::new();
+        reader.read_line(&mut size_line).unwrap();
+        let size = usize::from_str_radix(size_line.trim_end(), 16).unwrap();
+        let mut chunk = vec![0u8; size + 2];
+        reader.read_exact(&mut chunk).unwrap();
+        d.update(&chunk[..size]);
+        if size == 0 {
+            break;
+        }
+    }
+    assert_eq!(d.finish(), (state, count), "the download arrived intact");
+
+    let peak = lb.peak_rss_kib();
+    assert!(
+        peak < 24 * 1024,
+        "lb peak RSS {peak} KiB while moving 2 GiB: memory must not grow with body size"
+    );
+}

@@ -1,0 +1,501 @@
+//! Test harness: an in-process balancer on 127.0.0.1:0, scripted backends on real sockets that record
+//! exactly what they receive, and a raw-bytes HTTP client that parses what comes back.
+#![allow(dead_code)]
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Once};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+/// Generous bound for anything that should happen "at once" on loopback.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub fn init_logging() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        if std::env::var_os("RUST_LOG").is_some() {
+            let _ = simple_logger::SimpleLogger::new().env().init();
+        }
+    });
+}
+
+/// Polls `condition` until it holds or `WAIT` passes.
+pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A balancer running in a thread of the test process.
+pub struct Lb {
+    pub addr: SocketAddr,
+    handle: lb::server::ShutdownHandle,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Lb {
+    /// Starts a balancer. `settings` holds top-level keys and tables (`[timeouts]` ...) of lb.toml;
+    /// `listen` and the `[[backends]]` list are added here.
+    pub fn start(settings: &str, backends: &[SocketAddr]) -> Lb {
+        let mut text = format!("listen = \"127.0.0.1:0\"\naccess_log = false\n{settings}\n");
+        for b in backends {
+            text.push_str(&format!("[[backends]]\nurl = \"http://{b}\"\n"));
+        }
+        Lb::start_text(&text)
+    }
+
+    pub fn start_text(text: &str) -> Lb {
+        init_logging();
+        let config =
+            lb::config::Config::parse(text).unwrap_or_else(|e| panic!("test config: {e}\n{text}"));
+        let mut server = lb::server::Server::bind(config).expect("bind");
+        let addr = server.local_addr();
+        let handle = server.shutdown_handle();
+        let thread = thread::spawn(move || server.run().expect("event loop"));
+        Lb {
+            addr,
+            handle,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn client(&self) -> Client {
+        Client::connect(self.addr)
+    }
+}
+
+impl Drop for Lb {
+    fn drop(&mut self) {
+        self.handle.shutdown();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// One request as a backend received it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    /// The head exactly as received, including the final empty line.
+    pub head: String,
+    /// The body bytes exactly as received (chunk framing included, if chunked).
+    pub raw_body: Vec<u8>,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> Option<String> {
+        header_value(&self.head, name)
+    }
+}
+
+pub fn header_value(head: &str, name: &str) -> Option<String> {
+    head.split("\r\n").skip(1).find_map(|line| {
+        let (n, v) = line.split_once(':')?;
+        n.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+    })
+}
+
+/// A backend connection as seen from the backend side.
+pub struct Peer {
+    pub stream: TcpStream,
+    pending: Vec<u8>,
+    log: Arc<Mutex<Vec<Received>>>,
+}
+
+impl Peer {
+    /// Reads one request (head and body framed by Content-Length or chunked). `None` on EOF or reset.
+    pub fn read_request(&mut self) -> Option<Received> {
+        let head_end = loop {
+            if let Some(pos) = find(&self.pending, b"\r\n\r\n") {
+                break pos + 4;
+            }
+            if !self.fill() {
+                return None;
+            }
+        };
+        let head = String::from_utf8_lossy(&self.pending[..head_end]).to_string();
+        self.pending.drain(..head_end);
+        let raw_body = if header_value(&head, "transfer-encoding")
+            .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
+        {
+            self.read_chunked_raw()?
+        } else {
+            let n: usize = header_value(&head, "content-length")
+                .map_or(0, |v| v.parse().expect("backend got a bad CL"));
+            self.read_exact_bytes(n)?
+        };
+        let received = Received { head, raw_body };
+        self.log.lock().unwrap().push(received.clone());
+        Some(received)
+    }
+
+    /// Reads a head only (for tests that answer before reading the body).
+    pub fn read_head(&mut self) -> Option<String> {
+        let head_end = loop {
+            if let Some(pos) = find(&self.pending, b"\r\n\r\n") {
+                break pos + 4;
+            }
+            if !self.fill() {
+                return None;
+            }
+        };
+        let head = String::from_utf8_lossy(&self.pending[..head_end]).to_string();
+        self.pending.drain(..head_end);
+        self.log.lock().unwrap().push(Received {
+            head: head.clone(),
+            raw_body: Vec::new(),
+        });
+        Some(head)
+    }
+
+    pub fn read_exact_bytes(&mut self, n: usize) -> Option<Vec<u8>> {
+        while self.pending.len() < n {
+            if !self.fill() {
+                return None;
+            }
+        }
+        Some(self.pending.drain(..n).collect())
+    }
+
+    fn read_chunked_raw(&mut self) -> Option<Vec<u8>> {
+        let mut raw = Vec::new();
+        loop {
+            let line_end = loop {
+                if let Some(pos) = find(&self.pending, b"\r\n") {
+                    break pos + 2;
+                }
+                if !self.fill() {
+                    return None;
+                }
+            };
+            let line: Vec<u8> = self.pending.drain(..line_end).collect();
+            raw.extend_from_slice(&line);
+            let text = String::from_utf8_lossy(&line);
+            let size = usize::from_str_radix(text.trim_end().split(';').next().unwrap_or(""), 16)
+                .expect("chunk size");
+            if size == 0 {
+                // Trailer section up to the empty line.
+                loop {
+                    let end = loop {
+                        if let Some(pos) = find(&self.pending, b"\r\n") {
+                            break pos + 2;
+                        }
+                        if !self.fill() {
+                            return None;
+                        }
+                    };
+                    let line: Vec<u8> = self.pending.drain(..end).collect();
+                    raw.extend_from_slice(&line);
+                    if line == b"\r\n" {
+                        return Some(raw);
+                    }
+                }
+            }
+            raw.extend_from_slice(&self.read_exact_bytes(size + 2)?);
+        }
+    }
+
+    fn fill(&mut self) -> bool {
+        let mut buf = [0u8; 65536];
+        match self.stream.read(&mut buf) {
+            Ok(0) | Err(_) => false,
+            Ok(n) => {
+                self.pending.extend_from_slice(&buf[..n]);
+                true
+            }
+        }
+    }
+
+    pub fn write(&mut self, bytes: &[u8]) -> bool {
+        self.stream.write_all(bytes).is_ok()
+    }
+
+    /// Answers `200 OK` with `body`, keeping the connection open.
+    pub fn ok(&mut self, body: &str) -> bool {
+        self.write(
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        )
+    }
+
+    /// Closes with a reset instead of a FIN.
+    pub fn reset(self) {
+        let _ = socket2::SockRef::from(&self.stream).set_linger(Some(Duration::ZERO));
+    }
+}
+
+pub fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// A scripted backend on 127.0.0.1:0: every accepted connection runs `script` on its own thread.
+pub struct Backend {
+    pub addr: SocketAddr,
+    pub connections: Arc<AtomicUsize>,
+    /// Connections whose script has returned (for looping scripts: the balancer closed the connection).
+    pub finished: Arc<AtomicUsize>,
+    pub received: Arc<Mutex<Vec<Received>>>,
+}
+
+impl Backend {
+    pub fn start(script: impl Fn(Peer) + Send + Sync + 'static) -> Backend {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind backend");
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let finished = Arc::new(AtomicUsize::new(0));
+        let script = Arc::new(script);
+        let (count, log, done) = (connections.clone(), received.clone(), finished.clone());
+        thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                count.fetch_add(1, Ordering::SeqCst);
+                let script = script.clone();
+                let log = log.clone();
+                let done = done.clone();
+                thread::spawn(move || {
+                    script(Peer {
+                        stream,
+                        pending: Vec::new(),
+                        log,
+                    });
+                    done.fetch_add(1, Ordering::SeqCst);
+                });
+            }
+        });
+        Backend {
+            addr,
+            connections,
+            finished,
+            received,
+        }
+    }
+
+    /// A keep-alive backend answering every request with `200 OK` and `name` as the body.
+    pub fn named(name: &'static str) -> Backend {
+        Backend::start(move |mut peer| {
+            while peer.read_request().is_some() {
+                if !peer.ok(name) {
+                    return;
+                }
+            }
+        })
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+
+    pub fn requests(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+
+    pub fn request_count(&self) -> usize {
+        self.received.lock().unwrap().len()
+    }
+}
+
+/// An address nothing listens on (bound, then closed).
+pub fn closed_port() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
+}
+
+/// A parsed response as the client received it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    pub status: u16,
+    pub head: String,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<String> {
+        header_value(&self.head, name)
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).to_string()
+    }
+}
+
+/// A raw client connection with a read buffer, for keep-alive and pipelining.
+pub struct Client {
+    pub stream: TcpStream,
+    pending: Vec<u8>,
+    eof: bool,
+    /// The connection ended with a reset rather than a FIN.
+    pub reset: bool,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).expect("connect to lb");
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        Client::from_stream(stream)
+    }
+
+    pub fn from_stream(stream: TcpStream) -> Client {
+        Client {
+            stream,
+            pending: Vec::new(),
+            eof: false,
+            reset: false,
+        }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("client write");
+    }
+
+    /// Reads more bytes; false on EOF or reset.
+    fn fill(&mut self) -> bool {
+        let mut buf = [0u8; 65536];
+        match self.stream.read(&mut buf) {
+            Ok(0) => {
+                self.eof = true;
+                false
+            }
+            Ok(n) => {
+                self.pending.extend_from_slice(&buf[..n]);
+                true
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::TimedOut => {
+                panic!(
+                    "client read timed out with {:?} pending",
+                    String::from_utf8_lossy(&self.pending)
+                )
+            }
+            Err(_) => {
+                self.eof = true;
+                self.reset = true;
+                false
+            }
+        }
+    }
+
+    /// Waits until a whole response head is buffered (without consuming it). False if the connection ends.
+    pub fn wait_for_head(&mut self) -> bool {
+        while find(&self.pending, b"\r\n\r\n").is_none() {
+            if !self.fill() {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Reads one response; `request_was_head` suppresses the body. Panics if the connection ends first.
+    pub fn response(&mut self, request_was_head: bool) -> Response {
+        self.try_response(request_was_head).unwrap_or_else(|| {
+            panic!(
+                "connection ended before a complete response; got {:?}",
+                String::from_utf8_lossy(&self.pending)
+            )
+        })
+    }
+
+    /// Reads one response, or `None` if the connection ends before it is complete.
+    pub fn try_response(&mut self, request_was_head: bool) -> Option<Response> {
+        let head_end = loop {
+            if let Some(pos) = find(&self.pending, b"\r\n\r\n") {
+                break pos + 4;
+            }
+            if !self.fill() {
+                return None;
+            }
+        };
+        let head = String::from_utf8_lossy(&self.pending[..head_end]).to_string();
+        self.pending.drain(..head_end);
+        let status: u16 = head
+            .get(9..12)
+            .and_then(|s| s.parse().ok())
+            .expect("status code");
+        let body =
+            if request_was_head || status == 204 || status == 304 || (100..200).contains(&status) {
+                Vec::new()
+            } else if header_value(&head, "transfer-encoding").is_some() {
+                self.read_chunked()?
+            } else if let Some(n) = header_value(&head, "content-length") {
+                let n: usize = n.parse().expect("content-length");
+                while self.pending.len() < n {
+                    if !self.fill() {
+                        return None;
+                    }
+                }
+                self.pending.drain(..n).collect()
+            } else {
+                while self.fill() {}
+                if self.reset {
+                    // A close-delimited body ended by a reset is incomplete.
+                    return None;
+                }
+                std::mem::take(&mut self.pending)
+            };
+        Some(Response { status, head, body })
+    }
+
+    fn read_chunked(&mut self) -> Option<Vec<u8>> {
+        let mut body = Vec::new();
+        loop {
+            let line_end = loop {
+                if let Some(pos) = find(&self.pending, b"\r\n") {
+                    break pos + 2;
+                }
+                if !self.fill() {
+                    return None;
+                }
+            };
+            let line: Vec<u8> = self.pending.drain(..line_end).collect();
+            let size = usize::from_str_radix(String::from_utf8_lossy(&line).trim_end(), 16)
+                .expect("normalised chunk size");
+            while self.pending.len() < size + 2 {
+                if !self.fill() {
+                    return None;
+                }
+            }
+            body.extend(self.pending.drain(..size));
+            assert_eq!(self.pending.drain(..2).collect::<Vec<_>>(), b"\r\n");
+            if size == 0 {
+                return Some(body);
+            }
+        }
+    }
+
+    /// True once the server has closed (EOF or reset) with nothing more to read.
+    pub fn is_closed(&mut self) -> bool {
+        while !self.eof {
+            if !self.fill() {
+                break;
+            }
+        }
+        self.eof && self.pending.is_empty()
+    }
+
+    /// Everything until the connection ends (EOF or reset).
+    pub fn read_all(&mut self) -> Vec<u8> {
+        while self.fill() {}
+        std::mem::take(&mut self.pending)
+    }
+
+    pub fn half_close(&self) {
+        let _ = self.stream.shutdown(Shutdown::Write);
+    }
+}
+
+/// Sends `request` on a new connection and reads one response.
+pub fn request(addr: SocketAddr, request: &str) -> Response {
+    let mut client = Client::connect(addr);
+    client.send(request.as_bytes());
+    client.response(request.starts_with("HEAD "))
+}
+
+pub fn get(addr: SocketAddr, path: &str) -> Response {
+    request(addr, &format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n"))
+}

@@ -42,6 +42,10 @@ const IDLE_PER_BACKEND: usize = 64;
 const LINGER: Duration = Duration::from_secs(2);
 /// Pause before accepting again after accept failed for lack of resources (EMFILE and the like).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// Passes through the state machine one `drive` call may make. A connection streaming a large body can
+/// progress indefinitely; past this budget it yields and is driven again after the next poll, so that one
+/// busy connection cannot starve the others.
+const DRIVE_BUDGET: usize = 64;
 /// Timer slot for the listener's accept backoff.
 const ACCEPT_TIMER: TimerKey = TimerKey {
     slot: usize::MAX,
@@ -109,6 +113,15 @@ enum Close {
     Abort,
 }
 
+/// Whether a `drive` call left work behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Work {
+    /// Every socket of the connection is waiting for an event.
+    Done,
+    /// The budget ran out while progress was still possible.
+    Yielded,
+}
+
 /// Everything `drive` needs besides the connection itself.
 struct Shared {
     config: Config,
@@ -146,6 +159,8 @@ pub struct Server {
     /// The listener has reported readiness that `accept` has not yet drained.
     listener_ready: bool,
     accept_paused: bool,
+    /// Connections that used up their drive budget with work left: (slab key, id).
+    yielded: Vec<(usize, u64)>,
     shutdown: Arc<AtomicBool>,
     waker: Arc<Waker>,
 }
@@ -179,6 +194,7 @@ impl Server {
             next_id: 1,
             listener_ready: false,
             accept_paused: false,
+            yielded: Vec::new(),
             shutdown: Arc::new(AtomicBool::new(false)),
             waker,
         })
@@ -198,8 +214,13 @@ impl Server {
     /// Runs the loop until [`ShutdownHandle::shutdown`] is called.
     pub fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
+        let mut resume = Vec::new();
         loop {
-            let timeout = self.shared.timers.next_timeout(Instant::now());
+            let timeout = if self.yielded.is_empty() {
+                self.shared.timers.next_timeout(Instant::now())
+            } else {
+                Some(Duration::ZERO)
+            };
             match self.poll.poll(&mut events, timeout) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -207,6 +228,12 @@ impl Server {
             }
             for event in events.iter() {
                 self.dispatch(event);
+            }
+            std::mem::swap(&mut resume, &mut self.yielded);
+            for (key, id) in resume.drain(..) {
+                if self.conns.get(key).is_some_and(|c| c.id == id) {
+                    self.drive(key);
+                }
             }
             self.run_timers();
             if self.shutdown.load(Ordering::SeqCst) {
@@ -339,7 +366,12 @@ impl Server {
         };
         let result = conn.drive(&mut self.shared, now);
         match result {
-            Ok(()) => conn.refresh_deadline(&mut self.shared, now),
+            Ok(work) => {
+                conn.refresh_deadline(&mut self.shared, now);
+                if work == Work::Yielded {
+                    self.yielded.push((key, conn.id));
+                }
+            }
             Err(how) => self.remove(key, how),
         }
     }
@@ -482,9 +514,8 @@ impl Conn {
         }
     }
 
-    fn drive(&mut self, sh: &mut Shared, now: Instant) -> Result<(), Close> {
-        // Bounded only as a guard: every iteration either makes progress or returns.
-        for _ in 0..10_000 {
+    fn drive(&mut self, sh: &mut Shared, now: Instant) -> Result<Work, Close> {
+        for _ in 0..DRIVE_BUDGET {
             let progressed = match self.state {
                 State::ReadingHead => self.read_head(sh, now)?,
                 State::Connecting => self.check_connect(sh, now)?,
@@ -493,15 +524,10 @@ impl Conn {
                 State::Closing => self.closing(sh, now)?,
             };
             if !progressed {
-                return Ok(());
+                return Ok(Work::Done);
             }
         }
-        log::error!(
-            "conn {}: no rest after 10000 steps in {:?}; closing",
-            self.id,
-            self.state
-        );
-        Err(Close::Abort)
+        Ok(Work::Yielded)
     }
 
     /// Reads from the client into `client_in` when readiness and room allow. Returns bytes read.

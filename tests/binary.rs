@@ -111,8 +111,12 @@ impl LbProcess {
                 break rest.split_whitespace().next().unwrap().parse().unwrap();
             }
         };
-        // Keep draining the log so the process never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
+        // Keep draining the log so the process never blocks on a full pipe; it shows up in failures.
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                eprintln!("lb: {line}");
+            }
+        });
         LbProcess { child, addr }
     }
 

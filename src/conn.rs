@@ -44,8 +44,11 @@ pub fn set_state(id: u64, state: &mut State, next: State, why: &str) {
 pub struct Readiness {
     pub readable: bool,
     pub writable: bool,
-    /// The peer closed its sending side (read returned 0).
+    /// The peer closed its sending side: a read returned 0. Only a read sets this; events cannot be
+    /// trusted with it, since an event queued for a closed socket may arrive after its token was reused.
     pub read_closed: bool,
+    /// An event said the peer hung up: keep reading past a short read to see the EOF (see `fill`).
+    pub hup: bool,
 }
 
 /// The facts of the current request needed after its head was consumed.

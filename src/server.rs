@@ -422,7 +422,7 @@ fn mark_ready(ready: &mut Readiness, event: &Event) {
         ready.readable = true;
     }
     if event.is_read_closed() {
-        ready.read_closed = true;
+        ready.hup = true;
     }
     if event.is_writable() || event.is_write_closed() || event.is_error() {
         ready.writable = true;
@@ -540,7 +540,7 @@ impl Conn {
             &mut self.client,
             &mut self.client_in,
             &mut sh.buffers,
-            ready.read_closed,
+            ready.hup,
         ) {
             Ok(filled) => {
                 if filled.would_block {
@@ -697,9 +697,8 @@ impl Conn {
                 index,
                 // A pooled socket is writable; a response will announce itself with a new edge.
                 ready: Readiness {
-                    readable: false,
                     writable: true,
-                    read_closed: false,
+                    ..Readiness::default()
                 },
                 write_shut: false,
             });
@@ -965,7 +964,7 @@ impl Conn {
                 &mut backend.stream,
                 &mut self.backend_in,
                 &mut sh.buffers,
-                backend.ready.read_closed,
+                backend.ready.hup,
             ) {
                 Ok(filled) => {
                     if filled.would_block {
@@ -1254,7 +1253,7 @@ impl Conn {
                 &mut self.client,
                 &mut self.client_in,
                 &mut sh.buffers,
-                self.client_ready.read_closed,
+                self.client_ready.hup,
             ) {
                 Ok(f) => {
                     progressed |= f.bytes > 0;
@@ -1295,7 +1294,7 @@ impl Conn {
                 &mut backend.stream,
                 &mut self.backend_in,
                 &mut sh.buffers,
-                backend.ready.read_closed,
+                backend.ready.hup,
             ) {
                 Ok(f) => {
                     progressed |= f.bytes > 0;

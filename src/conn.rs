@@ -7,6 +7,7 @@
 //! Everything here works over `Read`/`Write`; which sockets, when, and what to do about it is `server.rs`'s
 //! business.
 
+use crate::balance::Tried;
 use crate::buffer::{Buffer, BufferPool};
 use crate::http::Version;
 use crate::http::body::{FramingError, Relay, Step};
@@ -88,8 +89,10 @@ pub struct Exchange {
     pub body_consumed: bool,
     /// The backend connection came from the idle pool.
     pub reused_connection: bool,
-    /// Attempts made so far (connect failures retried on other backends).
+    /// Attempts made so far (failures retried on other backends).
     pub attempts: u32,
+    /// Backends that failed this request.
+    pub tried: Tried,
     pub response: ResponseStage,
     /// How the response body is being relayed (meaningful in `ResponseStage::Body`).
     pub response_relay: Relay,

@@ -5,6 +5,7 @@
 //! - [`http`]: request/response head parsing, validation and rewriting, body framing, canned errors;
 //! - [`buffer`]: fixed-capacity pooled byte buffers (bounded memory per connection);
 //! - [`timer`]: deadlines with lazy cancellation;
+//! - [`health`]: rise/fall hysteresis, probe request and verdict;
 //! - [`balance`]: backends, their statistics and health state, and the choice of backend per request;
 //! - [`conn`]: the client/backend connection pair state machine and the relay pump;
 //! - [`server`]: the `mio::Poll` loop that owns every socket.
@@ -18,6 +19,7 @@ pub mod balance;
 pub mod buffer;
 pub mod config;
 pub mod conn;
+pub mod health;
 pub mod http;
 pub mod server;
 pub mod timer;

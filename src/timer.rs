@@ -10,10 +10,22 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
 
-/// Who a timer entry wakes: a slab key and the generation of the thing living there when it was armed.
+/// What a timer entry belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TimerOwner {
+    /// The listener's accept backoff.
+    Accept,
+    /// A client connection, by slab key.
+    Conn(usize),
+    /// A backend's health prober, by backend index.
+    Prober(usize),
+}
+
+/// Who a timer entry wakes: the owner's slot and the generation of the thing living there when it was
+/// armed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TimerKey {
-    pub slot: usize,
+    pub owner: TimerOwner,
     pub generation: u64,
 }
 
@@ -124,19 +136,29 @@ mod tests {
     use super::*;
 
     fn key(slot: usize, generation: u64) -> TimerKey {
-        TimerKey { slot, generation }
+        TimerKey {
+            owner: TimerOwner::Conn(slot),
+            generation,
+        }
+    }
+
+    fn slot(k: TimerKey) -> usize {
+        match k.owner {
+            TimerOwner::Conn(slot) => slot,
+            other => panic!("unexpected owner {other:?}"),
+        }
     }
 
     /// Runs the timers up to `now` against a table of owners, returning the slots that fired.
     fn run(timers: &mut Timers, owners: &mut [(u64, Deadline)], now: Instant) -> Vec<usize> {
         let mut fired = Vec::new();
         while let Some((at, k)) = timers.pop_due(now) {
-            let (generation, deadline) = &mut owners[k.slot];
+            let (generation, deadline) = &mut owners[slot(k)];
             if *generation != k.generation {
                 continue;
             }
             if deadline.on_pop(at, now, timers, k) == Expiry::Fire {
-                fired.push(k.slot);
+                fired.push(slot(k));
             }
         }
         fired

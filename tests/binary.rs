@@ -246,7 +246,8 @@ fn one_gib_each_way_in_constant_memory() {
         }
     });
     let lb = LbProcess::start(&format!(
-        "listen = \"127.0.0.1:0\"\naccess_log = false\n[[backends]]\nurl = \"http://{}\"\n",
+        "listen = \"127.0.0.1:0\"\naccess_log = false\n[health_check]\ninterval = \"1h\"\n\
+         [[backends]]\nurl = \"http://{}\"\n",
         backend.addr
     ));
     let (state, count) = expected_digest(GIB);

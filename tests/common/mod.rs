@@ -2,9 +2,10 @@
 //! exactly what they receive, and a raw-bytes HTTP client that parses what comes back.
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Once};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -33,15 +34,20 @@ pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
 /// A balancer running in a thread of the test process.
 pub struct Lb {
     pub addr: SocketAddr,
-    handle: lb::server::ShutdownHandle,
+    pub control: lb::server::Control,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Lb {
     /// Starts a balancer. `settings` holds top-level keys and tables (`[timeouts]` ...) of lb.toml;
     /// `listen` and the `[[backends]]` list are added here.
+    /// Unless `settings` has a `[health_check]` table, probes are pushed an hour out so that they never
+    /// show up in what the scripted backends count.
     pub fn start(settings: &str, backends: &[SocketAddr]) -> Lb {
         let mut text = format!("listen = \"127.0.0.1:0\"\naccess_log = false\n{settings}\n");
+        if !settings.contains("[health_check]") {
+            text.push_str("[health_check]\ninterval = \"1h\"\n");
+        }
         for b in backends {
             text.push_str(&format!("[[backends]]\nurl = \"http://{b}\"\n"));
         }
@@ -54,11 +60,11 @@ impl Lb {
             lb::config::Config::parse(text).unwrap_or_else(|e| panic!("test config: {e}\n{text}"));
         let mut server = lb::server::Server::bind(config).expect("bind");
         let addr = server.local_addr();
-        let handle = server.shutdown_handle();
+        let control = server.control();
         let thread = thread::spawn(move || server.run().expect("event loop"));
         Lb {
             addr,
-            handle,
+            control,
             thread: Some(thread),
         }
     }
@@ -66,11 +72,26 @@ impl Lb {
     pub fn client(&self) -> Client {
         Client::connect(self.addr)
     }
+
+    pub fn snapshot(&self) -> lb::server::Snapshot {
+        self.control.snapshot().expect("the event loop answers")
+    }
+
+    /// Waits until no client connection is open and every request counted has finished.
+    pub fn wait_idle(&self) {
+        wait_until(
+            "open connections and active requests to drop to zero",
+            || {
+                let s = self.snapshot();
+                s.open_connections == 0 && s.backends.iter().all(|b| b.active_connections == 0)
+            },
+        );
+    }
 }
 
 impl Drop for Lb {
     fn drop(&mut self) {
-        self.handle.shutdown();
+        self.control.shutdown();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -236,36 +257,69 @@ pub fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 /// A scripted backend on 127.0.0.1:0: every accepted connection runs `script` on its own thread.
+/// It can be killed (listener closed, every connection shut down) and started again on the same address.
 pub struct Backend {
     pub addr: SocketAddr,
     pub connections: Arc<AtomicUsize>,
     /// Connections whose script has returned (for looping scripts: the balancer closed the connection).
     pub finished: Arc<AtomicUsize>,
     pub received: Arc<Mutex<Vec<Received>>>,
+    stop: Arc<AtomicBool>,
+    /// Clones of the open connections, by connection number, so that `kill` can shut them down; a
+    /// connection's clone is dropped as soon as its script returns, so closing stays prompt.
+    open: Arc<Mutex<HashMap<usize, TcpStream>>>,
+    acceptor: Option<JoinHandle<()>>,
 }
 
 impl Backend {
     pub fn start(script: impl Fn(Peer) + Send + Sync + 'static) -> Backend {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind backend");
+        Backend::start_at("127.0.0.1:0".parse().unwrap(), script)
+    }
+
+    /// Starts on a given address (to bring a killed backend back where the balancer expects it).
+    pub fn start_at(addr: SocketAddr, script: impl Fn(Peer) + Send + Sync + 'static) -> Backend {
+        let listener = TcpListener::bind(addr).expect("bind backend");
+        listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
         let connections = Arc::new(AtomicUsize::new(0));
         let received = Arc::new(Mutex::new(Vec::new()));
         let finished = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let open = Arc::new(Mutex::new(HashMap::new()));
         let script = Arc::new(script);
-        let (count, log, done) = (connections.clone(), received.clone(), finished.clone());
-        thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(stream) = stream else { continue };
-                count.fetch_add(1, Ordering::SeqCst);
+        let (count, log, done, stopping, streams) = (
+            connections.clone(),
+            received.clone(),
+            finished.clone(),
+            stop.clone(),
+            open.clone(),
+        );
+        let acceptor = thread::spawn(move || {
+            while !stopping.load(Ordering::SeqCst) {
+                let stream = match listener.accept() {
+                    Ok((stream, _)) => stream,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                        thread::sleep(Duration::from_millis(1));
+                        continue;
+                    }
+                    Err(_) => continue,
+                };
+                stream.set_nonblocking(false).unwrap();
+                let number = count.fetch_add(1, Ordering::SeqCst);
+                if let Ok(clone) = stream.try_clone() {
+                    streams.lock().unwrap().insert(number, clone);
+                }
                 let script = script.clone();
                 let log = log.clone();
                 let done = done.clone();
+                let streams = streams.clone();
                 thread::spawn(move || {
                     script(Peer {
                         stream,
                         pending: Vec::new(),
                         log,
                     });
+                    streams.lock().unwrap().remove(&number);
                     done.fetch_add(1, Ordering::SeqCst);
                 });
             }
@@ -275,6 +329,20 @@ impl Backend {
             connections,
             finished,
             received,
+            stop,
+            open,
+            acceptor: Some(acceptor),
+        }
+    }
+
+    /// Stops listening (new connections are refused) and shuts down every open connection.
+    pub fn kill(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(acceptor) = self.acceptor.take() {
+            let _ = acceptor.join();
+        }
+        for (_, stream) in self.open.lock().unwrap().drain() {
+            let _ = stream.shutdown(Shutdown::Both);
         }
     }
 
@@ -299,6 +367,12 @@ impl Backend {
 
     pub fn request_count(&self) -> usize {
         self.received.lock().unwrap().len()
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 

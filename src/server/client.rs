@@ -1,483 +1,37 @@
-//! The event loop: one edge-triggered `mio::Poll` on one thread owning every socket — the listener,
-//! client and backend connections and the idle backend pool — each named by a token in a `slab`. Sockets
-//! are registered once for both directions; readiness bits are kept per socket and cleared only on
-//! `WouldBlock` (see `conn::Readiness`). Deadlines (head, idle, connect, response, close) are timer entries
-//! checked after each batch of events, and the poll sleeps exactly until the earliest one.
-//!
-//! All request logic is in `drive`, which advances one client connection as far as its sockets allow.
+//! One client connection driven through its states: reading a head, connecting, exchanging, tunnelling,
+//! closing. Each step does as much I/O as the readiness bits allow and reports whether it progressed;
+//! `Conn::drive` repeats steps within a budget. Everything shared (backends, pool, buffers, timers) comes
+//! in through `Shared`.
 
-use crate::balance::{Balancer, Outcome};
-use crate::buffer::{Buffer, BufferPool};
-use crate::config::Config;
-use crate::conn::{
-    Exchange, PumpError, PumpStatus, Readiness, RequestFacts, RequestLine, ResponseStage, State,
-    fill, flush, pump, set_state,
-};
-use crate::http::body::{ChunkedDecoder, Relay};
-use crate::http::request::{self, ForwardInfo, RequestHead};
-use crate::http::response::{self, ClientBody};
-use crate::http::{ErrorResponse, Framing};
-use crate::timer::{Deadline, Expiry, TimerKey, Timers};
-use mio::event::Event;
-use mio::net::{TcpListener, TcpStream};
-use mio::{Events, Interest, Poll, Registry, Token, Waker};
-use slab::Slab;
-use std::io::{self, Read};
-use std::net::{Shutdown, SocketAddr};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
-
-const LISTENER: Token = Token(0);
-const WAKER: Token = Token(1);
-/// Socket tokens are slab keys shifted past the fixed tokens above.
-const FIRST_SOCKET: usize = 16;
-
-/// Size of every connection buffer; a request or response head must fit in one.
-pub const BUFFER_SIZE: usize = 16 * 1024;
-/// Idle keep-alive connections kept per backend.
-const IDLE_PER_BACKEND: usize = 64;
-/// How long a closing client connection is drained after our last byte, so that a reset caused by its
-/// unread pipelined data cannot destroy the response it has not read yet.
-const LINGER: Duration = Duration::from_secs(2);
-/// Pause before accepting again after accept failed for lack of resources (EMFILE and the like).
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-/// Passes through the state machine one `drive` call may make. A connection streaming a large body can
-/// progress indefinitely; past this budget it yields and is driven again after the next poll, so that one
-/// busy connection cannot starve the others.
-const DRIVE_BUDGET: usize = 64;
-/// Timer slot for the listener's accept backoff.
-const ACCEPT_TIMER: TimerKey = TimerKey {
-    slot: usize::MAX,
-    generation: 0,
-};
-
-/// What a socket token belongs to.
-#[derive(Debug, Clone, Copy)]
-enum Owner {
-    Client(usize),
-    Backend(usize),
-    /// An idle keep-alive connection in the pool of this backend.
-    Idle(usize),
-}
-
-struct BackendConn {
-    stream: TcpStream,
-    token: Token,
-    index: usize,
-    ready: Readiness,
-    /// Our writing side was shut down (tunnel half-close).
-    write_shut: bool,
-}
-
-struct IdleConn {
-    stream: TcpStream,
-    token: Token,
-}
+use super::*;
 
 /// One client connection and, while a request is in flight, its backend connection.
-struct Conn {
-    key: usize,
+pub(super) struct Conn {
+    pub(super) key: usize,
     /// Unique for the life of the process: names the connection in logs and timer entries.
-    id: u64,
-    state: State,
-    state_since: Instant,
-    last_progress: Instant,
+    pub(super) id: u64,
+    pub(super) state: State,
+    pub(super) state_since: Instant,
+    pub(super) last_progress: Instant,
     /// When the first byte of the head being read arrived (`request_head` runs from there).
-    head_started: Option<Instant>,
-    requests: u64,
-    client: TcpStream,
-    client_token: Token,
-    client_addr: SocketAddr,
-    client_ready: Readiness,
-    client_write_shut: bool,
+    pub(super) head_started: Option<Instant>,
+    pub(super) requests: u64,
+    pub(super) client: TcpStream,
+    pub(super) client_token: Token,
+    pub(super) client_addr: SocketAddr,
+    pub(super) client_ready: Readiness,
+    pub(super) client_write_shut: bool,
     /// Raw bytes from the client: heads, request bodies, pipelined requests.
-    client_in: Buffer,
+    pub(super) client_in: Buffer,
     /// Rewritten request heads and chunk framing for the backend.
-    to_backend: Buffer,
+    pub(super) to_backend: Buffer,
     /// Raw bytes from the backend.
-    backend_in: Buffer,
+    pub(super) backend_in: Buffer,
     /// Response heads, chunk framing and our own responses for the client.
-    to_client: Buffer,
-    backend: Option<BackendConn>,
-    exchange: Option<Exchange>,
-    deadline: Deadline,
-}
-
-/// Why a connection is being removed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Close {
-    /// Orderly: everything owed was delivered.
-    Graceful,
-    /// Something broke mid-message: reset the client so a truncated response can never look complete.
-    Abort,
-}
-
-/// Whether a `drive` call left work behind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Work {
-    /// Every socket of the connection is waiting for an event.
-    Done,
-    /// The budget ran out while progress was still possible.
-    Yielded,
-}
-
-/// Everything `drive` needs besides the connection itself.
-struct Shared {
-    config: Config,
-    registry: Registry,
-    sockets: Slab<Owner>,
-    balancer: Balancer,
-    idle: Vec<Vec<IdleConn>>,
-    buffers: BufferPool,
-    timers: Timers,
-}
-
-/// Stops a running [`Server`] from another thread.
-#[derive(Clone)]
-pub struct ShutdownHandle {
-    flag: Arc<AtomicBool>,
-    waker: Arc<Waker>,
-}
-
-impl ShutdownHandle {
-    pub fn shutdown(&self) {
-        self.flag.store(true, Ordering::SeqCst);
-        if let Err(e) = self.waker.wake() {
-            log::error!("cannot wake the event loop: {e}");
-        }
-    }
-}
-
-pub struct Server {
-    poll: Poll,
-    listener: TcpListener,
-    local_addr: SocketAddr,
-    conns: Slab<Conn>,
-    shared: Shared,
-    next_id: u64,
-    /// The listener has reported readiness that `accept` has not yet drained.
-    listener_ready: bool,
-    accept_paused: bool,
-    /// Connections that used up their drive budget with work left: (slab key, id).
-    yielded: Vec<(usize, u64)>,
-    shutdown: Arc<AtomicBool>,
-    waker: Arc<Waker>,
-}
-
-impl Server {
-    /// Binds the listener and prepares the loop; nothing is served until [`Server::run`].
-    pub fn bind(config: Config) -> io::Result<Server> {
-        let poll = Poll::new()?;
-        let mut listener = TcpListener::bind(config.listen)?;
-        let local_addr = listener.local_addr()?;
-        poll.registry()
-            .register(&mut listener, LISTENER, Interest::READABLE)?;
-        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let registry = poll.registry().try_clone()?;
-        let balancer = Balancer::new(&config.backends, config.algorithm);
-        let idle = config.backends.iter().map(|_| Vec::new()).collect();
-        Ok(Server {
-            poll,
-            listener,
-            local_addr,
-            conns: Slab::new(),
-            shared: Shared {
-                config,
-                registry,
-                sockets: Slab::new(),
-                balancer,
-                idle,
-                buffers: BufferPool::new(BUFFER_SIZE, 1024),
-                timers: Timers::new(),
-            },
-            next_id: 1,
-            listener_ready: false,
-            accept_paused: false,
-            yielded: Vec::new(),
-            shutdown: Arc::new(AtomicBool::new(false)),
-            waker,
-        })
-    }
-
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
-    }
-
-    pub fn shutdown_handle(&self) -> ShutdownHandle {
-        ShutdownHandle {
-            flag: self.shutdown.clone(),
-            waker: self.waker.clone(),
-        }
-    }
-
-    /// Runs the loop until [`ShutdownHandle::shutdown`] is called.
-    pub fn run(&mut self) -> io::Result<()> {
-        let mut events = Events::with_capacity(1024);
-        let mut resume = Vec::new();
-        loop {
-            let timeout = if self.yielded.is_empty() {
-                self.shared.timers.next_timeout(Instant::now())
-            } else {
-                Some(Duration::ZERO)
-            };
-            match self.poll.poll(&mut events, timeout) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
-            for event in events.iter() {
-                self.dispatch(event);
-            }
-            std::mem::swap(&mut resume, &mut self.yielded);
-            for (key, id) in resume.drain(..) {
-                if self.conns.get(key).is_some_and(|c| c.id == id) {
-                    self.drive(key);
-                }
-            }
-            self.run_timers();
-            if self.shutdown.load(Ordering::SeqCst) {
-                log::info!(
-                    "event loop stopping with {} open client connections",
-                    self.conns.len()
-                );
-                return Ok(());
-            }
-        }
-    }
-
-    fn dispatch(&mut self, event: &Event) {
-        match event.token() {
-            LISTENER => {
-                self.listener_ready = true;
-                self.accept_clients();
-            }
-            WAKER => {}
-            Token(t) => {
-                let Some(owner) = t
-                    .checked_sub(FIRST_SOCKET)
-                    .and_then(|k| self.shared.sockets.get(k))
-                    .copied()
-                else {
-                    return;
-                };
-                match owner {
-                    Owner::Client(key) => {
-                        if let Some(conn) = self.conns.get_mut(key) {
-                            mark_ready(&mut conn.client_ready, event);
-                            self.drive(key);
-                        }
-                    }
-                    Owner::Backend(key) => {
-                        if let Some(conn) = self.conns.get_mut(key) {
-                            if let Some(backend) = conn.backend.as_mut() {
-                                mark_ready(&mut backend.ready, event);
-                            }
-                            self.drive(key);
-                        }
-                    }
-                    Owner::Idle(index) => self.shared.check_idle(index, Token(t)),
-                }
-            }
-        }
-    }
-
-    fn accept_clients(&mut self) {
-        while self.listener_ready && !self.accept_paused {
-            if self.conns.len() >= self.shared.config.max_connections {
-                log::warn!(
-                    "max_connections ({}) reached: not accepting until a connection closes",
-                    self.shared.config.max_connections
-                );
-                self.accept_paused = true;
-                return;
-            }
-            match self.listener.accept() {
-                Ok((stream, addr)) => self.add_client(stream, addr),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.listener_ready = false,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    // EMFILE, ENFILE, ENOBUFS...: the pending connection stays queued; retrying at once
-                    // would spin, so back off and let closing connections free resources.
-                    log::error!("accept failed: {e}; pausing accept for {ACCEPT_BACKOFF:?}");
-                    self.accept_paused = true;
-                    let mut deadline = Deadline::default();
-                    deadline.set(
-                        Instant::now() + ACCEPT_BACKOFF,
-                        &mut self.shared.timers,
-                        ACCEPT_TIMER,
-                    );
-                    return;
-                }
-            }
-        }
-    }
-
-    fn add_client(&mut self, mut stream: TcpStream, addr: SocketAddr) {
-        let now = Instant::now();
-        if let Err(e) = stream.set_nodelay(true) {
-            log::debug!("set_nodelay on client {addr}: {e}");
-        }
-        let entry = self.conns.vacant_entry();
-        let key = entry.key();
-        let socket_key = self.shared.sockets.insert(Owner::Client(key));
-        let token = Token(socket_key + FIRST_SOCKET);
-        if let Err(e) = self.shared.registry.register(
-            &mut stream,
-            token,
-            Interest::READABLE | Interest::WRITABLE,
-        ) {
-            log::error!("cannot register client {addr}: {e}");
-            self.shared.sockets.remove(socket_key);
-            return;
-        }
-        let id = self.next_id;
-        self.next_id += 1;
-        log::debug!("conn {id}: accepted {addr}");
-        let conn = entry.insert(Conn {
-            key,
-            id,
-            state: State::ReadingHead,
-            state_since: now,
-            last_progress: now,
-            head_started: None,
-            requests: 0,
-            client: stream,
-            client_token: token,
-            client_addr: addr,
-            client_ready: Readiness::default(),
-            client_write_shut: false,
-            client_in: Buffer::new(),
-            to_backend: Buffer::new(),
-            backend_in: Buffer::new(),
-            to_client: Buffer::new(),
-            backend: None,
-            exchange: None,
-            deadline: Deadline::default(),
-        });
-        conn.refresh_deadline(&mut self.shared, now);
-    }
-
-    /// Advances one connection as far as its sockets allow, then re-arms its deadline or removes it.
-    fn drive(&mut self, key: usize) {
-        let now = Instant::now();
-        let Some(conn) = self.conns.get_mut(key) else {
-            return;
-        };
-        let result = conn.drive(&mut self.shared, now);
-        match result {
-            Ok(work) => {
-                conn.refresh_deadline(&mut self.shared, now);
-                if work == Work::Yielded {
-                    self.yielded.push((key, conn.id));
-                }
-            }
-            Err(how) => self.remove(key, how),
-        }
-    }
-
-    fn remove(&mut self, key: usize, how: Close) {
-        let mut conn = self.conns.remove(key);
-        conn.teardown(&mut self.shared, how);
-        if self.accept_paused && self.conns.len() < self.shared.config.max_connections {
-            self.accept_paused = false;
-            self.accept_clients();
-        }
-    }
-
-    fn run_timers(&mut self) {
-        let now = Instant::now();
-        while let Some((at, key)) = self.shared.timers.pop_due(now) {
-            if key == ACCEPT_TIMER {
-                if self.accept_paused && self.conns.len() < self.shared.config.max_connections {
-                    self.accept_paused = false;
-                    self.accept_clients();
-                }
-                continue;
-            }
-            let Some(conn) = self.conns.get_mut(key.slot) else {
-                continue;
-            };
-            if conn.id != key.generation {
-                continue;
-            }
-            if conn.deadline.on_pop(at, now, &mut self.shared.timers, key) != Expiry::Fire {
-                continue;
-            }
-            match conn.on_timeout(&mut self.shared, now) {
-                Ok(()) => self.drive(key.slot),
-                Err(how) => self.remove(key.slot, how),
-            }
-        }
-    }
-
-    /// Open client connections (for tests and the admin endpoint).
-    pub fn open_connections(&self) -> usize {
-        self.conns.len()
-    }
-}
-
-fn mark_ready(ready: &mut Readiness, event: &Event) {
-    if event.is_readable() || event.is_read_closed() || event.is_error() {
-        ready.readable = true;
-    }
-    if event.is_read_closed() {
-        ready.hup = true;
-    }
-    if event.is_writable() || event.is_write_closed() || event.is_error() {
-        ready.writable = true;
-    }
-}
-
-/// True when an idle pooled connection is still open with nothing unexpected to read.
-fn still_idle(stream: &TcpStream) -> bool {
-    let mut probe = [0u8; 1];
-    matches!(stream.peek(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
-}
-
-impl Shared {
-    fn socket_token(&mut self, owner: Owner) -> Token {
-        Token(self.sockets.insert(owner) + FIRST_SOCKET)
-    }
-
-    fn release_token(&mut self, token: Token) {
-        self.sockets.try_remove(token.0 - FIRST_SOCKET);
-    }
-
-    fn close_stream(&mut self, mut stream: TcpStream, token: Token) {
-        if let Err(e) = self.registry.deregister(&mut stream) {
-            log::debug!("deregister: {e}");
-        }
-        self.release_token(token);
-    }
-
-    /// An event on a pooled connection: the backend closed it or sent something unsolicited.
-    fn check_idle(&mut self, index: usize, token: Token) {
-        let pool = &mut self.idle[index];
-        let Some(pos) = pool.iter().position(|c| c.token == token) else {
-            return;
-        };
-        if still_idle(&pool[pos].stream) {
-            return;
-        }
-        let idle = pool.swap_remove(pos);
-        log::debug!(
-            "backend {}: pooled connection closed",
-            self.balancer.backends[index].config.url
-        );
-        self.close_stream(idle.stream, idle.token);
-    }
-
-    /// Takes a live pooled connection to backend `index`, dropping dead ones found on the way.
-    fn take_idle(&mut self, index: usize) -> Option<IdleConn> {
-        while let Some(idle) = self.idle[index].pop() {
-            if still_idle(&idle.stream) {
-                return Some(idle);
-            }
-            self.close_stream(idle.stream, idle.token);
-        }
-        None
-    }
+    pub(super) to_client: Buffer,
+    pub(super) backend: Option<BackendConn>,
+    pub(super) exchange: Option<Exchange>,
+    pub(super) deadline: Deadline,
 }
 
 impl Conn {
@@ -488,13 +42,13 @@ impl Conn {
 
     fn timer_key(&self) -> TimerKey {
         TimerKey {
-            slot: self.key,
+            owner: TimerOwner::Conn(self.key),
             generation: self.id,
         }
     }
 
     /// The deadline that applies in the current state.
-    fn refresh_deadline(&mut self, sh: &mut Shared, now: Instant) {
+    pub(super) fn refresh_deadline(&mut self, sh: &mut Shared, now: Instant) {
         let t = &sh.config.timeouts;
         let at = match self.state {
             State::ReadingHead => match self.head_started {
@@ -514,7 +68,7 @@ impl Conn {
         }
     }
 
-    fn drive(&mut self, sh: &mut Shared, now: Instant) -> Result<Work, Close> {
+    pub(super) fn drive(&mut self, sh: &mut Shared, now: Instant) -> Result<Work, Close> {
         for _ in 0..DRIVE_BUDGET {
             let progressed = match self.state {
                 State::ReadingHead => self.read_head(sh, now)?,
@@ -609,7 +163,7 @@ impl Conn {
         self.head_started = None;
         let buf = self.client_in.data();
         let line = RequestLine::new(head.method(buf), head.target.get(buf));
-        let Some(index) = sh.balancer.pick(self.client_addr.ip(), None) else {
+        let Some(index) = sh.balancer.pick(self.client_addr.ip(), Tried::default()) else {
             log::warn!(
                 "{} \"{line}\": no backend available -> 503",
                 self.client_addr
@@ -652,6 +206,7 @@ impl Conn {
             body_consumed: false,
             reused_connection: false,
             attempts: 1,
+            tried: Tried::default(),
             response: ResponseStage::Head,
             response_relay: Relay::Done,
             backend_reusable: false,
@@ -780,34 +335,72 @@ impl Conn {
             return;
         };
         let index = exchange.backend;
+        exchange.tried = exchange.tried.with(index);
         log::warn!(
             "backend {}: connect failed: {reason}",
             sh.balancer.backends[index].config.url
         );
-        sh.balancer.finish(index, Outcome::Failure);
+        sh.finish(
+            index,
+            Outcome::Failure,
+            &format!("connect failed: {reason}"),
+        );
         if let Some(backend) = self.backend.take() {
             sh.close_stream(backend.stream, backend.token);
         }
-        if exchange.attempts <= sh.config.retries
-            && let Some(next) = sh.balancer.pick(self.client_addr.ip(), Some(index))
-        {
-            exchange.attempts += 1;
-            self.connect_backend(sh, next, true, now);
+        if self.retry_elsewhere(sh, now) {
             return;
         }
-        log::warn!(
-            "{} \"{}\": no backend reachable -> {}",
-            self.client_addr,
-            exchange.line,
-            response.status()
-        );
-        self.exchange = None;
+        if let Some(exchange) = self.exchange.take() {
+            log::warn!(
+                "{} \"{}\": no backend reachable -> {}",
+                self.client_addr,
+                exchange.line,
+                response.status()
+            );
+        }
         self.respond_error(sh, response, now);
     }
 
-    /// The backend connection failed after it was established. Retries a bodiless request that had no
-    /// answer on a reused connection (the backend closed it while idle); otherwise 502, or a reset if the
-    /// client already has part of the response.
+    /// Starts another attempt on a backend not tried yet, if `retries` allow. A bodiless request's head
+    /// is rebuilt from the client buffer (it may have been partly sent); otherwise nothing was written and
+    /// `to_backend` still holds the whole head.
+    fn retry_elsewhere(&mut self, sh: &mut Shared, now: Instant) -> bool {
+        let Some(exchange) = self.exchange.as_mut() else {
+            return false;
+        };
+        if exchange.attempts > sh.config.retries {
+            return false;
+        }
+        let Some(next) = sh.balancer.pick(self.client_addr.ip(), exchange.tried) else {
+            return false;
+        };
+        exchange.attempts += 1;
+        if exchange.head_in_client_buffer > 0 && !self.rebuild_request_head(sh, next) {
+            return false;
+        }
+        self.connect_backend(sh, next, true, now);
+        true
+    }
+
+    /// Writes the backend's head again from the request head still at the front of `client_in`.
+    fn rebuild_request_head(&mut self, sh: &mut Shared, index: usize) -> bool {
+        match request::parse_request(self.client_in.data(), BUFFER_SIZE) {
+            Ok(Some(head)) => self.write_request_head(sh, &head, index),
+            _ => {
+                log::error!(
+                    "conn {}: cannot rebuild the request head for a retry",
+                    self.id
+                );
+                false
+            }
+        }
+    }
+
+    /// The backend connection failed after it was established. Before any response byte, a bodiless
+    /// request is sent again: on a new connection to the same backend when a pooled connection turned out
+    /// stale, on another backend when the request is idempotent. Otherwise 502, or a reset if the client
+    /// already has part of the response.
     fn backend_failed(
         &mut self,
         sh: &mut Shared,
@@ -823,28 +416,28 @@ impl Conn {
         }
         self.backend_in.clear();
         let url = sh.balancer.backends[index].config.url.clone();
-        if exchange.reused_connection
-            && !exchange.response_started
-            && exchange.head_in_client_buffer > 0
-        {
+        let resendable = !exchange.response_started && exchange.head_in_client_buffer > 0;
+        if resendable && exchange.reused_connection {
             log::debug!(
                 "backend {url}: pooled connection failed ({reason}); retrying on a new connection"
             );
             sh.balancer.abandon(index);
-            let reparsed = request::parse_request(self.client_in.data(), BUFFER_SIZE);
-            if let Ok(Some(head)) = reparsed
-                && self.write_request_head(sh, &head, index)
-            {
-                self.connect_backend(sh, index, false, now);
-                return Ok(true);
+            if !self.rebuild_request_head(sh, index) {
+                return Err(Close::Abort);
             }
-            log::error!(
-                "conn {}: cannot rebuild the request head for a retry",
-                self.id
-            );
-            return Err(Close::Abort);
+            self.connect_backend(sh, index, false, now);
+            return Ok(true);
         }
-        sh.balancer.finish(index, Outcome::Failure);
+        exchange.tried = exchange.tried.with(index);
+        let idempotent = exchange.request.idempotent;
+        sh.finish(index, Outcome::Failure, reason);
+        if resendable && idempotent && self.retry_elsewhere(sh, now) {
+            log::warn!("backend {url}: {reason}; request retried on another backend");
+            return Ok(true);
+        }
+        let Some(exchange) = self.exchange.take() else {
+            return Err(Close::Abort);
+        };
         if exchange.client_output_started {
             log::warn!(
                 "backend {url}: {reason} in the middle of the response to {} \"{}\"; resetting the client",
@@ -858,7 +451,6 @@ impl Conn {
             self.client_addr,
             exchange.line
         );
-        self.exchange = None;
         self.respond_error(sh, ErrorResponse::BadGateway, now);
         Ok(true)
     }
@@ -1167,11 +759,11 @@ impl Conn {
             exchange.request_relay = Relay::UntilClose;
             let line = exchange.line;
             let index = exchange.backend;
-            sh.balancer.finish(
+            let latency = now - exchange.started;
+            sh.finish(
                 index,
-                Outcome::Success {
-                    latency: now - exchange.started,
-                },
+                Outcome::Success { latency },
+                "101 Switching Protocols",
             );
             if sh.config.access_log {
                 log::info!(
@@ -1199,9 +791,9 @@ impl Conn {
         let outcome = if exchange.status < 500 {
             Outcome::Success { latency }
         } else {
-            Outcome::Failure
+            Outcome::ErrorResponse { latency }
         };
-        sh.balancer.finish(index, outcome);
+        sh.finish(index, outcome, "response");
         if sh.config.access_log {
             log::info!(
                 "{} \"{}\" {} {} {} {}ms",
@@ -1380,7 +972,7 @@ impl Conn {
     }
 
     /// The connection's deadline passed.
-    fn on_timeout(&mut self, sh: &mut Shared, now: Instant) -> Result<(), Close> {
+    pub(super) fn on_timeout(&mut self, sh: &mut Shared, now: Instant) -> Result<(), Close> {
         match self.state {
             State::ReadingHead => {
                 if self.client_in.is_empty() {
@@ -1409,7 +1001,7 @@ impl Conn {
                         exchange.line,
                         sh.config.timeouts.response
                     );
-                    sh.balancer.finish(index, Outcome::Failure);
+                    sh.finish(index, Outcome::Failure, "stalled mid-response");
                     return Err(Close::Abort);
                 }
                 log::warn!(
@@ -1418,7 +1010,7 @@ impl Conn {
                     exchange.line,
                     sh.config.timeouts.response
                 );
-                sh.balancer.finish(index, Outcome::Failure);
+                sh.finish(index, Outcome::Failure, "response timeout");
                 self.respond_error(sh, ErrorResponse::GatewayTimeout, now);
             }
             State::Tunnel => {
@@ -1437,7 +1029,7 @@ impl Conn {
     }
 
     /// Releases every resource of a connection that is being removed.
-    fn teardown(&mut self, sh: &mut Shared, how: Close) {
+    pub(super) fn teardown(&mut self, sh: &mut Shared, how: Close) {
         if let Some(exchange) = self.exchange.take() {
             // Still in flight: the backend never finished this request for a reason of ours or the client's.
             if self.backend.is_some() && !matches!(self.state, State::Tunnel) {

@@ -1,0 +1,556 @@
+//! The event loop: one edge-triggered `mio::Poll` on one thread owning every socket — the listener,
+//! client and backend connections and the idle backend pool — each named by a token in a `slab`. Sockets
+//! are registered once for both directions; readiness bits are kept per socket and cleared only on
+//! `WouldBlock` (see `conn::Readiness`). Deadlines (head, idle, connect, response, close) are timer entries
+//! checked after each batch of events, and the poll sleeps exactly until the earliest one.
+//!
+//! Request logic is in `client.rs` (one client connection's state machine), active health checks in
+//! `probe.rs`. Other threads talk to the loop only through [`Control`]: a channel plus a waker.
+
+mod client;
+mod probe;
+
+use client::Conn;
+use probe::Prober;
+
+use crate::balance::{BackendSnapshot, Balancer, Outcome, Tried};
+use crate::buffer::{Buffer, BufferPool};
+use crate::config::Config;
+use crate::conn::{
+    Exchange, PumpError, PumpStatus, Readiness, RequestFacts, RequestLine, ResponseStage, State,
+    fill, flush, pump, set_state,
+};
+use crate::health::Transition;
+use crate::http::body::{ChunkedDecoder, Relay};
+use crate::http::request::{self, ForwardInfo, RequestHead};
+use crate::http::response::{self, ClientBody};
+use crate::http::{ErrorResponse, Framing};
+use crate::timer::{Deadline, Expiry, TimerKey, TimerOwner, Timers};
+use mio::event::Event;
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Registry, Token, Waker};
+use slab::Slab;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::sync::Arc;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::time::{Duration, Instant};
+
+const LISTENER: Token = Token(0);
+const WAKER: Token = Token(1);
+/// Socket tokens are slab keys shifted past the fixed tokens above.
+const FIRST_SOCKET: usize = 16;
+
+/// Size of every connection buffer; a request or response head must fit in one.
+pub const BUFFER_SIZE: usize = 16 * 1024;
+/// Idle keep-alive connections kept per backend.
+const IDLE_PER_BACKEND: usize = 64;
+/// How long a closing client connection is drained after our last byte, so that a reset caused by its
+/// unread pipelined data cannot destroy the response it has not read yet.
+const LINGER: Duration = Duration::from_secs(2);
+/// Pause before accepting again after accept failed for lack of resources (EMFILE and the like).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// Passes through the state machine one `drive` call may make. A connection streaming a large body can
+/// progress indefinitely; past this budget it yields and is driven again after the next poll, so that one
+/// busy connection cannot starve the others.
+const DRIVE_BUDGET: usize = 64;
+/// Timer slot for the listener's accept backoff.
+const ACCEPT_TIMER: TimerKey = TimerKey {
+    owner: TimerOwner::Accept,
+    generation: 0,
+};
+
+/// What a socket token belongs to.
+#[derive(Debug, Clone, Copy)]
+enum Owner {
+    Client(usize),
+    Backend(usize),
+    /// An idle keep-alive connection in the pool of this backend.
+    Idle(usize),
+    /// The health probe of this backend.
+    Probe(usize),
+}
+
+struct BackendConn {
+    stream: TcpStream,
+    token: Token,
+    index: usize,
+    ready: Readiness,
+    /// Our writing side was shut down (tunnel half-close).
+    write_shut: bool,
+}
+
+struct IdleConn {
+    stream: TcpStream,
+    token: Token,
+}
+
+/// Why a connection is being removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Close {
+    /// Orderly: everything owed was delivered.
+    Graceful,
+    /// Something broke mid-message: reset the client so a truncated response can never look complete.
+    Abort,
+}
+
+/// Whether a `drive` call left work behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Work {
+    /// Every socket of the connection is waiting for an event.
+    Done,
+    /// The budget ran out while progress was still possible.
+    Yielded,
+}
+
+/// Everything `drive` needs besides the connection itself.
+struct Shared {
+    config: Config,
+    registry: Registry,
+    sockets: Slab<Owner>,
+    balancer: Balancer,
+    idle: Vec<Vec<IdleConn>>,
+    buffers: BufferPool,
+    timers: Timers,
+    probers: Vec<Prober>,
+}
+
+/// The figures the loop reports through [`Control::snapshot`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    pub backends: Vec<BackendSnapshot>,
+    pub open_connections: usize,
+    pub pooled_connections: usize,
+}
+
+enum Command {
+    Shutdown,
+    Snapshot(Sender<Snapshot>),
+}
+
+/// Talks to a running [`Server`] from another thread.
+#[derive(Clone)]
+pub struct Control {
+    commands: Sender<Command>,
+    waker: Arc<Waker>,
+}
+
+impl Control {
+    fn send(&self, command: Command) -> bool {
+        if self.commands.send(command).is_err() {
+            return false;
+        }
+        if let Err(e) = self.waker.wake() {
+            log::error!("cannot wake the event loop: {e}");
+        }
+        true
+    }
+
+    /// Asks the loop to stop; `run` returns after the current batch of events.
+    pub fn shutdown(&self) {
+        self.send(Command::Shutdown);
+    }
+
+    /// The loop's current figures, or `None` if it is not running.
+    pub fn snapshot(&self) -> Option<Snapshot> {
+        let (reply, answer) = mpsc::channel();
+        if !self.send(Command::Snapshot(reply)) {
+            return None;
+        }
+        answer.recv_timeout(Duration::from_secs(5)).ok()
+    }
+}
+
+pub struct Server {
+    poll: Poll,
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    conns: Slab<Conn>,
+    shared: Shared,
+    next_id: u64,
+    /// The listener has reported readiness that `accept` has not yet drained.
+    listener_ready: bool,
+    accept_paused: bool,
+    /// Connections that used up their drive budget with work left: (slab key, id).
+    yielded: Vec<(usize, u64)>,
+    commands: Receiver<Command>,
+    control: Control,
+}
+
+impl Server {
+    /// Binds the listener and prepares the loop; nothing is served until [`Server::run`].
+    pub fn bind(config: Config) -> io::Result<Server> {
+        let poll = Poll::new()?;
+        let mut listener = TcpListener::bind(config.listen)?;
+        let local_addr = listener.local_addr()?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let registry = poll.registry().try_clone()?;
+        let balancer = Balancer::new(
+            &config.backends,
+            config.algorithm,
+            config.health_check.rise,
+            config.health_check.fall,
+        );
+        let idle = config.backends.iter().map(|_| Vec::new()).collect();
+        let probers = config
+            .backends
+            .iter()
+            .map(|b| Prober::new(&b.health_check_path, &b.authority, b.health_check_interval))
+            .collect();
+        let (commands_in, commands) = mpsc::channel();
+        Ok(Server {
+            poll,
+            listener,
+            local_addr,
+            conns: Slab::new(),
+            shared: Shared {
+                config,
+                registry,
+                sockets: Slab::new(),
+                balancer,
+                idle,
+                buffers: BufferPool::new(BUFFER_SIZE, 1024),
+                timers: Timers::new(),
+                probers,
+            },
+            next_id: 1,
+            listener_ready: false,
+            accept_paused: false,
+            yielded: Vec::new(),
+            commands,
+            control: Control {
+                commands: commands_in,
+                waker,
+            },
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn control(&self) -> Control {
+        self.control.clone()
+    }
+
+    /// Runs the loop until [`Control::shutdown`] is called.
+    pub fn run(&mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        self.shared.start_probers(Instant::now());
+        let mut resume = Vec::new();
+        loop {
+            let timeout = if self.yielded.is_empty() {
+                self.shared.timers.next_timeout(Instant::now())
+            } else {
+                Some(Duration::ZERO)
+            };
+            match self.poll.poll(&mut events, timeout) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            for event in events.iter() {
+                self.dispatch(event);
+            }
+            std::mem::swap(&mut resume, &mut self.yielded);
+            for (key, id) in resume.drain(..) {
+                if self.conns.get(key).is_some_and(|c| c.id == id) {
+                    self.drive(key);
+                }
+            }
+            self.run_timers();
+            if self.handle_commands() {
+                log::info!(
+                    "event loop stopping with {} open client connections",
+                    self.conns.len()
+                );
+                return Ok(());
+            }
+        }
+    }
+
+    /// Serves commands from other threads; true when asked to stop.
+    fn handle_commands(&mut self) -> bool {
+        let mut stop = false;
+        while let Ok(command) = self.commands.try_recv() {
+            match command {
+                Command::Shutdown => stop = true,
+                Command::Snapshot(reply) => {
+                    let _ = reply.send(self.snapshot());
+                }
+            }
+        }
+        stop
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            backends: self.shared.balancer.snapshot(),
+            open_connections: self.conns.len(),
+            pooled_connections: self.shared.idle.iter().map(Vec::len).sum(),
+        }
+    }
+
+    fn dispatch(&mut self, event: &Event) {
+        match event.token() {
+            LISTENER => {
+                self.listener_ready = true;
+                self.accept_clients();
+            }
+            WAKER => {}
+            Token(t) => {
+                let Some(owner) = t
+                    .checked_sub(FIRST_SOCKET)
+                    .and_then(|k| self.shared.sockets.get(k))
+                    .copied()
+                else {
+                    return;
+                };
+                match owner {
+                    Owner::Client(key) => {
+                        if let Some(conn) = self.conns.get_mut(key) {
+                            mark_ready(&mut conn.client_ready, event);
+                            self.drive(key);
+                        }
+                    }
+                    Owner::Backend(key) => {
+                        if let Some(conn) = self.conns.get_mut(key) {
+                            if let Some(backend) = conn.backend.as_mut() {
+                                mark_ready(&mut backend.ready, event);
+                            }
+                            self.drive(key);
+                        }
+                    }
+                    Owner::Idle(index) => self.shared.check_idle(index, Token(t)),
+                    Owner::Probe(index) => self.shared.on_probe_event(index, event, Instant::now()),
+                }
+            }
+        }
+    }
+
+    fn accept_clients(&mut self) {
+        while self.listener_ready && !self.accept_paused {
+            if self.conns.len() >= self.shared.config.max_connections {
+                log::warn!(
+                    "max_connections ({}) reached: not accepting until a connection closes",
+                    self.shared.config.max_connections
+                );
+                self.accept_paused = true;
+                return;
+            }
+            match self.listener.accept() {
+                Ok((stream, addr)) => self.add_client(stream, addr),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.listener_ready = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // EMFILE, ENFILE, ENOBUFS...: the pending connection stays queued; retrying at once
+                    // would spin, so back off and let closing connections free resources.
+                    log::error!("accept failed: {e}; pausing accept for {ACCEPT_BACKOFF:?}");
+                    self.accept_paused = true;
+                    let mut deadline = Deadline::default();
+                    deadline.set(
+                        Instant::now() + ACCEPT_BACKOFF,
+                        &mut self.shared.timers,
+                        ACCEPT_TIMER,
+                    );
+                    return;
+                }
+            }
+        }
+    }
+
+    fn add_client(&mut self, mut stream: TcpStream, addr: SocketAddr) {
+        let now = Instant::now();
+        if let Err(e) = stream.set_nodelay(true) {
+            log::debug!("set_nodelay on client {addr}: {e}");
+        }
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        let socket_key = self.shared.sockets.insert(Owner::Client(key));
+        let token = Token(socket_key + FIRST_SOCKET);
+        if let Err(e) = self.shared.registry.register(
+            &mut stream,
+            token,
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            log::error!("cannot register client {addr}: {e}");
+            self.shared.sockets.remove(socket_key);
+            return;
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        log::debug!("conn {id}: accepted {addr}");
+        let conn = entry.insert(Conn {
+            key,
+            id,
+            state: State::ReadingHead,
+            state_since: now,
+            last_progress: now,
+            head_started: None,
+            requests: 0,
+            client: stream,
+            client_token: token,
+            client_addr: addr,
+            client_ready: Readiness::default(),
+            client_write_shut: false,
+            client_in: Buffer::new(),
+            to_backend: Buffer::new(),
+            backend_in: Buffer::new(),
+            to_client: Buffer::new(),
+            backend: None,
+            exchange: None,
+            deadline: Deadline::default(),
+        });
+        conn.refresh_deadline(&mut self.shared, now);
+    }
+
+    /// Advances one connection as far as its sockets allow, then re-arms its deadline or removes it.
+    fn drive(&mut self, key: usize) {
+        let now = Instant::now();
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let result = conn.drive(&mut self.shared, now);
+        match result {
+            Ok(work) => {
+                conn.refresh_deadline(&mut self.shared, now);
+                if work == Work::Yielded {
+                    self.yielded.push((key, conn.id));
+                }
+            }
+            Err(how) => self.remove(key, how),
+        }
+    }
+
+    fn remove(&mut self, key: usize, how: Close) {
+        let mut conn = self.conns.remove(key);
+        conn.teardown(&mut self.shared, how);
+        if self.accept_paused && self.conns.len() < self.shared.config.max_connections {
+            self.accept_paused = false;
+            self.accept_clients();
+        }
+    }
+
+    fn run_timers(&mut self) {
+        let now = Instant::now();
+        while let Some((at, key)) = self.shared.timers.pop_due(now) {
+            match key.owner {
+                TimerOwner::Accept => {
+                    if self.accept_paused && self.conns.len() < self.shared.config.max_connections {
+                        self.accept_paused = false;
+                        self.accept_clients();
+                    }
+                }
+                TimerOwner::Prober(index) => self.shared.on_prober_timer(index, at, now),
+                TimerOwner::Conn(slot) => {
+                    let Some(conn) = self.conns.get_mut(slot) else {
+                        continue;
+                    };
+                    if conn.id != key.generation
+                        || conn.deadline.on_pop(at, now, &mut self.shared.timers, key)
+                            != Expiry::Fire
+                    {
+                        continue;
+                    }
+                    match conn.on_timeout(&mut self.shared, now) {
+                        Ok(()) => self.drive(slot),
+                        Err(how) => self.remove(slot, how),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Open client connections (for tests and the admin endpoint).
+    pub fn open_connections(&self) -> usize {
+        self.conns.len()
+    }
+}
+
+fn mark_ready(ready: &mut Readiness, event: &Event) {
+    if event.is_readable() || event.is_read_closed() || event.is_error() {
+        ready.readable = true;
+    }
+    if event.is_read_closed() {
+        ready.hup = true;
+    }
+    if event.is_writable() || event.is_write_closed() || event.is_error() {
+        ready.writable = true;
+    }
+}
+
+/// True when an idle pooled connection is still open with nothing unexpected to read.
+fn still_idle(stream: &TcpStream) -> bool {
+    let mut probe = [0u8; 1];
+    matches!(stream.peek(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+}
+
+impl Shared {
+    /// Records the end of a request on backend `index` and logs a health transition it caused.
+    fn finish(&mut self, index: usize, outcome: Outcome, why: &str) {
+        if let Some(transition) = self.balancer.finish(index, outcome) {
+            self.log_transition(index, transition, why);
+        }
+    }
+
+    fn log_transition(&self, index: usize, transition: Transition, why: &str) {
+        let backend = &self.balancer.backends[index];
+        match transition {
+            Transition::Down => log::warn!(
+                "backend {} is DOWN after {} consecutive failures (last: {why})",
+                backend.config.url,
+                backend.health.consecutive_failures()
+            ),
+            Transition::Up => log::info!(
+                "backend {} is UP after {} consecutive successes (last: {why})",
+                backend.config.url,
+                self.config.health_check.rise
+            ),
+        }
+    }
+
+    fn socket_token(&mut self, owner: Owner) -> Token {
+        Token(self.sockets.insert(owner) + FIRST_SOCKET)
+    }
+
+    fn release_token(&mut self, token: Token) {
+        self.sockets.try_remove(token.0 - FIRST_SOCKET);
+    }
+
+    fn close_stream(&mut self, mut stream: TcpStream, token: Token) {
+        if let Err(e) = self.registry.deregister(&mut stream) {
+            log::debug!("deregister: {e}");
+        }
+        self.release_token(token);
+    }
+
+    /// An event on a pooled connection: the backend closed it or sent something unsolicited.
+    fn check_idle(&mut self, index: usize, token: Token) {
+        let pool = &mut self.idle[index];
+        let Some(pos) = pool.iter().position(|c| c.token == token) else {
+            return;
+        };
+        if still_idle(&pool[pos].stream) {
+            return;
+        }
+        let idle = pool.swap_remove(pos);
+        log::debug!(
+            "backend {}: pooled connection closed",
+            self.balancer.backends[index].config.url
+        );
+        self.close_stream(idle.stream, idle.token);
+    }
+
+    /// Takes a live pooled connection to backend `index`, dropping dead ones found on the way.
+    fn take_idle(&mut self, index: usize) -> Option<IdleConn> {
+        while let Some(idle) = self.idle[index].pop() {
+            if still_idle(&idle.stream) {
+                return Some(idle);
+            }
+            self.close_stream(idle.stream, idle.token);
+        }
+        None
+    }
+}

@@ -1,0 +1,215 @@
+//! Active health checks inside the loop: one prober per backend, a timer entry that alternates between
+//! "time for the next probe" and "this probe timed out", and a non-blocking probe socket registered in the
+//! same slab as everything else. A probe never waits on anything but its own socket.
+
+use super::*;
+use crate::health::{ProbeResult, next_probe_delay, probe_request, probe_verdict};
+
+/// Bytes of a probe response we look at: the status line.
+const PROBE_READ: usize = 256;
+
+pub(super) struct Probe {
+    stream: TcpStream,
+    token: Token,
+    ready: Readiness,
+    connected: bool,
+    written: usize,
+    received: [u8; PROBE_READ],
+    received_len: usize,
+}
+
+/// The health-check state of one backend.
+pub(super) struct Prober {
+    request: Vec<u8>,
+    interval: Duration,
+    deadline: Deadline,
+    probe: Option<Probe>,
+}
+
+impl Prober {
+    pub(super) fn new(path: &str, authority: &str, interval: Duration) -> Prober {
+        Prober {
+            request: probe_request(path, authority),
+            interval,
+            deadline: Deadline::default(),
+            probe: None,
+        }
+    }
+}
+
+fn prober_key(index: usize) -> TimerKey {
+    TimerKey {
+        owner: TimerOwner::Prober(index),
+        generation: 0,
+    }
+}
+
+impl Shared {
+    /// Schedules the first probe of every backend one interval (with jitter) after start. Until then
+    /// backends count as healthy, and passive observations of real traffic already apply.
+    pub(super) fn start_probers(&mut self, now: Instant) {
+        for index in 0..self.probers.len() {
+            self.schedule_next_probe(index, now);
+        }
+    }
+
+    /// A prober's timer entry popped.
+    pub(super) fn on_prober_timer(&mut self, index: usize, at: Instant, now: Instant) {
+        let Some(prober) = self.probers.get_mut(index) else {
+            return;
+        };
+        if prober
+            .deadline
+            .on_pop(at, now, &mut self.timers, prober_key(index))
+            != Expiry::Fire
+        {
+            return;
+        }
+        if prober.probe.is_some() {
+            self.finish_probe(index, ProbeResult::TimedOut, now);
+        } else {
+            self.start_probe(index, now);
+        }
+    }
+
+    fn start_probe(&mut self, index: usize, now: Instant) {
+        let addr = self.balancer.backends[index].config.addr;
+        match TcpStream::connect(addr) {
+            Ok(mut stream) => {
+                let token = self.socket_token(Owner::Probe(index));
+                if let Err(e) = self.registry.register(
+                    &mut stream,
+                    token,
+                    Interest::READABLE | Interest::WRITABLE,
+                ) {
+                    log::error!("cannot register a health probe: {e}");
+                    self.release_token(token);
+                    self.schedule_next_probe(index, now);
+                    return;
+                }
+                let timeout = self.config.health_check.timeout;
+                let prober = &mut self.probers[index];
+                prober.probe = Some(Probe {
+                    stream,
+                    token,
+                    ready: Readiness::default(),
+                    connected: false,
+                    written: 0,
+                    received: [0; PROBE_READ],
+                    received_len: 0,
+                });
+                prober
+                    .deadline
+                    .set(now + timeout, &mut self.timers, prober_key(index));
+            }
+            Err(e) => {
+                let result = if e.kind() == io::ErrorKind::ConnectionRefused {
+                    ProbeResult::Refused
+                } else {
+                    ProbeResult::ConnectionError
+                };
+                self.record_probe(index, result);
+                self.schedule_next_probe(index, now);
+            }
+        }
+    }
+
+    /// Readiness on a probe socket.
+    pub(super) fn on_probe_event(&mut self, index: usize, event: &Event, now: Instant) {
+        let Some(Prober {
+            probe: Some(probe),
+            request,
+            ..
+        }) = self.probers.get_mut(index)
+        else {
+            return;
+        };
+        mark_ready(&mut probe.ready, event);
+        if let Some(result) = advance_probe(probe, request) {
+            self.finish_probe(index, result, now);
+        }
+    }
+
+    fn finish_probe(&mut self, index: usize, result: ProbeResult, now: Instant) {
+        if let Some(probe) = self.probers[index].probe.take() {
+            self.close_stream(probe.stream, probe.token);
+        }
+        self.record_probe(index, result);
+        self.schedule_next_probe(index, now);
+    }
+
+    fn record_probe(&mut self, index: usize, result: ProbeResult) {
+        let url = &self.balancer.backends[index].config.url;
+        log::debug!("backend {url}: health probe: {result}");
+        if let Some(transition) = self.balancer.observe(index, result.is_success()) {
+            self.log_transition(index, transition, &format!("health probe: {result}"));
+        }
+    }
+
+    fn schedule_next_probe(&mut self, index: usize, now: Instant) {
+        let random = self.balancer.random();
+        let prober = &mut self.probers[index];
+        let at = now + next_probe_delay(prober.interval, random);
+        prober.deadline.set(at, &mut self.timers, prober_key(index));
+    }
+}
+
+/// Moves a probe along: finish connecting, send the request, read the status line. `Some` when done.
+fn advance_probe(probe: &mut Probe, request: &[u8]) -> Option<ProbeResult> {
+    if !probe.connected {
+        if !probe.ready.writable && !probe.ready.readable {
+            return None;
+        }
+        match probe.stream.take_error() {
+            Ok(Some(e)) | Err(e) => {
+                return Some(if e.kind() == io::ErrorKind::ConnectionRefused {
+                    ProbeResult::Refused
+                } else {
+                    ProbeResult::ConnectionError
+                });
+            }
+            Ok(None) => {}
+        }
+        match probe.stream.peer_addr() {
+            Ok(_) => probe.connected = true,
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => {
+                probe.ready.writable = false;
+                probe.ready.readable = false;
+                return None;
+            }
+            Err(_) => return Some(ProbeResult::ConnectionError),
+        }
+    }
+    while probe.written < request.len() && probe.ready.writable {
+        match probe.stream.write(&request[probe.written..]) {
+            Ok(n) => probe.written += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => probe.ready.writable = false,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return Some(ProbeResult::ConnectionError),
+        }
+    }
+    while probe.ready.readable {
+        let space = &mut probe.received[probe.received_len..];
+        if space.is_empty() {
+            return Some(ProbeResult::InvalidResponse);
+        }
+        match probe.stream.read(space) {
+            Ok(0) => {
+                return Some(
+                    probe_verdict(&probe.received[..probe.received_len])
+                        .unwrap_or(ProbeResult::ConnectionError),
+                );
+            }
+            Ok(n) => {
+                probe.received_len += n;
+                if let Some(result) = probe_verdict(&probe.received[..probe.received_len]) {
+                    return Some(result);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => probe.ready.readable = false,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return Some(ProbeResult::ConnectionError),
+        }
+    }
+    None
+}

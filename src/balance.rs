@@ -50,6 +50,9 @@ pub struct Backend {
     current_weight: i64,
     /// Identity for `ip_hash`, derived from the URL so it survives restarts and reloads.
     hash_key: u64,
+    /// Dropped from the configuration by a reload. The slot stays (requests in flight still refer to
+    /// it) but gets no new requests and is not listed.
+    pub removed: bool,
 }
 
 impl Backend {
@@ -64,6 +67,7 @@ impl Backend {
             stats: Stats::default(),
             latency_ewma_us: None,
             current_weight: 0,
+            removed: false,
         }
     }
 
@@ -72,7 +76,7 @@ impl Backend {
     }
 
     pub fn available(&self) -> bool {
-        self.health.healthy && self.enabled
+        self.health.healthy && self.enabled && !self.removed
     }
 
     pub fn latency_ewma(&self) -> Option<Duration> {
@@ -127,8 +131,24 @@ pub struct BackendSnapshot {
     pub average_latency_ms: f64,
 }
 
+/// What a reload changed, by slot.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Reconfigured {
+    /// New backends, or removed ones configured again (their figures start afresh).
+    pub added: Vec<usize>,
+    pub removed: Vec<usize>,
+    /// Kept backends whose address or health-check settings changed.
+    pub changed: Vec<usize>,
+    /// Kept backends whose address changed (their pooled connections point at the old one).
+    pub moved: Vec<usize>,
+}
+
 pub struct Balancer {
+    /// Backend slots. A slot index never changes meaning while the process runs: reloads append slots
+    /// and mark dropped ones `removed`.
     pub backends: Vec<Backend>,
+    /// Slots of the configured backends, in configuration order (the admin API's indexes).
+    order: Vec<usize>,
     algorithm: Algorithm,
     rise: u32,
     fall: u32,
@@ -153,6 +173,7 @@ impl Balancer {
     ) -> Balancer {
         Balancer {
             backends: configs.iter().cloned().map(Backend::new).collect(),
+            order: (0..configs.len()).collect(),
             algorithm,
             rise,
             fall,
@@ -163,6 +184,76 @@ impl Balancer {
 
     pub fn algorithm(&self) -> Algorithm {
         self.algorithm
+    }
+
+    /// The slot of the backend at `position` in the configuration.
+    pub fn slot(&self, position: usize) -> Option<usize> {
+        self.order.get(position).copied()
+    }
+
+    /// Slots of the configured backends, in configuration order.
+    pub fn configured(&self) -> &[usize] {
+        &self.order
+    }
+
+    /// Applies a reloaded configuration. Backends are matched by URL: kept ones keep their figures and
+    /// health (their capacity follows the file only where the file changed it, so a capacity set at run
+    /// time survives an unrelated reload), new ones start healthy, dropped ones stop getting requests.
+    pub fn reconfigure(
+        &mut self,
+        configs: &[BackendConfig],
+        algorithm: Algorithm,
+        rise: u32,
+        fall: u32,
+    ) -> Reconfigured {
+        let mut changes = Reconfigured::default();
+        let mut order = Vec::with_capacity(configs.len());
+        for config in configs {
+            match self
+                .backends
+                .iter()
+                .position(|b| b.config.url == config.url)
+            {
+                Some(slot) if self.backends[slot].removed => {
+                    self.backends[slot] = Backend::new(config.clone());
+                    changes.added.push(slot);
+                    order.push(slot);
+                }
+                Some(slot) => {
+                    let backend = &mut self.backends[slot];
+                    if config.capacity != backend.config.capacity {
+                        backend.capacity = config.capacity;
+                    }
+                    if config.addr != backend.config.addr {
+                        changes.moved.push(slot);
+                    }
+                    if config.addr != backend.config.addr
+                        || config.health_check_path != backend.config.health_check_path
+                        || config.health_check_interval != backend.config.health_check_interval
+                    {
+                        changes.changed.push(slot);
+                    }
+                    backend.config = config.clone();
+                    order.push(slot);
+                }
+                None => {
+                    self.backends.push(Backend::new(config.clone()));
+                    changes.added.push(self.backends.len() - 1);
+                    order.push(self.backends.len() - 1);
+                }
+            }
+        }
+        for &slot in &self.order {
+            if !order.contains(&slot) {
+                self.backends[slot].removed = true;
+                changes.removed.push(slot);
+            }
+        }
+        self.order = order;
+        self.algorithm = algorithm;
+        self.rise = rise;
+        self.fall = fall;
+        changes
     }
 
     /// A pseudo-random number (xorshift64*): cheap, and good enough to spread load.
@@ -403,9 +494,11 @@ impl Balancer {
         transition
     }
 
+    /// The configured backends' figures, in configuration order.
     pub fn snapshot(&self) -> Vec<BackendSnapshot> {
-        self.backends
+        self.order
             .iter()
+            .map(|&slot| &self.backends[slot])
             .map(|b| BackendSnapshot {
                 url: b.config.url.clone(),
                 healthy: b.healthy(),
@@ -728,6 +821,44 @@ mod tests {
             (3, 1, 4)
         );
         assert!(!snap.healthy);
+    }
+
+    #[test]
+    fn reconfigure_keeps_figures_of_kept_backends() {
+        let mut b = balancer(&[1, 1, 1], Algorithm::RoundRobin);
+        b.start(1);
+        b.finish(
+            1,
+            Outcome::Success {
+                latency: Duration::from_millis(1),
+            },
+        );
+        b.backends[1].capacity = 9; // set at run time
+        let text = "[[backends]]\nurl = \"http://127.0.0.1:9001\"\n[[backends]]\nurl = \"http://127.0.0.1:9005\"\ncapacity = 2\n\
+                    [[backends]]\nurl = \"http://127.0.0.1:9000\"\ncapacity = 4\n";
+        let config = Config::parse(text).unwrap();
+        let changes = b.reconfigure(&config.backends, Algorithm::LeastConnections, 2, 3);
+        assert_eq!(changes.added, [3]);
+        assert_eq!(changes.removed, [2]);
+        assert_eq!(b.configured(), [1, 3, 0]);
+        assert_eq!(b.algorithm(), Algorithm::LeastConnections);
+        let snap = b.snapshot();
+        assert_eq!(snap[0].url, "http://127.0.0.1:9001");
+        assert_eq!(
+            (snap[0].request_count, snap[0].capacity),
+            (1, 9),
+            "kept: figures and run-time capacity"
+        );
+        assert_eq!(snap[2].capacity, 4, "the file changed this capacity");
+        assert!(!b.backends[2].available(), "removed slots get no requests");
+        let picks: Vec<_> = (0..6).map(|_| b.pick(CLIENT, NONE).unwrap()).collect();
+        assert!(!picks.contains(&2));
+        // Configured again: a fresh start in its old slot.
+        let config = Config::parse("[[backends]]\nurl = \"http://127.0.0.1:9002\"\n").unwrap();
+        let changes = b.reconfigure(&config.backends, Algorithm::RoundRobin, 2, 3);
+        assert_eq!(changes.added, [2]);
+        assert_eq!(changes.removed, [1, 3, 0]);
+        assert_eq!(b.pick(CLIENT, NONE), Some(2));
     }
 
     #[test]

@@ -8,6 +8,8 @@
 //! - [`health`]: rise/fall hysteresis, probe request and verdict;
 //! - [`balance`]: backends, their statistics and health state, and the choice of backend per request;
 //! - [`conn`]: the client/backend connection pair state machine and the relay pump;
+//! - [`admin`]: the admin API (stats JSON, Prometheus metrics, dashboard, runtime changes) as a pure
+//!   function of a request and the balancer's state;
 //! - [`server`]: the `mio::Poll` loop that owns every socket.
 //!
 //! The flow of one request: accept → read head (httparse) → validate → pick backend → pooled idle
@@ -15,6 +17,7 @@
 //! relay the body (Content-Length, chunked or until close) → keep-alive: the client goes back to reading
 //! a head (a pipelined request first), the backend connection back to its pool.
 
+pub mod admin;
 pub mod balance;
 pub mod buffer;
 pub mod config;
@@ -26,12 +29,15 @@ pub mod timer;
 
 use config::{Config, Engine};
 use std::io;
+use std::path::Path;
 
-/// Runs the configured engine until it is stopped.
-pub fn run(config: Config) -> io::Result<()> {
+/// Runs the configured engine until it is stopped by SIGTERM/SIGINT (after draining). SIGHUP reloads
+/// `config_path`.
+pub fn run(config: Config, config_path: &Path) -> io::Result<()> {
     match config.engine {
         Engine::EventLoop => {
             let mut server = server::Server::bind(config.clone())?;
+            server.handle_signals(config_path.to_path_buf())?;
             log::info!(
                 "lb {} listening on {} (engine {}, algorithm {}, {} backends: {})",
                 env!("CARGO_PKG_VERSION"),
@@ -46,6 +52,9 @@ pub fn run(config: Config) -> io::Result<()> {
                     .collect::<Vec<_>>()
                     .join(", ")
             );
+            if let Some(admin) = server.admin_addr() {
+                log::info!("admin API and dashboard on http://{admin}/");
+            }
             server.run()
         }
         Engine::Threaded => Err(io::Error::new(

@@ -103,7 +103,7 @@ fn main() -> ExitCode {
     if let Err(e) = logger.init() {
         eprintln!("lb: cannot start logging: {e}");
     }
-    match lb::run(config) {
+    match lb::run(config, &args.config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!("{e}");

@@ -17,8 +17,14 @@ pub enum TimerOwner {
     Accept,
     /// A client connection, by slab key.
     Conn(usize),
-    /// A backend's health prober, by backend index.
+    /// A backend's health prober, by backend slot.
     Prober(usize),
+    /// An admin connection, by slab key.
+    Admin(usize),
+    /// The once-a-second bookkeeping (requests per second).
+    Tick,
+    /// The end of the drain period after SIGTERM.
+    Drain,
 }
 
 /// Who a timer entry wakes: the owner's slot and the generation of the thing living there when it was

@@ -8,6 +8,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 
 fn lb_command() -> Command {
     Command::new(env!("CARGO_BIN_EXE_lb"))
@@ -88,10 +89,13 @@ fn check_validates_the_shipped_config_and_rejects_bad_ones() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/lb.toml"));
 }
 
-/// A running `lb` process, killed on drop.
+/// A running `lb` process, killed on drop. Its log is collected for assertions.
 struct LbProcess {
     child: Child,
     addr: SocketAddr,
+    admin: Option<SocketAddr>,
+    log: Arc<Mutex<Vec<String>>>,
+    config: PathBuf,
 }
 
 impl LbProcess {
@@ -105,19 +109,36 @@ impl LbProcess {
             .unwrap();
         let stderr = child.stderr.take().unwrap();
         let mut lines = BufReader::new(stderr).lines();
-        let addr = loop {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let mut admin = None;
+        let mut addr = None;
+        let want_admin = config.contains("[admin]");
+        while addr.is_none() || (want_admin && admin.is_none()) {
             let line = lines.next().expect("lb exited before listening").unwrap();
             if let Some(rest) = line.split("listening on ").nth(1) {
-                break rest.split_whitespace().next().unwrap().parse().unwrap();
+                addr = Some(rest.split_whitespace().next().unwrap().parse().unwrap());
             }
-        };
-        // Keep draining the log so the process never blocks on a full pipe; it shows up in failures.
+            if let Some(rest) = line.split("dashboard on http://").nth(1) {
+                admin = Some(rest.trim_end_matches('/').parse().unwrap());
+            }
+            log.lock().unwrap().push(line);
+        }
+        let addr = addr.unwrap();
+        // Keep draining the log so the process never blocks on a full pipe; echo it for failures.
+        let sink = log.clone();
         std::thread::spawn(move || {
             for line in lines.map_while(Result::ok) {
                 eprintln!("lb: {line}");
+                sink.lock().unwrap().push(line);
             }
         });
-        LbProcess { child, addr }
+        LbProcess {
+            child,
+            addr,
+            admin,
+            log,
+            config: path,
+        }
     }
 
     fn peak_rss_kib(&self) -> u64 {
@@ -127,6 +148,27 @@ impl LbProcess {
             .find_map(|l| l.strip_prefix("VmHWM:"))
             .and_then(|v| v.split_whitespace().next()?.parse().ok())
             .unwrap()
+    }
+
+    fn signal(&self, signal: i32) {
+        let rc = unsafe { libc::kill(self.child.id() as i32, signal) };
+        assert_eq!(rc, 0, "kill({signal})");
+    }
+
+    fn logged(&self, needle: &str) -> bool {
+        self.log.lock().unwrap().iter().any(|l| l.contains(needle))
+    }
+
+    /// Waits for the process to exit (bounded) and returns its exit code.
+    fn wait_exit(&mut self) -> Option<i32> {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(std::time::Instant::now() < deadline, "lb did not exit");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
     }
 }
 
@@ -310,4 +352,126 @@ fn one_gib_each_way_in_constant_memory() {
         peak < 24 * 1024,
         "lb peak RSS {peak} KiB while moving 2 GiB: memory must not grow with body size"
     );
+}
+
+fn backends_toml(backends: &[SocketAddr]) -> String {
+    backends
+        .iter()
+        .map(|b| format!("[[backends]]\nurl = \"http://{b}\"\n"))
+        .collect()
+}
+
+#[test]
+fn sigterm_lets_in_flight_requests_finish_and_exits_zero() {
+    const CLIENTS: usize = 8;
+    let release = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+    let gate = release.clone();
+    let backend = Backend::start(move |mut peer| {
+        while peer.read_request().is_some() {
+            let (lock, cvar) = &*gate;
+            let mut released = lock.lock().unwrap();
+            while !*released {
+                released = cvar.wait(released).unwrap();
+            }
+            drop(released);
+            peer.ok("finished");
+        }
+    });
+    let mut lb = LbProcess::start(&format!(
+        "listen = \"127.0.0.1:0\"\naccess_log = false\n[health_check]\ninterval = \"1h\"\n{}",
+        backends_toml(&[backend.addr])
+    ));
+    let addr = lb.addr;
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut client = Client::connect(addr);
+                client.send(b"GET /slow HTTP/1.1\r\nHost: h\r\n\r\n");
+                let r = client.response(false);
+                (
+                    r.status,
+                    r.text(),
+                    r.header("connection"),
+                    client.is_closed(),
+                )
+            })
+        })
+        .collect();
+    wait_until("every request to be in flight at the backend", || {
+        backend.request_count() == CLIENTS
+    });
+    lb.signal(libc::SIGTERM);
+    wait_until("the drain to start", || lb.logged("draining"));
+    assert!(
+        TcpStream::connect(addr).is_err(),
+        "new connections are refused while draining"
+    );
+    {
+        let (lock, cvar) = &*release;
+        *lock.lock().unwrap() = true;
+        cvar.notify_all();
+    }
+    for client in clients {
+        let (status, body, connection, closed) = client.join().unwrap();
+        assert_eq!((status, body.as_str()), (200, "finished"));
+        assert_eq!(connection.as_deref(), Some("close"));
+        assert!(closed);
+    }
+    assert_eq!(lb.wait_exit(), Some(0));
+    assert!(lb.logged("drained"));
+}
+
+#[test]
+fn sighup_reloads_backends_under_a_live_keep_alive_connection() {
+    let a = Backend::named("a");
+    let b = Backend::named("b");
+    let c = Backend::named("c");
+    let head = "listen = \"127.0.0.1:0\"\naccess_log = false\n[health_check]\ninterval = \"1h\"\n\
+                [admin]\nlisten = \"127.0.0.1:0\"\n";
+    let lb = LbProcess::start(&format!("{head}{}", backends_toml(&[a.addr, b.addr])));
+    let admin = lb.admin.unwrap();
+    let mut client = Client::connect(lb.addr);
+    let ask = |client: &mut Client| {
+        client.send(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n");
+        let r = client.response(false);
+        assert_eq!(r.status, 200);
+        r.text()
+    };
+    let before: Vec<String> = (0..4).map(|_| ask(&mut client)).collect();
+    assert_eq!(before, ["a", "b", "a", "b"]);
+
+    std::fs::write(
+        &lb.config,
+        format!("{head}{}", backends_toml(&[a.addr, c.addr])),
+    )
+    .unwrap();
+    lb.signal(libc::SIGHUP);
+    wait_until("the reload", || lb.logged("configuration reloaded"));
+    let after: Vec<String> = (0..4).map(|_| ask(&mut client)).collect();
+    let mut sorted = after.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted,
+        ["a", "a", "c", "c"],
+        "same connection, new backend set: {after:?}"
+    );
+    let stats: serde_json::Value = serde_json::from_slice(&get(admin, "/stats").body).unwrap();
+    assert_eq!(
+        stats["backends"][0]["request_count"], 4,
+        "a kept its statistics across the reload"
+    );
+    assert_eq!(stats["backends"][1]["url"], format!("http://{}", c.addr));
+
+    // A broken file: the running configuration stays, and the log says why.
+    std::fs::write(
+        &lb.config,
+        format!("{head}[[backends]]\nurl = \"nowhere\"\n"),
+    )
+    .unwrap();
+    lb.signal(libc::SIGHUP);
+    wait_until("the failed reload to be logged", || {
+        lb.logged("reload failed")
+    });
+    let still: Vec<String> = (0..2).map(|_| ask(&mut client)).collect();
+    assert!(still.iter().all(|s| s == "a" || s == "c"), "{still:?}");
 }

@@ -35,6 +35,11 @@ pub(super) struct Conn {
 }
 
 impl Conn {
+    /// Waiting between requests with nothing received: safe to close when draining.
+    pub(super) fn is_idle(&self) -> bool {
+        self.state == State::ReadingHead && self.client_in.is_empty() && self.head_started.is_none()
+    }
+
     fn set_state(&mut self, next: State, why: &str, now: Instant) {
         set_state(self.id, &mut self.state, next, why);
         self.state_since = now;
@@ -461,6 +466,7 @@ impl Conn {
             sh.close_stream(backend.stream, backend.token);
         }
         self.exchange = None;
+        sh.meter.total += 1;
         self.to_client.clear();
         self.to_client.append(&mut sh.buffers, response.bytes());
         if sh.config.access_log {
@@ -732,6 +738,9 @@ impl Conn {
             // read as a new request, so this client connection ends with the response.
             plan.close_client = true;
         }
+        if sh.draining {
+            plan.close_client = true;
+        }
         let out = self.to_client.space(&mut sh.buffers);
         let Some(n) = response::write_response_head(
             self.backend_in.data(),
@@ -788,6 +797,7 @@ impl Conn {
         };
         let index = exchange.backend;
         let latency = now - exchange.started;
+        sh.meter.total += 1;
         let outcome = if exchange.status < 500 {
             Outcome::Success { latency }
         } else {

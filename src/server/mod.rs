@@ -7,9 +7,11 @@
 //! Request logic is in `client.rs` (one client connection's state machine), active health checks in
 //! `probe.rs`. Other threads talk to the loop only through [`Control`]: a channel plus a waker.
 
+mod admin;
 mod client;
 mod probe;
 
+use admin::AdminConn;
 use client::Conn;
 use probe::Prober;
 
@@ -32,12 +34,15 @@ use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use slab::Slab;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::{Duration, Instant};
 
 const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
+const ADMIN_LISTENER: Token = Token(2);
+const SIGNALS: Token = Token(3);
 /// Socket tokens are slab keys shifted past the fixed tokens above.
 const FIRST_SOCKET: usize = 16;
 
@@ -69,6 +74,8 @@ enum Owner {
     Idle(usize),
     /// The health probe of this backend.
     Probe(usize),
+    /// An admin API connection.
+    Admin(usize),
 }
 
 struct BackendConn {
@@ -113,7 +120,28 @@ struct Shared {
     buffers: BufferPool,
     timers: Timers,
     probers: Vec<Prober>,
+    meter: RequestMeter,
+    /// SIGTERM received: every response closes its connection, nothing new is accepted.
+    draining: bool,
 }
+
+/// Counts completed requests and derives requests per second once a second.
+struct RequestMeter {
+    started: Instant,
+    total: u64,
+    at_last_tick: u64,
+    per_second: f64,
+    last_tick: Instant,
+}
+
+const TICK_TIMER: TimerKey = TimerKey {
+    owner: TimerOwner::Tick,
+    generation: 0,
+};
+const DRAIN_TIMER: TimerKey = TimerKey {
+    owner: TimerOwner::Drain,
+    generation: 0,
+};
 
 /// The figures the loop reports through [`Control::snapshot`].
 #[derive(Debug, Clone, PartialEq)]
@@ -125,6 +153,8 @@ pub struct Snapshot {
 
 enum Command {
     Shutdown,
+    Drain,
+    Reload(Box<Config>),
     Snapshot(Sender<Snapshot>),
 }
 
@@ -151,6 +181,16 @@ impl Control {
         self.send(Command::Shutdown);
     }
 
+    /// What SIGTERM does: stop accepting, finish in-flight requests, then return from `run`.
+    pub fn drain(&self) {
+        self.send(Command::Drain);
+    }
+
+    /// What SIGHUP does with a configuration already loaded.
+    pub fn reload(&self, config: Config) {
+        self.send(Command::Reload(Box::new(config)));
+    }
+
     /// The loop's current figures, or `None` if it is not running.
     pub fn snapshot(&self) -> Option<Snapshot> {
         let (reply, answer) = mpsc::channel();
@@ -163,7 +203,13 @@ impl Control {
 
 pub struct Server {
     poll: Poll,
-    listener: TcpListener,
+    /// Closed when draining starts.
+    listener: Option<TcpListener>,
+    admin_listener: Option<TcpListener>,
+    admins: Slab<AdminConn>,
+    signals: Option<(signal_hook_mio::v1_0::Signals, PathBuf)>,
+    /// Set by SIGTERM: when the drain period ends.
+    drain_deadline: Option<Instant>,
     local_addr: SocketAddr,
     conns: Slab<Conn>,
     shared: Shared,
@@ -186,6 +232,25 @@ impl Server {
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let admin_listener = match &config.admin {
+            Some(admin) => {
+                let mut admin_listener = TcpListener::bind(admin.listen)?;
+                poll.registry().register(
+                    &mut admin_listener,
+                    ADMIN_LISTENER,
+                    Interest::READABLE,
+                )?;
+                let bound = admin_listener.local_addr()?;
+                if !bound.ip().is_loopback() && admin.token.is_none() {
+                    log::warn!(
+                        "admin API on {bound} is reachable from the network and has no token: \
+                         anyone who can connect can change backends; set [admin] token"
+                    );
+                }
+                Some(admin_listener)
+            }
+            None => None,
+        };
         let registry = poll.registry().try_clone()?;
         let balancer = Balancer::new(
             &config.backends,
@@ -194,15 +259,16 @@ impl Server {
             config.health_check.fall,
         );
         let idle = config.backends.iter().map(|_| Vec::new()).collect();
-        let probers = config
-            .backends
-            .iter()
-            .map(|b| Prober::new(&b.health_check_path, &b.authority, b.health_check_interval))
-            .collect();
+        let probers = config.backends.iter().map(|b| Prober::new(b, 0)).collect();
         let (commands_in, commands) = mpsc::channel();
+        let now = Instant::now();
         Ok(Server {
             poll,
-            listener,
+            listener: Some(listener),
+            admin_listener,
+            admins: Slab::new(),
+            signals: None,
+            drain_deadline: None,
             local_addr,
             conns: Slab::new(),
             shared: Shared {
@@ -214,6 +280,14 @@ impl Server {
                 buffers: BufferPool::new(BUFFER_SIZE, 1024),
                 timers: Timers::new(),
                 probers,
+                meter: RequestMeter {
+                    started: now,
+                    total: 0,
+                    at_last_tick: 0,
+                    per_second: 0.0,
+                    last_tick: now,
+                },
+                draining: false,
             },
             next_id: 1,
             listener_ready: false,
@@ -235,11 +309,157 @@ impl Server {
         self.control.clone()
     }
 
+    /// The admin listener's address, when one is configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+    }
+
+    /// Handles SIGTERM/SIGINT (drain, then return from `run`) and SIGHUP (reload `config_path`) inside
+    /// the loop. Only for the process's one server: signal dispositions are process-wide.
+    pub fn handle_signals(&mut self, config_path: PathBuf) -> io::Result<()> {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        let mut signals = signal_hook_mio::v1_0::Signals::new([SIGTERM, SIGINT, SIGHUP])?;
+        self.poll
+            .registry()
+            .register(&mut signals, SIGNALS, Interest::READABLE)?;
+        self.signals = Some((signals, config_path));
+        Ok(())
+    }
+
+    fn on_signals(&mut self) {
+        let Some((signals, path)) = self.signals.as_mut() else {
+            return;
+        };
+        let received: Vec<i32> = signals.pending().collect();
+        let path = path.clone();
+        for signal in received {
+            match signal {
+                signal_hook::consts::SIGHUP => {
+                    log::info!("SIGHUP: reloading {}", path.display());
+                    match Config::load(&path) {
+                        Ok(config) => self.reload(config),
+                        Err(e) => {
+                            log::error!("reload failed, keeping the running configuration: {e}")
+                        }
+                    }
+                }
+                _ if self.drain_deadline.is_some() => {
+                    log::warn!(
+                        "second stop signal: exiting now with {} open connections",
+                        self.conns.len()
+                    );
+                    self.drain_deadline = Some(Instant::now());
+                }
+                _ => self.begin_drain(),
+            }
+        }
+    }
+
+    /// Stops accepting, closes idle keep-alive connections, and lets in-flight requests finish (their
+    /// responses close the connection) until the drain deadline.
+    fn begin_drain(&mut self) {
+        if self.drain_deadline.is_some() {
+            return;
+        }
+        let now = Instant::now();
+        let deadline = now + self.shared.config.timeouts.drain;
+        log::info!(
+            "draining: stopped accepting; {} open connections get up to {:?} to finish",
+            self.conns.len(),
+            self.shared.config.timeouts.drain
+        );
+        self.drain_deadline = Some(deadline);
+        self.shared.draining = true;
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.shared.registry.deregister(&mut listener);
+        }
+        let idle: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.is_idle())
+            .map(|(key, _)| key)
+            .collect();
+        for key in idle {
+            self.remove(key, Close::Graceful);
+        }
+        let mut deadline_timer = Deadline::default();
+        deadline_timer.set(deadline, &mut self.shared.timers, DRAIN_TIMER);
+    }
+
+    /// Applies a new configuration without dropping a connection. Backends are matched by URL; kept
+    /// ones keep their statistics, health and pooled connections.
+    fn reload(&mut self, config: Config) {
+        let old = &self.shared.config;
+        if config.listen != old.listen {
+            log::warn!(
+                "reload: listen changed to {}; that takes a restart (still on {})",
+                config.listen,
+                self.local_addr
+            );
+        }
+        if config.admin.as_ref().map(|a| a.listen) != old.admin.as_ref().map(|a| a.listen) {
+            log::warn!("reload: [admin] listen changed; that takes a restart");
+        }
+        if config.engine != old.engine {
+            log::warn!("reload: engine changed; that takes a restart");
+        }
+        let changes = self.shared.balancer.reconfigure(
+            &config.backends,
+            config.algorithm,
+            config.health_check.rise,
+            config.health_check.fall,
+        );
+        let now = Instant::now();
+        let slots = self.shared.balancer.backends.len();
+        while self.shared.idle.len() < slots {
+            self.shared.idle.push(Vec::new());
+        }
+        for &slot in changes.removed.iter().chain(&changes.moved) {
+            for idle in std::mem::take(&mut self.shared.idle[slot]) {
+                self.shared.close_stream(idle.stream, idle.token);
+            }
+        }
+        for &slot in &changes.removed {
+            self.shared.stop_prober(slot);
+        }
+        self.shared.config = config;
+        for &slot in changes.added.iter().chain(&changes.changed) {
+            self.shared.restart_prober(slot, now);
+        }
+        if std::env::var_os("RUST_LOG").is_none() {
+            log::set_max_level(self.shared.config.log_level.to_filter());
+        }
+        let urls: Vec<&str> = self
+            .shared
+            .balancer
+            .configured()
+            .iter()
+            .map(|&slot| self.shared.balancer.backends[slot].config.url.as_str())
+            .collect();
+        log::info!(
+            "configuration reloaded: algorithm {}, {} backends ({} added, {} removed): {}",
+            self.shared.config.algorithm.name(),
+            urls.len(),
+            changes.added.len(),
+            changes.removed.len(),
+            urls.join(", ")
+        );
+    }
+
     /// Runs the loop until [`Control::shutdown`] is called.
     pub fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
-        self.shared.start_probers(Instant::now());
         let mut resume = Vec::new();
+        let now = Instant::now();
+        self.shared.start_probers(now);
+        let mut tick = Deadline::default();
+        tick.set(
+            now + Duration::from_secs(1),
+            &mut self.shared.timers,
+            TICK_TIMER,
+        );
         loop {
             let timeout = if self.yielded.is_empty() {
                 self.shared.timers.next_timeout(Instant::now())
@@ -268,6 +488,19 @@ impl Server {
                 );
                 return Ok(());
             }
+            if let Some(deadline) = self.drain_deadline {
+                if self.conns.is_empty() {
+                    log::info!("drained: every in-flight request finished");
+                    return Ok(());
+                }
+                if Instant::now() >= deadline {
+                    log::warn!(
+                        "drain deadline passed: closing {} connections still open",
+                        self.conns.len()
+                    );
+                    return Ok(());
+                }
+            }
         }
     }
 
@@ -277,6 +510,8 @@ impl Server {
         while let Ok(command) = self.commands.try_recv() {
             match command {
                 Command::Shutdown => stop = true,
+                Command::Drain => self.begin_drain(),
+                Command::Reload(config) => self.reload(*config),
                 Command::Snapshot(reply) => {
                     let _ = reply.send(self.snapshot());
                 }
@@ -300,6 +535,8 @@ impl Server {
                 self.accept_clients();
             }
             WAKER => {}
+            ADMIN_LISTENER => self.accept_admin(),
+            SIGNALS => self.on_signals(),
             Token(t) => {
                 let Some(owner) = t
                     .checked_sub(FIRST_SOCKET)
@@ -325,6 +562,7 @@ impl Server {
                     }
                     Owner::Idle(index) => self.shared.check_idle(index, Token(t)),
                     Owner::Probe(index) => self.shared.on_probe_event(index, event, Instant::now()),
+                    Owner::Admin(key) => self.on_admin_event(key, event),
                 }
             }
         }
@@ -332,6 +570,9 @@ impl Server {
 
     fn accept_clients(&mut self) {
         while self.listener_ready && !self.accept_paused {
+            let Some(listener) = self.listener.as_ref() else {
+                return;
+            };
             if self.conns.len() >= self.shared.config.max_connections {
                 log::warn!(
                     "max_connections ({}) reached: not accepting until a connection closes",
@@ -340,7 +581,7 @@ impl Server {
                 self.accept_paused = true;
                 return;
             }
-            match self.listener.accept() {
+            match listener.accept() {
                 Ok((stream, addr)) => self.add_client(stream, addr),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.listener_ready = false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -443,7 +684,20 @@ impl Server {
                         self.accept_clients();
                     }
                 }
-                TimerOwner::Prober(index) => self.shared.on_prober_timer(index, at, now),
+                TimerOwner::Prober(index) => {
+                    self.shared.on_prober_timer(index, key.generation, at, now)
+                }
+                TimerOwner::Admin(slot) => self.on_admin_timer(slot, key.generation, at, now),
+                TimerOwner::Tick => {
+                    self.shared.meter.tick(now);
+                    let mut tick = Deadline::default();
+                    tick.set(
+                        now + Duration::from_secs(1),
+                        &mut self.shared.timers,
+                        TICK_TIMER,
+                    );
+                }
+                TimerOwner::Drain => {}
                 TimerOwner::Conn(slot) => {
                     let Some(conn) = self.conns.get_mut(slot) else {
                         continue;
@@ -485,6 +739,17 @@ fn mark_ready(ready: &mut Readiness, event: &Event) {
 fn still_idle(stream: &TcpStream) -> bool {
     let mut probe = [0u8; 1];
     matches!(stream.peek(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+}
+
+impl RequestMeter {
+    fn tick(&mut self, now: Instant) {
+        let elapsed = now.duration_since(self.last_tick).as_secs_f64();
+        if elapsed > 0.0 {
+            self.per_second = (self.total - self.at_last_tick) as f64 / elapsed;
+        }
+        self.at_last_tick = self.total;
+        self.last_tick = now;
+    }
 }
 
 impl Shared {

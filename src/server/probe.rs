@@ -3,6 +3,7 @@
 //! same slab as everything else. A probe never waits on anything but its own socket.
 
 use super::*;
+use crate::config::BackendConfig;
 use crate::health::{ProbeResult, next_probe_delay, probe_request, probe_verdict};
 
 /// Bytes of a probe response we look at: the status line.
@@ -18,29 +19,34 @@ pub(super) struct Probe {
     received_len: usize,
 }
 
-/// The health-check state of one backend.
+/// The health-check state of one backend slot.
 pub(super) struct Prober {
     request: Vec<u8>,
     interval: Duration,
     deadline: Deadline,
     probe: Option<Probe>,
+    /// Bumped when the prober is stopped or rebuilt by a reload, which invalidates its timer entries.
+    generation: u64,
+    stopped: bool,
 }
 
 impl Prober {
-    pub(super) fn new(path: &str, authority: &str, interval: Duration) -> Prober {
+    pub(super) fn new(backend: &BackendConfig, generation: u64) -> Prober {
         Prober {
-            request: probe_request(path, authority),
-            interval,
+            request: probe_request(&backend.health_check_path, &backend.authority),
+            interval: backend.health_check_interval,
             deadline: Deadline::default(),
             probe: None,
+            generation,
+            stopped: false,
         }
     }
-}
 
-fn prober_key(index: usize) -> TimerKey {
-    TimerKey {
-        owner: TimerOwner::Prober(index),
-        generation: 0,
+    fn key(&self, slot: usize) -> TimerKey {
+        TimerKey {
+            owner: TimerOwner::Prober(slot),
+            generation: self.generation,
+        }
     }
 }
 
@@ -53,15 +59,49 @@ impl Shared {
         }
     }
 
+    /// Stops probing a backend that a reload removed.
+    pub(super) fn stop_prober(&mut self, slot: usize) {
+        let prober = &mut self.probers[slot];
+        prober.generation += 1;
+        prober.stopped = true;
+        prober.deadline = Deadline::default();
+        if let Some(probe) = prober.probe.take() {
+            self.close_stream(probe.stream, probe.token);
+        }
+    }
+
+    /// (Re)creates the prober of a slot from its current configuration and schedules its first probe.
+    pub(super) fn restart_prober(&mut self, slot: usize, now: Instant) {
+        let generation = if slot < self.probers.len() {
+            self.stop_prober(slot);
+            self.probers[slot].generation
+        } else {
+            0
+        };
+        let prober = Prober::new(&self.balancer.backends[slot].config, generation);
+        if slot < self.probers.len() {
+            self.probers[slot] = prober;
+        } else {
+            self.probers.push(prober);
+        }
+        self.schedule_next_probe(slot, now);
+    }
+
     /// A prober's timer entry popped.
-    pub(super) fn on_prober_timer(&mut self, index: usize, at: Instant, now: Instant) {
+    pub(super) fn on_prober_timer(
+        &mut self,
+        index: usize,
+        generation: u64,
+        at: Instant,
+        now: Instant,
+    ) {
         let Some(prober) = self.probers.get_mut(index) else {
             return;
         };
-        if prober
-            .deadline
-            .on_pop(at, now, &mut self.timers, prober_key(index))
-            != Expiry::Fire
+        let key = prober.key(index);
+        if prober.stopped
+            || generation != prober.generation
+            || prober.deadline.on_pop(at, now, &mut self.timers, key) != Expiry::Fire
         {
             return;
         }
@@ -89,6 +129,7 @@ impl Shared {
                 }
                 let timeout = self.config.health_check.timeout;
                 let prober = &mut self.probers[index];
+                let key = prober.key(index);
                 prober.probe = Some(Probe {
                     stream,
                     token,
@@ -98,9 +139,7 @@ impl Shared {
                     received: [0; PROBE_READ],
                     received_len: 0,
                 });
-                prober
-                    .deadline
-                    .set(now + timeout, &mut self.timers, prober_key(index));
+                prober.deadline.set(now + timeout, &mut self.timers, key);
             }
             Err(e) => {
                 let result = if e.kind() == io::ErrorKind::ConnectionRefused {
@@ -150,7 +189,8 @@ impl Shared {
         let random = self.balancer.random();
         let prober = &mut self.probers[index];
         let at = now + next_probe_delay(prober.interval, random);
-        prober.deadline.set(at, &mut self.timers, prober_key(index));
+        let key = prober.key(index);
+        prober.deadline.set(at, &mut self.timers, key);
     }
 }
 

@@ -34,6 +34,7 @@ pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
 /// A balancer running in a thread of the test process.
 pub struct Lb {
     pub addr: SocketAddr,
+    pub admin_addr: Option<SocketAddr>,
     pub control: lb::server::Control,
     thread: Option<JoinHandle<()>>,
 }
@@ -60,10 +61,12 @@ impl Lb {
             lb::config::Config::parse(text).unwrap_or_else(|e| panic!("test config: {e}\n{text}"));
         let mut server = lb::server::Server::bind(config).expect("bind");
         let addr = server.local_addr();
+        let admin_addr = server.admin_addr();
         let control = server.control();
         let thread = thread::spawn(move || server.run().expect("event loop"));
         Lb {
             addr,
+            admin_addr,
             control,
             thread: Some(thread),
         }

@@ -1,0 +1,528 @@
+//! The admin API as a pure function of a request and the balancer's state: `GET /stats` (JSON),
+//! `GET /metrics` (Prometheus text exposition), `GET /` (the dashboard), and the runtime changes
+//! `PUT /backends/{index}/capacity` and `PUT /backends/{index}/enabled`. Authentication by bearer token
+//! is checked here too. The event loop owns the admin sockets and calls [`handle`].
+
+use crate::balance::BackendSnapshot;
+use std::fmt::Write as _;
+
+/// The dashboard: one self-contained page (no external assets) that polls `/stats`.
+pub const DASHBOARD: &str = include_str!("dashboard.html");
+
+/// What the admin endpoint shows about the whole balancer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Overview {
+    pub backends: Vec<BackendSnapshot>,
+    pub open_connections: usize,
+    pub requests_per_second: f64,
+    pub total_requests: u64,
+    pub uptime_seconds: f64,
+    pub algorithm: &'static str,
+    pub engine: &'static str,
+    pub version: &'static str,
+}
+
+/// The state the admin endpoint reads and changes.
+pub trait AdminTarget {
+    fn overview(&self) -> Overview;
+    /// Sets a backend's capacity; `index` is the position in the configuration.
+    fn set_capacity(&mut self, index: usize, capacity: u32) -> bool;
+    /// Enables a backend, or disables it (drains: no new requests, in-flight ones finish).
+    fn set_enabled(&mut self, index: usize, enabled: bool) -> bool;
+}
+
+pub struct AdminRequest<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    pub authorization: Option<&'a [u8]>,
+    pub body: &'a [u8],
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminResponse {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
+    /// Extra header lines, each ending in CRLF.
+    pub extra_headers: &'static str,
+}
+
+impl AdminResponse {
+    fn new(status: u16, content_type: &'static str, body: impl Into<Vec<u8>>) -> AdminResponse {
+        AdminResponse {
+            status,
+            content_type,
+            body: body.into(),
+            extra_headers: "",
+        }
+    }
+
+    fn text(status: u16, message: &str) -> AdminResponse {
+        AdminResponse::new(status, "text/plain; charset=utf-8", format!("{message}\n"))
+    }
+
+    fn json(body: String) -> AdminResponse {
+        AdminResponse::new(200, "application/json", body)
+    }
+
+    pub fn reason(&self) -> &'static str {
+        match self.status {
+            200 => "OK",
+            400 => "Bad Request",
+            401 => "Unauthorized",
+            404 => "Not Found",
+            405 => "Method Not Allowed",
+            413 => "Content Too Large",
+            _ => "Error",
+        }
+    }
+
+    /// The whole response as bytes.
+    pub fn to_bytes(&self, keep_alive: bool) -> Vec<u8> {
+        let mut out = format!(
+            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\n{}{}\r\n",
+            self.status,
+            self.reason(),
+            self.content_type,
+            self.body.len(),
+            self.extra_headers,
+            if keep_alive { "" } else { "Connection: close\r\n" }
+        )
+        .into_bytes();
+        out.extend_from_slice(&self.body);
+        out
+    }
+}
+
+/// Compares without an early exit, so response time does not reveal how much of a guess was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn authorized(token: Option<&str>, authorization: Option<&[u8]>) -> bool {
+    let Some(token) = token else { return true };
+    let Some(value) = authorization else {
+        return false;
+    };
+    let Some(presented) = value.strip_prefix(b"Bearer ") else {
+        return false;
+    };
+    constant_time_eq(crate::http::trim_ows(presented), token.as_bytes())
+}
+
+/// Serves one admin request.
+pub fn handle(
+    request: &AdminRequest<'_>,
+    token: Option<&str>,
+    target: &mut dyn AdminTarget,
+) -> AdminResponse {
+    if !authorized(token, request.authorization) {
+        let mut response =
+            AdminResponse::text(401, "unauthorized: send Authorization: Bearer <token>");
+        response.extra_headers = "WWW-Authenticate: Bearer realm=\"lb admin\"\r\n";
+        return response;
+    }
+    let path = request.path.split('?').next().unwrap_or("");
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match (request.method, segments.as_slice()) {
+        ("GET" | "HEAD", [""]) => AdminResponse::new(200, "text/html; charset=utf-8", DASHBOARD),
+        ("GET" | "HEAD", ["stats"]) => AdminResponse::json(stats_json(&target.overview())),
+        ("GET" | "HEAD", ["metrics"]) => AdminResponse::new(
+            200,
+            "text/plain; version=0.0.4; charset=utf-8",
+            metrics_text(&target.overview()),
+        ),
+        ("PUT", ["backends", index, setting @ ("capacity" | "enabled")]) => {
+            let count = target.overview().backends.len();
+            let Some(index) = index.parse::<usize>().ok().filter(|i| *i < count) else {
+                return AdminResponse::text(
+                    404,
+                    &format!(
+                        "no backend {index:?}: indexes run from 0 to {}",
+                        count.saturating_sub(1)
+                    ),
+                );
+            };
+            let body = std::str::from_utf8(request.body).unwrap_or("").trim();
+            if *setting == "capacity" {
+                match body.parse::<u32>() {
+                    Ok(capacity) if capacity > 0 => {
+                        target.set_capacity(index, capacity);
+                        log::info!("admin: backend {index} capacity set to {capacity}");
+                        AdminResponse::json(format!(
+                            "{{\"index\":{index},\"capacity\":{capacity}}}"
+                        ))
+                    }
+                    _ => AdminResponse::text(
+                        400,
+                        &format!("capacity must be an integer greater than 0, got {body:?}"),
+                    ),
+                }
+            } else {
+                let enabled = match body {
+                    "true" => true,
+                    "false" => false,
+                    _ => {
+                        return AdminResponse::text(
+                            400,
+                            &format!("enabled must be true or false, got {body:?}"),
+                        );
+                    }
+                };
+                target.set_enabled(index, enabled);
+                log::info!(
+                    "admin: backend {index} {}",
+                    if enabled {
+                        "enabled"
+                    } else {
+                        "disabled (draining)"
+                    }
+                );
+                AdminResponse::json(format!("{{\"index\":{index},\"enabled\":{enabled}}}"))
+            }
+        }
+        (_, [""] | ["stats"] | ["metrics"]) => {
+            let mut response = AdminResponse::text(405, "method not allowed");
+            response.extra_headers = "Allow: GET, HEAD\r\n";
+            response
+        }
+        (_, ["backends", _, "capacity" | "enabled"]) => {
+            let mut response = AdminResponse::text(405, "method not allowed");
+            response.extra_headers = "Allow: PUT\r\n";
+            response
+        }
+        _ => AdminResponse::text(404, &format!("no such admin resource: {path}")),
+    }
+}
+
+/// Writes `s` as a JSON string literal.
+fn json_string(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// A finite number for JSON (NaN and infinities are not JSON).
+fn json_number(x: f64) -> f64 {
+    if x.is_finite() {
+        (x * 1000.0).round() / 1000.0
+    } else {
+        0.0
+    }
+}
+
+pub fn stats_json(o: &Overview) -> String {
+    let mut out = String::with_capacity(256 + 256 * o.backends.len());
+    out.push_str("{\"version\":");
+    json_string(&mut out, o.version);
+    out.push_str(",\"engine\":");
+    json_string(&mut out, o.engine);
+    out.push_str(",\"algorithm\":");
+    json_string(&mut out, o.algorithm);
+    let _ = write!(
+        out,
+        ",\"uptime_seconds\":{},\"open_connections\":{},\"requests_per_second\":{},\"total_requests\":{},\"backends\":[",
+        json_number(o.uptime_seconds),
+        o.open_connections,
+        json_number(o.requests_per_second),
+        o.total_requests
+    );
+    for (i, b) in o.backends.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = write!(out, "{{\"index\":{i},\"url\":");
+        json_string(&mut out, &b.url);
+        let _ = write!(
+            out,
+            ",\"healthy\":{},\"enabled\":{},\"capacity\":{},\"active_connections\":{},\"request_count\":{},\
+             \"success_count\":{},\"error_count\":{},\"average_latency_ms\":{}}}",
+            b.healthy,
+            b.enabled,
+            b.capacity,
+            b.active_connections,
+            b.request_count,
+            b.success_count,
+            b.error_count,
+            json_number(b.average_latency_ms)
+        );
+    }
+    out.push_str("]}");
+    out
+}
+
+/// Escapes a Prometheus label value.
+fn label(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+pub fn metrics_text(o: &Overview) -> String {
+    let mut out = String::with_capacity(1024 + 512 * o.backends.len());
+    type Field = fn(&BackendSnapshot) -> f64;
+    let per_backend: [(&str, &str, &str, Field); 8] = [
+        (
+            "lb_backend_requests_total",
+            "counter",
+            "Requests sent to the backend.",
+            |b| b.request_count as f64,
+        ),
+        (
+            "lb_backend_successes_total",
+            "counter",
+            "Complete responses with status below 500.",
+            |b| b.success_count as f64,
+        ),
+        (
+            "lb_backend_errors_total",
+            "counter",
+            "Connect failures, resets, timeouts, invalid responses and 5xx.",
+            |b| b.error_count as f64,
+        ),
+        (
+            "lb_backend_latency_seconds_total",
+            "counter",
+            "Sum of response times of successful requests.",
+            |b| b.average_latency_ms * b.success_count as f64 / 1000.0,
+        ),
+        (
+            "lb_backend_active_connections",
+            "gauge",
+            "Requests in flight on the backend.",
+            |b| f64::from(b.active_connections),
+        ),
+        (
+            "lb_backend_capacity",
+            "gauge",
+            "Configured weight of the backend.",
+            |b| f64::from(b.capacity),
+        ),
+        (
+            "lb_backend_healthy",
+            "gauge",
+            "1 when health checks consider the backend up.",
+            |b| f64::from(u8::from(b.healthy)),
+        ),
+        (
+            "lb_backend_enabled",
+            "gauge",
+            "1 unless an operator disabled the backend.",
+            |b| f64::from(u8::from(b.enabled)),
+        ),
+    ];
+    for (name, kind, help, field) in per_backend {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for b in &o.backends {
+            let _ = writeln!(out, "{name}{{backend=\"{}\"}} {}", label(&b.url), field(b));
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP lb_open_connections Open client connections.\n# TYPE lb_open_connections gauge\nlb_open_connections {}",
+        o.open_connections
+    );
+    let _ = writeln!(
+        out,
+        "# HELP lb_requests_total Requests completed by the balancer.\n# TYPE lb_requests_total counter\nlb_requests_total {}",
+        o.total_requests
+    );
+    let _ = writeln!(
+        out,
+        "# HELP lb_uptime_seconds Seconds since the balancer started.\n# TYPE lb_uptime_seconds gauge\nlb_uptime_seconds {}",
+        json_number(o.uptime_seconds)
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Fake {
+        overview: Overview,
+    }
+
+    impl AdminTarget for Fake {
+        fn overview(&self) -> Overview {
+            self.overview.clone()
+        }
+        fn set_capacity(&mut self, index: usize, capacity: u32) -> bool {
+            self.overview.backends[index].capacity = capacity;
+            true
+        }
+        fn set_enabled(&mut self, index: usize, enabled: bool) -> bool {
+            self.overview.backends[index].enabled = enabled;
+            true
+        }
+    }
+
+    fn fake() -> Fake {
+        let backend = |url: &str| BackendSnapshot {
+            url: url.to_string(),
+            healthy: true,
+            enabled: true,
+            capacity: 1,
+            active_connections: 0,
+            request_count: 10,
+            success_count: 9,
+            error_count: 1,
+            average_latency_ms: 2.5,
+        };
+        Fake {
+            overview: Overview {
+                backends: vec![backend("http://a:1"), backend("http://b\"q:2")],
+                open_connections: 3,
+                requests_per_second: 12.5,
+                total_requests: 20,
+                uptime_seconds: 7.25,
+                algorithm: "round_robin",
+                engine: "event_loop",
+                version: "0.1.0",
+            },
+        }
+    }
+
+    fn call(
+        target: &mut Fake,
+        method: &str,
+        path: &str,
+        body: &str,
+        auth: Option<&str>,
+        token: Option<&str>,
+    ) -> AdminResponse {
+        let request = AdminRequest {
+            method,
+            path,
+            authorization: auth.map(str::as_bytes),
+            body: body.as_bytes(),
+        };
+        handle(&request, token, target)
+    }
+
+    #[test]
+    fn routes_and_statuses() {
+        let mut t = fake();
+        // (method, path, body, status)
+        let cases: &[(&str, &str, &str, u16)] = &[
+            ("GET", "/", "", 200),
+            ("GET", "/stats", "", 200),
+            ("GET", "/stats?x=1", "", 200),
+            ("GET", "/metrics", "", 200),
+            ("HEAD", "/stats", "", 200),
+            ("POST", "/stats", "", 405),
+            ("GET", "/nope", "", 404),
+            ("PUT", "/backends/0/capacity", "5", 200),
+            ("PUT", "/backends/0/capacity", " 7\n", 200),
+            ("PUT", "/backends/0/capacity", "0", 400),
+            ("PUT", "/backends/0/capacity", "-1", 400),
+            ("PUT", "/backends/0/capacity", "lots", 400),
+            ("PUT", "/backends/0/capacity", "", 400),
+            ("PUT", "/backends/9/capacity", "5", 404),
+            ("PUT", "/backends/x/capacity", "5", 404),
+            ("PUT", "/backends/1/enabled", "false", 200),
+            ("PUT", "/backends/1/enabled", "no", 400),
+            ("GET", "/backends/1/enabled", "", 405),
+            ("PUT", "/backends/1/weight", "5", 404),
+        ];
+        for (method, path, body, status) in cases {
+            let r = call(&mut t, method, path, body, None, None);
+            assert_eq!(
+                r.status,
+                *status,
+                "{method} {path} {body:?}: {}",
+                String::from_utf8_lossy(&r.body)
+            );
+        }
+        assert_eq!(t.overview.backends[0].capacity, 7);
+        assert!(!t.overview.backends[1].enabled);
+    }
+
+    #[test]
+    fn bearer_token() {
+        let mut t = fake();
+        let token = Some("s3cret");
+        assert_eq!(call(&mut t, "GET", "/stats", "", None, token).status, 401);
+        assert_eq!(
+            call(&mut t, "GET", "/stats", "", Some("Bearer wrong"), token).status,
+            401
+        );
+        assert_eq!(
+            call(&mut t, "GET", "/stats", "", Some("Basic s3cret"), token).status,
+            401
+        );
+        assert_eq!(
+            call(&mut t, "GET", "/stats", "", Some("Bearer s3cret"), token).status,
+            200
+        );
+        let r = call(&mut t, "PUT", "/backends/0/capacity", "3", None, token);
+        assert_eq!(r.status, 401);
+        assert!(r.extra_headers.contains("WWW-Authenticate"));
+        assert_eq!(
+            t.overview.backends[0].capacity, 1,
+            "unauthorised changes are not applied"
+        );
+    }
+
+    #[test]
+    fn stats_is_valid_json_with_every_field() {
+        let json = stats_json(&fake().overview);
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v["open_connections"], 3);
+        assert_eq!(v["requests_per_second"], 12.5);
+        assert_eq!(v["backends"][1]["url"], "http://b\"q:2");
+        for field in [
+            "url",
+            "healthy",
+            "enabled",
+            "capacity",
+            "active_connections",
+            "request_count",
+            "success_count",
+            "error_count",
+            "average_latency_ms",
+        ] {
+            assert!(!v["backends"][0][field].is_null(), "{field}");
+        }
+    }
+
+    #[test]
+    fn metrics_parse_as_prometheus_text() {
+        let text = metrics_text(&fake().overview);
+        let scrape =
+            prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
+        let requests: Vec<_> = scrape
+            .samples
+            .iter()
+            .filter(|s| s.metric == "lb_backend_requests_total")
+            .collect();
+        assert_eq!(requests.len(), 2);
+        assert_eq!(requests[0].labels.get("backend"), Some("http://a:1"));
+        assert!(matches!(requests[0].value, prometheus_parse::Value::Counter(v) if v == 10.0));
+        assert!(scrape.docs.contains_key("lb_open_connections"));
+        assert!(
+            text.contains("backend=\"http://b\\\"q:2\""),
+            "quotes escaped in labels"
+        );
+    }
+
+    #[test]
+    fn response_bytes() {
+        let r = AdminResponse::text(404, "nope");
+        let bytes = String::from_utf8(r.to_bytes(false)).unwrap();
+        assert!(bytes.starts_with("HTTP/1.1 404 Not Found\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 5\r\n"));
+        assert!(bytes.ends_with("Connection: close\r\n\r\nnope\n"));
+    }
+}

@@ -1,0 +1,333 @@
+//! The admin listener's connections, served by the same loop: a small HTTP/1.1 server (keep-alive,
+//! Content-Length bodies up to 64 KiB) whose answers come from `crate::admin::handle`. Admin traffic is
+//! rare and small, so this side uses plain growable buffers instead of the proxy's pooled ones.
+
+use super::*;
+use crate::admin::{AdminRequest, AdminResponse, AdminTarget, Overview};
+
+/// Admin connections kept open at once; more are closed on accept.
+const MAX_ADMIN_CONNECTIONS: usize = 64;
+const MAX_ADMIN_REQUEST: usize = 64 * 1024;
+/// An admin connection idle (or stuck mid-request) for this long is closed.
+const ADMIN_IDLE: Duration = Duration::from_secs(30);
+
+pub(super) struct AdminConn {
+    id: u64,
+    stream: TcpStream,
+    token: Token,
+    ready: Readiness,
+    input: Vec<u8>,
+    output: Vec<u8>,
+    written: usize,
+    close_after_output: bool,
+    deadline: Deadline,
+}
+
+/// The loop's state as the admin API sees it.
+struct View<'a> {
+    shared: &'a mut Shared,
+    open_connections: usize,
+}
+
+impl AdminTarget for View<'_> {
+    fn overview(&self) -> Overview {
+        self.shared.overview(self.open_connections)
+    }
+
+    fn set_capacity(&mut self, index: usize, capacity: u32) -> bool {
+        match self.shared.balancer.slot(index) {
+            Some(slot) => {
+                self.shared.balancer.backends[slot].capacity = capacity;
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn set_enabled(&mut self, index: usize, enabled: bool) -> bool {
+        match self.shared.balancer.slot(index) {
+            Some(slot) => {
+                self.shared.balancer.backends[slot].enabled = enabled;
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl Shared {
+    pub(super) fn overview(&self, open_connections: usize) -> Overview {
+        Overview {
+            backends: self.balancer.snapshot(),
+            open_connections,
+            requests_per_second: self.meter.per_second,
+            total_requests: self.meter.total,
+            uptime_seconds: self.meter.started.elapsed().as_secs_f64(),
+            algorithm: self.config.algorithm.name(),
+            engine: self.config.engine.name(),
+            version: env!("CARGO_PKG_VERSION"),
+        }
+    }
+}
+
+fn admin_key(key: usize, id: u64) -> TimerKey {
+    TimerKey {
+        owner: TimerOwner::Admin(key),
+        generation: id,
+    }
+}
+
+impl Server {
+    pub(super) fn accept_admin(&mut self) {
+        let Some(listener) = self.admin_listener.as_ref() else {
+            return;
+        };
+        loop {
+            match listener.accept() {
+                Ok((mut stream, _)) => {
+                    if self.admins.len() >= MAX_ADMIN_CONNECTIONS {
+                        log::warn!("admin: too many connections; closing a new one");
+                        continue;
+                    }
+                    let entry = self.admins.vacant_entry();
+                    let key = entry.key();
+                    let token = self.shared.socket_token(Owner::Admin(key));
+                    if let Err(e) = self.shared.registry.register(
+                        &mut stream,
+                        token,
+                        Interest::READABLE | Interest::WRITABLE,
+                    ) {
+                        log::error!("admin: cannot register a connection: {e}");
+                        self.shared.release_token(token);
+                        continue;
+                    }
+                    let id = self.next_id;
+                    self.next_id += 1;
+                    let conn = entry.insert(AdminConn {
+                        id,
+                        stream,
+                        token,
+                        ready: Readiness::default(),
+                        input: Vec::new(),
+                        output: Vec::new(),
+                        written: 0,
+                        close_after_output: false,
+                        deadline: Deadline::default(),
+                    });
+                    conn.deadline.set(
+                        Instant::now() + ADMIN_IDLE,
+                        &mut self.shared.timers,
+                        admin_key(key, id),
+                    );
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    log::error!("admin: accept failed: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    pub(super) fn on_admin_event(&mut self, key: usize, event: &Event) {
+        if let Some(conn) = self.admins.get_mut(key) {
+            mark_ready(&mut conn.ready, event);
+            self.drive_admin(key);
+        }
+    }
+
+    pub(super) fn on_admin_timer(&mut self, key: usize, key_id: u64, at: Instant, now: Instant) {
+        let Some(conn) = self.admins.get_mut(key) else {
+            return;
+        };
+        if conn.id != key_id
+            || conn
+                .deadline
+                .on_pop(at, now, &mut self.shared.timers, admin_key(key, key_id))
+                != Expiry::Fire
+        {
+            return;
+        }
+        self.close_admin(key);
+    }
+
+    fn close_admin(&mut self, key: usize) {
+        let conn = self.admins.remove(key);
+        self.shared.close_stream(conn.stream, conn.token);
+    }
+
+    fn drive_admin(&mut self, key: usize) {
+        let open_connections = self.conns.len();
+        let token = self
+            .shared
+            .config
+            .admin
+            .as_ref()
+            .and_then(|a| a.token.clone());
+        let Some(conn) = self.admins.get_mut(key) else {
+            return;
+        };
+        let keep = serve_admin(conn, &mut self.shared, open_connections, token.as_deref());
+        if keep {
+            let id = conn.id;
+            conn.deadline.set(
+                Instant::now() + ADMIN_IDLE,
+                &mut self.shared.timers,
+                admin_key(key, id),
+            );
+        } else {
+            self.close_admin(key);
+        }
+    }
+}
+
+/// Reads, answers and writes as far as the socket allows. False when the connection should close.
+fn serve_admin(
+    conn: &mut AdminConn,
+    shared: &mut Shared,
+    open_connections: usize,
+    token: Option<&str>,
+) -> bool {
+    loop {
+        // Write what is pending first.
+        while conn.written < conn.output.len() {
+            if !conn.ready.writable {
+                return true;
+            }
+            match conn.stream.write(&conn.output[conn.written..]) {
+                Ok(0) => return false,
+                Ok(n) => conn.written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => conn.ready.writable = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+        }
+        conn.output.clear();
+        conn.written = 0;
+        if conn.close_after_output {
+            return false;
+        }
+        // Then read, and answer a complete request if there is one.
+        let mut chunk = [0u8; 4096];
+        while conn.ready.readable && conn.input.len() <= MAX_ADMIN_REQUEST {
+            match conn.stream.read(&mut chunk) {
+                Ok(0) => {
+                    conn.ready.readable = false;
+                    if conn.input.is_empty() {
+                        return false;
+                    }
+                    conn.close_after_output = true;
+                }
+                Ok(n) => conn.input.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => conn.ready.readable = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+        }
+        match answer(&conn.input, shared, open_connections, token) {
+            Parsed::Partial if conn.input.len() > MAX_ADMIN_REQUEST => {
+                conn.output = refusal(413, "request too large");
+                conn.close_after_output = true;
+            }
+            Parsed::Partial => return !conn.close_after_output || !conn.input.is_empty(),
+            Parsed::Answer {
+                used,
+                bytes,
+                keep_alive,
+            } => {
+                conn.input.drain(..used.min(conn.input.len()));
+                conn.output = bytes;
+                conn.close_after_output |= !keep_alive;
+            }
+        }
+    }
+}
+
+enum Parsed {
+    Partial,
+    Answer {
+        used: usize,
+        bytes: Vec<u8>,
+        keep_alive: bool,
+    },
+}
+
+/// A request we cannot read further: answered with `status` and the connection closed.
+fn refusal(status: u16, message: &str) -> Vec<u8> {
+    AdminResponse {
+        status,
+        content_type: "text/plain; charset=utf-8",
+        body: format!("{message}\n").into_bytes(),
+        extra_headers: "",
+    }
+    .to_bytes(false)
+}
+
+impl Parsed {
+    fn refuse(message: &str) -> Parsed {
+        Parsed::Answer {
+            used: usize::MAX,
+            bytes: refusal(400, message),
+            keep_alive: false,
+        }
+    }
+}
+
+/// Parses one admin request from `input` and produces the response bytes.
+fn answer(
+    input: &[u8],
+    shared: &mut Shared,
+    open_connections: usize,
+    token: Option<&str>,
+) -> Parsed {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut request = httparse::Request::new(&mut headers);
+    let head_len = match request.parse(input) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        Err(e) => return Parsed::refuse(&format!("malformed request: {e}")),
+    };
+    let header = |name: &str| {
+        request
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value)
+    };
+    let body_len = match header("content-length").map(crate::http::parse_content_length) {
+        None => 0,
+        Some(Some(n)) if n <= MAX_ADMIN_REQUEST as u64 => n as usize,
+        Some(_) => return Parsed::refuse("invalid or too large Content-Length"),
+    };
+    if header("transfer-encoding").is_some() {
+        return Parsed::refuse("send the body with Content-Length");
+    }
+    if input.len() < head_len + body_len {
+        return Parsed::Partial;
+    }
+    let method = request.method.unwrap_or("");
+    let keep_alive = request.version == Some(1)
+        && !header("connection")
+            .is_some_and(|v| crate::http::trim_ows(v).eq_ignore_ascii_case(b"close"));
+    let admin_request = AdminRequest {
+        method,
+        path: request.path.unwrap_or("/"),
+        authorization: header("authorization"),
+        body: &input[head_len..head_len + body_len],
+    };
+    let mut view = View {
+        shared,
+        open_connections,
+    };
+    let response = crate::admin::handle(&admin_request, token, &mut view);
+    let mut bytes = response.to_bytes(keep_alive);
+    if method == "HEAD" {
+        bytes.truncate(bytes.len() - response.body.len());
+    }
+    Parsed::Answer {
+        used: head_len + body_len,
+        bytes,
+        keep_alive,
+    }
+}

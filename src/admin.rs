@@ -94,6 +94,84 @@ impl AdminResponse {
     }
 }
 
+/// Largest admin request (head and body) we read.
+pub const MAX_REQUEST: usize = 64 * 1024;
+
+/// The outcome of looking at the bytes an admin connection has sent.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Served {
+    /// No complete request yet.
+    Partial,
+    /// `used` bytes answered with `bytes`; the connection stays open if `keep_alive`.
+    Answer {
+        used: usize,
+        bytes: Vec<u8>,
+        keep_alive: bool,
+    },
+}
+
+/// A request we cannot read further: answered with `status` and the connection closed.
+pub fn refusal(status: u16, message: &str) -> Vec<u8> {
+    AdminResponse::text(status, message).to_bytes(false)
+}
+
+fn refuse(message: &str) -> Served {
+    Served::Answer {
+        used: usize::MAX,
+        bytes: refusal(400, message),
+        keep_alive: false,
+    }
+}
+
+/// Frames one HTTP/1.1 admin request at the start of `input` (Content-Length bodies only) and answers it.
+pub fn serve(input: &[u8], token: Option<&str>, target: &mut dyn AdminTarget) -> Served {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut request = httparse::Request::new(&mut headers);
+    let head_len = match request.parse(input) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Served::Partial,
+        Err(e) => return refuse(&format!("malformed request: {e}")),
+    };
+    let header = |name: &str| {
+        request
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value)
+    };
+    let body_len = match header("content-length").map(crate::http::parse_content_length) {
+        None => 0,
+        Some(Some(n)) if n <= MAX_REQUEST as u64 => n as usize,
+        Some(_) => return refuse("invalid or too large Content-Length"),
+    };
+    if header("transfer-encoding").is_some() {
+        return refuse("send the body with Content-Length");
+    }
+    if input.len() < head_len + body_len {
+        return Served::Partial;
+    }
+    let method = request.method.unwrap_or("");
+    let keep_alive = request.version == Some(1)
+        && !header("connection")
+            .is_some_and(|v| crate::http::trim_ows(v).eq_ignore_ascii_case(b"close"));
+    let admin_request = AdminRequest {
+        method,
+        path: request.path.unwrap_or("/"),
+        authorization: header("authorization"),
+        body: &input[head_len..head_len + body_len],
+    };
+    let response = handle(&admin_request, token, target);
+    let mut bytes = response.to_bytes(keep_alive);
+    if method == "HEAD" {
+        bytes.truncate(bytes.len() - response.body.len());
+    }
+    Served::Answer {
+        used: head_len + body_len,
+        bytes,
+        keep_alive,
+    }
+}
+
 /// Compares without an early exit, so response time does not reveal how much of a guess was right.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0

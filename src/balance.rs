@@ -483,6 +483,23 @@ impl Balancer {
         }
     }
 
+    /// Logs a health transition of slot `index` with its cause: down at warn, up at info.
+    pub fn log_transition(&self, index: usize, transition: Transition, why: &str) {
+        let backend = &self.backends[index];
+        match transition {
+            Transition::Down => log::warn!(
+                "backend {} is DOWN after {} consecutive failures (last: {why})",
+                backend.config.url,
+                backend.health.consecutive_failures()
+            ),
+            Transition::Up => log::info!(
+                "backend {} is UP after {} consecutive successes (last: {why})",
+                backend.config.url,
+                self.rise
+            ),
+        }
+    }
+
     /// Feeds one health observation (an active probe or real traffic) through the hysteresis.
     pub fn observe(&mut self, index: usize, success: bool) -> Option<Transition> {
         let backend = &mut self.backends[index];

@@ -10,7 +10,8 @@
 //! - [`conn`]: the client/backend connection pair state machine and the relay pump;
 //! - [`admin`]: the admin API (stats JSON, Prometheus metrics, dashboard, runtime changes) as a pure
 //!   function of a request and the balancer's state;
-//! - [`server`]: the `mio::Poll` loop that owns every socket.
+//! - [`server`]: the `mio::Poll` loop that owns every socket;
+//! - [`threaded`]: the thread-per-connection engine built from the same pieces, for comparison.
 //!
 //! The flow of one request: accept → read head (httparse) → validate → pick backend → pooled idle
 //! connection or non-blocking connect → write rewritten head and stream the body → read response head →
@@ -22,9 +23,11 @@ pub mod balance;
 pub mod buffer;
 pub mod config;
 pub mod conn;
+pub mod control;
 pub mod health;
 pub mod http;
 pub mod server;
+pub mod threaded;
 pub mod timer;
 
 use config::{Config, Engine};
@@ -38,28 +41,29 @@ pub fn run(config: Config, config_path: &Path) -> io::Result<()> {
         Engine::EventLoop => {
             let mut server = server::Server::bind(config.clone())?;
             server.handle_signals(config_path.to_path_buf())?;
-            log::info!(
-                "lb {} listening on {} (engine {}, algorithm {}, {} backends: {})",
-                env!("CARGO_PKG_VERSION"),
-                server.local_addr(),
-                config.engine.name(),
-                config.algorithm.name(),
-                config.backends.len(),
-                config
-                    .backends
-                    .iter()
-                    .map(|b| b.url.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-            if let Some(admin) = server.admin_addr() {
-                log::info!("admin API and dashboard on http://{admin}/");
-            }
+            log_start(&config, server.local_addr(), server.admin_addr());
             server.run()
         }
-        Engine::Threaded => Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "engine \"threaded\" is not available in this build yet; use engine = \"event_loop\"",
-        )),
+        Engine::Threaded => {
+            let mut engine = threaded::Threaded::bind(config.clone())?;
+            engine.handle_signals(config_path.to_path_buf())?;
+            log_start(&config, engine.local_addr(), engine.admin_addr());
+            engine.run()
+        }
+    }
+}
+
+fn log_start(config: &Config, listen: std::net::SocketAddr, admin: Option<std::net::SocketAddr>) {
+    let urls: Vec<&str> = config.backends.iter().map(|b| b.url.as_str()).collect();
+    log::info!(
+        "lb {} listening on {listen} (engine {}, algorithm {}, {} backends: {})",
+        env!("CARGO_PKG_VERSION"),
+        config.engine.name(),
+        config.algorithm.name(),
+        urls.len(),
+        urls.join(", ")
+    );
+    if let Some(admin) = admin {
+        log::info!("admin API and dashboard on http://{admin}/");
     }
 }

@@ -363,6 +363,12 @@ fn backends_toml(backends: &[SocketAddr]) -> String {
 
 #[test]
 fn sigterm_lets_in_flight_requests_finish_and_exits_zero() {
+    for engine in ["event_loop", "threaded"] {
+        sigterm_drain(engine);
+    }
+}
+
+fn sigterm_drain(engine: &str) {
     const CLIENTS: usize = 8;
     let release = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
     let gate = release.clone();
@@ -378,7 +384,7 @@ fn sigterm_lets_in_flight_requests_finish_and_exits_zero() {
         }
     });
     let mut lb = LbProcess::start(&format!(
-        "listen = \"127.0.0.1:0\"\naccess_log = false\n[health_check]\ninterval = \"1h\"\n{}",
+        "listen = \"127.0.0.1:0\"\nengine = \"{engine}\"\naccess_log = false\n[health_check]\ninterval = \"1h\"\n{}",
         backends_toml(&[backend.addr])
     ));
     let addr = lb.addr;
@@ -423,11 +429,19 @@ fn sigterm_lets_in_flight_requests_finish_and_exits_zero() {
 
 #[test]
 fn sighup_reloads_backends_under_a_live_keep_alive_connection() {
+    for engine in ["event_loop", "threaded"] {
+        sighup_reload(engine);
+    }
+}
+
+fn sighup_reload(engine: &str) {
     let a = Backend::named("a");
     let b = Backend::named("b");
     let c = Backend::named("c");
-    let head = "listen = \"127.0.0.1:0\"\naccess_log = false\n[health_check]\ninterval = \"1h\"\n\
-                [admin]\nlisten = \"127.0.0.1:0\"\n";
+    let head = format!(
+        "listen = \"127.0.0.1:0\"\nengine = \"{engine}\"\naccess_log = false\n[health_check]\ninterval = \"1h\"\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\n"
+    );
     let lb = LbProcess::start(&format!("{head}{}", backends_toml(&[a.addr, b.addr])));
     let admin = lb.admin.unwrap();
     let mut client = Client::connect(lb.addr);

@@ -3,11 +3,10 @@
 //! rare and small, so this side uses plain growable buffers instead of the proxy's pooled ones.
 
 use super::*;
-use crate::admin::{AdminRequest, AdminResponse, AdminTarget, Overview};
+use crate::admin::{self, AdminTarget, Overview, Served};
 
 /// Admin connections kept open at once; more are closed on accept.
 const MAX_ADMIN_CONNECTIONS: usize = 64;
-const MAX_ADMIN_REQUEST: usize = 64 * 1024;
 /// An admin connection idle (or stuck mid-request) for this long is closed.
 const ADMIN_IDLE: Duration = Duration::from_secs(30);
 
@@ -210,7 +209,7 @@ fn serve_admin(
         }
         // Then read, and answer a complete request if there is one.
         let mut chunk = [0u8; 4096];
-        while conn.ready.readable && conn.input.len() <= MAX_ADMIN_REQUEST {
+        while conn.ready.readable && conn.input.len() <= admin::MAX_REQUEST {
             match conn.stream.read(&mut chunk) {
                 Ok(0) => {
                     conn.ready.readable = false;
@@ -225,13 +224,17 @@ fn serve_admin(
                 Err(_) => return false,
             }
         }
-        match answer(&conn.input, shared, open_connections, token) {
-            Parsed::Partial if conn.input.len() > MAX_ADMIN_REQUEST => {
-                conn.output = refusal(413, "request too large");
+        let mut view = View {
+            shared,
+            open_connections,
+        };
+        match admin::serve(&conn.input, token, &mut view) {
+            Served::Partial if conn.input.len() > admin::MAX_REQUEST => {
+                conn.output = admin::refusal(413, "request too large");
                 conn.close_after_output = true;
             }
-            Parsed::Partial => return !conn.close_after_output || !conn.input.is_empty(),
-            Parsed::Answer {
+            Served::Partial => return !conn.close_after_output || !conn.input.is_empty(),
+            Served::Answer {
                 used,
                 bytes,
                 keep_alive,
@@ -241,93 +244,5 @@ fn serve_admin(
                 conn.close_after_output |= !keep_alive;
             }
         }
-    }
-}
-
-enum Parsed {
-    Partial,
-    Answer {
-        used: usize,
-        bytes: Vec<u8>,
-        keep_alive: bool,
-    },
-}
-
-/// A request we cannot read further: answered with `status` and the connection closed.
-fn refusal(status: u16, message: &str) -> Vec<u8> {
-    AdminResponse {
-        status,
-        content_type: "text/plain; charset=utf-8",
-        body: format!("{message}\n").into_bytes(),
-        extra_headers: "",
-    }
-    .to_bytes(false)
-}
-
-impl Parsed {
-    fn refuse(message: &str) -> Parsed {
-        Parsed::Answer {
-            used: usize::MAX,
-            bytes: refusal(400, message),
-            keep_alive: false,
-        }
-    }
-}
-
-/// Parses one admin request from `input` and produces the response bytes.
-fn answer(
-    input: &[u8],
-    shared: &mut Shared,
-    open_connections: usize,
-    token: Option<&str>,
-) -> Parsed {
-    let mut headers = [httparse::EMPTY_HEADER; 32];
-    let mut request = httparse::Request::new(&mut headers);
-    let head_len = match request.parse(input) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => return Parsed::Partial,
-        Err(e) => return Parsed::refuse(&format!("malformed request: {e}")),
-    };
-    let header = |name: &str| {
-        request
-            .headers
-            .iter()
-            .find(|h| h.name.eq_ignore_ascii_case(name))
-            .map(|h| h.value)
-    };
-    let body_len = match header("content-length").map(crate::http::parse_content_length) {
-        None => 0,
-        Some(Some(n)) if n <= MAX_ADMIN_REQUEST as u64 => n as usize,
-        Some(_) => return Parsed::refuse("invalid or too large Content-Length"),
-    };
-    if header("transfer-encoding").is_some() {
-        return Parsed::refuse("send the body with Content-Length");
-    }
-    if input.len() < head_len + body_len {
-        return Parsed::Partial;
-    }
-    let method = request.method.unwrap_or("");
-    let keep_alive = request.version == Some(1)
-        && !header("connection")
-            .is_some_and(|v| crate::http::trim_ows(v).eq_ignore_ascii_case(b"close"));
-    let admin_request = AdminRequest {
-        method,
-        path: request.path.unwrap_or("/"),
-        authorization: header("authorization"),
-        body: &input[head_len..head_len + body_len],
-    };
-    let mut view = View {
-        shared,
-        open_connections,
-    };
-    let response = crate::admin::handle(&admin_request, token, &mut view);
-    let mut bytes = response.to_bytes(keep_alive);
-    if method == "HEAD" {
-        bytes.truncate(bytes.len() - response.body.len());
-    }
-    Parsed::Answer {
-        used: head_len + body_len,
-        bytes,
-        keep_alive,
     }
 }

@@ -15,14 +15,14 @@ use admin::AdminConn;
 use client::Conn;
 use probe::Prober;
 
-use crate::balance::{BackendSnapshot, Balancer, Outcome, Tried};
+use crate::balance::{Balancer, Outcome, Tried};
 use crate::buffer::{Buffer, BufferPool};
 use crate::config::Config;
 use crate::conn::{
     Exchange, PumpError, PumpStatus, Readiness, RequestFacts, RequestLine, ResponseStage, State,
     fill, flush, pump, set_state,
 };
-use crate::health::Transition;
+pub use crate::control::{Command, Control, Snapshot};
 use crate::http::body::{ChunkedDecoder, Relay};
 use crate::http::request::{self, ForwardInfo, RequestHead};
 use crate::http::response::{self, ClientBody};
@@ -36,7 +36,7 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
 const LISTENER: Token = Token(0);
@@ -143,64 +143,6 @@ const DRAIN_TIMER: TimerKey = TimerKey {
     generation: 0,
 };
 
-/// The figures the loop reports through [`Control::snapshot`].
-#[derive(Debug, Clone, PartialEq)]
-pub struct Snapshot {
-    pub backends: Vec<BackendSnapshot>,
-    pub open_connections: usize,
-    pub pooled_connections: usize,
-}
-
-enum Command {
-    Shutdown,
-    Drain,
-    Reload(Box<Config>),
-    Snapshot(Sender<Snapshot>),
-}
-
-/// Talks to a running [`Server`] from another thread.
-#[derive(Clone)]
-pub struct Control {
-    commands: Sender<Command>,
-    waker: Arc<Waker>,
-}
-
-impl Control {
-    fn send(&self, command: Command) -> bool {
-        if self.commands.send(command).is_err() {
-            return false;
-        }
-        if let Err(e) = self.waker.wake() {
-            log::error!("cannot wake the event loop: {e}");
-        }
-        true
-    }
-
-    /// Asks the loop to stop; `run` returns after the current batch of events.
-    pub fn shutdown(&self) {
-        self.send(Command::Shutdown);
-    }
-
-    /// What SIGTERM does: stop accepting, finish in-flight requests, then return from `run`.
-    pub fn drain(&self) {
-        self.send(Command::Drain);
-    }
-
-    /// What SIGHUP does with a configuration already loaded.
-    pub fn reload(&self, config: Config) {
-        self.send(Command::Reload(Box::new(config)));
-    }
-
-    /// The loop's current figures, or `None` if it is not running.
-    pub fn snapshot(&self) -> Option<Snapshot> {
-        let (reply, answer) = mpsc::channel();
-        if !self.send(Command::Snapshot(reply)) {
-            return None;
-        }
-        answer.recv_timeout(Duration::from_secs(5)).ok()
-    }
-}
-
 pub struct Server {
     poll: Poll,
     /// Closed when draining starts.
@@ -294,10 +236,7 @@ impl Server {
             accept_paused: false,
             yielded: Vec::new(),
             commands,
-            control: Control {
-                commands: commands_in,
-                waker,
-            },
+            control: Control::new(commands_in, Some(waker)),
         })
     }
 
@@ -756,23 +695,7 @@ impl Shared {
     /// Records the end of a request on backend `index` and logs a health transition it caused.
     fn finish(&mut self, index: usize, outcome: Outcome, why: &str) {
         if let Some(transition) = self.balancer.finish(index, outcome) {
-            self.log_transition(index, transition, why);
-        }
-    }
-
-    fn log_transition(&self, index: usize, transition: Transition, why: &str) {
-        let backend = &self.balancer.backends[index];
-        match transition {
-            Transition::Down => log::warn!(
-                "backend {} is DOWN after {} consecutive failures (last: {why})",
-                backend.config.url,
-                backend.health.consecutive_failures()
-            ),
-            Transition::Up => log::info!(
-                "backend {} is UP after {} consecutive successes (last: {why})",
-                backend.config.url,
-                self.config.health_check.rise
-            ),
+            self.balancer.log_transition(index, transition, why);
         }
     }
 

@@ -181,7 +181,8 @@ impl Shared {
         let url = &self.balancer.backends[index].config.url;
         log::debug!("backend {url}: health probe: {result}");
         if let Some(transition) = self.balancer.observe(index, result.is_success()) {
-            self.log_transition(index, transition, &format!("health probe: {result}"));
+            self.balancer
+                .log_transition(index, transition, &format!("health probe: {result}"));
         }
     }
 

@@ -59,16 +59,31 @@ impl Lb {
         init_logging();
         let config =
             lb::config::Config::parse(text).unwrap_or_else(|e| panic!("test config: {e}\n{text}"));
-        let mut server = lb::server::Server::bind(config).expect("bind");
-        let addr = server.local_addr();
-        let admin_addr = server.admin_addr();
-        let control = server.control();
-        let thread = thread::spawn(move || server.run().expect("event loop"));
-        Lb {
-            addr,
-            admin_addr,
-            control,
-            thread: Some(thread),
+        match config.engine {
+            lb::config::Engine::EventLoop => {
+                let mut server = lb::server::Server::bind(config).expect("bind");
+                let (addr, admin_addr, control) =
+                    (server.local_addr(), server.admin_addr(), server.control());
+                let thread = thread::spawn(move || server.run().expect("event loop"));
+                Lb {
+                    addr,
+                    admin_addr,
+                    control,
+                    thread: Some(thread),
+                }
+            }
+            lb::config::Engine::Threaded => {
+                let engine = lb::threaded::Threaded::bind(config).expect("bind");
+                let (addr, admin_addr, control) =
+                    (engine.local_addr(), engine.admin_addr(), engine.control());
+                let thread = thread::spawn(move || engine.run().expect("threaded engine"));
+                Lb {
+                    addr,
+                    admin_addr,
+                    control,
+                    thread: Some(thread),
+                }
+            }
         }
     }
 

@@ -1,0 +1,73 @@
+//! How other threads steer a running engine: a command channel plus, for the event loop, a `mio::Waker`
+//! that makes the loop look at it. The same [`Control`] drives both engines, so tests and the binary do
+//! not care which one runs.
+
+use crate::balance::BackendSnapshot;
+use crate::config::Config;
+use std::sync::Arc;
+use std::sync::mpsc::{self, Sender};
+use std::time::Duration;
+
+/// The figures an engine reports through [`Control::snapshot`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    pub backends: Vec<BackendSnapshot>,
+    pub open_connections: usize,
+    pub pooled_connections: usize,
+}
+
+pub enum Command {
+    Shutdown,
+    Drain,
+    Reload(Box<Config>),
+    Snapshot(Sender<Snapshot>),
+}
+
+/// Talks to a running engine from another thread.
+#[derive(Clone)]
+pub struct Control {
+    commands: Sender<Command>,
+    waker: Option<Arc<mio::Waker>>,
+}
+
+impl Control {
+    pub fn new(commands: Sender<Command>, waker: Option<Arc<mio::Waker>>) -> Control {
+        Control { commands, waker }
+    }
+
+    fn send(&self, command: Command) -> bool {
+        if self.commands.send(command).is_err() {
+            return false;
+        }
+        if let Some(waker) = &self.waker
+            && let Err(e) = waker.wake()
+        {
+            log::error!("cannot wake the event loop: {e}");
+        }
+        true
+    }
+
+    /// Asks the engine to stop at once; its `run` returns.
+    pub fn shutdown(&self) {
+        self.send(Command::Shutdown);
+    }
+
+    /// What SIGTERM does: stop accepting, finish in-flight requests, then return from `run`.
+    pub fn drain(&self) {
+        self.send(Command::Drain);
+    }
+
+    /// What SIGHUP does, with a configuration already loaded.
+    pub fn reload(&self, config: Config) {
+        self.send(Command::Reload(Box::new(config)));
+    }
+
+    /// The engine's current figures, or `None` if it is not running.
+    pub fn snapshot(&self) -> Option<Snapshot> {
+        let (reply, answer) = mpsc::channel();
+        if !self.send(Command::Snapshot(reply)) {
+            return None;
+        }
+        answer.recv_timeout(Duration::from_secs(5)).ok()
+    }
+}

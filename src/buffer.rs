@@ -13,6 +13,7 @@ pub struct BufferPool {
 
 impl BufferPool {
     pub fn new(block_size: usize, max_free: usize) -> BufferPool {
+        assert!(u32::try_from(block_size).is_ok(), "buffer blocks are addressed with u32 offsets");
         BufferPool {
             block_size,
             free: Vec::new(),
@@ -50,8 +51,9 @@ impl BufferPool {
 #[derive(Default)]
 pub struct Buffer {
     storage: Option<Box<[u8]>>,
-    start: usize,
-    end: usize,
+    // u32 offsets keep an idle connection's four buffers small; blocks are far below 4 GiB.
+    start: u32,
+    end: u32,
 }
 
 impl Buffer {
@@ -65,13 +67,13 @@ impl Buffer {
 
     pub fn data(&self) -> &[u8] {
         match &self.storage {
-            Some(block) => &block[self.start..self.end],
+            Some(block) => &block[self.start as usize..self.end as usize],
             None => &[],
         }
     }
 
     pub fn len(&self) -> usize {
-        self.end - self.start
+        (self.end - self.start) as usize
     }
 
     pub fn is_empty(&self) -> bool {
@@ -94,19 +96,19 @@ impl Buffer {
     /// sit away from the front. Empty only when the buffer is full.
     pub fn space(&mut self, pool: &mut BufferPool) -> &mut [u8] {
         let block = self.storage.get_or_insert_with(|| pool.take());
-        if self.start > 0 && self.end == block.len() {
-            block.copy_within(self.start..self.end, 0);
+        if self.start > 0 && self.end as usize == block.len() {
+            block.copy_within(self.start as usize..self.end as usize, 0);
             self.end -= self.start;
             self.start = 0;
         }
-        &mut block[self.end..]
+        &mut block[self.end as usize..]
     }
 
     /// Marks `n` bytes of the slice returned by `space` as written.
     pub fn fill(&mut self, n: usize) {
         let capacity = self.storage.as_ref().map_or(0, |b| b.len());
-        assert!(self.end + n <= capacity, "Buffer::fill beyond capacity");
-        self.end += n;
+        assert!(self.end as usize + n <= capacity, "Buffer::fill beyond capacity");
+        self.end += n as u32;
     }
 
     /// Appends all of `bytes`, or nothing when they do not fit.
@@ -123,7 +125,7 @@ impl Buffer {
     /// Drops `n` bytes from the front.
     pub fn consume(&mut self, n: usize) {
         assert!(n <= self.len(), "Buffer::consume beyond data");
-        self.start += n;
+        self.start += n as u32;
         if self.start == self.end {
             self.start = 0;
             self.end = 0;

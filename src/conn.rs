@@ -50,6 +50,10 @@ pub struct Readiness {
     pub read_closed: bool,
     /// An event said the peer hung up: keep reading past a short read to see the EOF (see `fill`).
     pub hup: bool,
+    /// The socket is registered for writability too. Sockets start out registered for reading only
+    /// (writable is assumed) and ask for writability the first time a write would block: with small
+    /// messages that never happens, and the kernel is spared a wake-up for every acknowledgement.
+    pub write_interest: bool,
 }
 
 /// The facts of the current request needed after its head was consumed.

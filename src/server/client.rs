@@ -30,7 +30,8 @@ pub(super) struct Conn {
     /// Response heads, chunk framing and our own responses for the client.
     pub(super) to_client: Buffer,
     pub(super) backend: Option<BackendConn>,
-    pub(super) exchange: Option<Exchange>,
+    /// Boxed (and recycled through `Shared`) so that an idle connection does not carry its size.
+    pub(super) exchange: Option<Box<Exchange>>,
     pub(super) deadline: Deadline,
 }
 
@@ -190,7 +191,7 @@ impl Conn {
         } else {
             head.head_len
         };
-        self.exchange = Some(Exchange {
+        self.exchange = Some(sh.new_exchange(Exchange {
             started: now,
             line,
             backend: index,
@@ -219,7 +220,7 @@ impl Conn {
             client_output_started: false,
             response_bytes: 0,
             status: 0,
-        });
+        }));
         self.connect_backend(sh, index, true, now);
     }
 
@@ -247,7 +248,8 @@ impl Conn {
             return;
         };
         exchange.backend = index;
-        if allow_pooled && let Some(idle) = sh.take_idle(index) {
+        let verify = exchange.request.has_body || !exchange.request.idempotent;
+        if allow_pooled && let Some(idle) = sh.take_idle(index, verify) {
             sh.sockets[idle.token.0 - FIRST_SOCKET] = Owner::Backend(self.key);
             exchange.reused_connection = true;
             sh.balancer.start(index);
@@ -290,7 +292,10 @@ impl Conn {
                     stream,
                     token,
                     index,
-                    ready: Readiness::default(),
+                    ready: Readiness {
+                        write_interest: true,
+                        ..Readiness::default()
+                    },
                     write_shut: false,
                 });
                 self.set_state(State::Connecting, "connecting to backend", now);
@@ -320,6 +325,12 @@ impl Conn {
         };
         match failure {
             None => {
+                // Connected: from now on only reads are watched until a write would block.
+                if let Err(e) = sh.registry.reregister(&mut backend.stream, backend.token, Interest::READABLE) {
+                    log::debug!("reregister backend connection: {e}");
+                }
+                backend.ready.write_interest = false;
+                backend.ready.writable = true;
                 self.last_progress = now;
                 self.set_state(State::Exchanging, "backend connected", now);
             }
@@ -363,6 +374,7 @@ impl Conn {
                 exchange.line,
                 response.status()
             );
+            sh.recycle(exchange);
         }
         self.respond_error(sh, response, now);
     }
@@ -443,18 +455,20 @@ impl Conn {
         let Some(exchange) = self.exchange.take() else {
             return Err(Close::Abort);
         };
-        if exchange.client_output_started {
+        let (started, line) = (exchange.client_output_started, exchange.line);
+        sh.recycle(exchange);
+        if started {
             log::warn!(
                 "backend {url}: {reason} in the middle of the response to {} \"{}\"; resetting the client",
                 self.client_addr,
-                exchange.line
+                line
             );
             return Err(Close::Abort);
         }
         log::warn!(
             "backend {url}: {reason} -> 502 for {} \"{}\"",
             self.client_addr,
-            exchange.line
+            line
         );
         self.respond_error(sh, ErrorResponse::BadGateway, now);
         Ok(true)
@@ -465,7 +479,9 @@ impl Conn {
         if let Some(backend) = self.backend.take() {
             sh.close_stream(backend.stream, backend.token);
         }
-        self.exchange = None;
+        if let Some(exchange) = self.exchange.take() {
+            sh.recycle(exchange);
+        }
         sh.meter.total += 1;
         self.to_client.clear();
         self.to_client.append(&mut sh.buffers, response.bytes());
@@ -521,7 +537,7 @@ impl Conn {
                             self.last_progress = now;
                         }
                         if status == PumpStatus::Blocked {
-                            backend.ready.writable = false;
+                            blocked_writing(&sh.registry, &mut backend.stream, backend.token, &mut backend.ready);
                         }
                     }
                     Err(PumpError::Framing(e)) => {
@@ -620,7 +636,12 @@ impl Conn {
                             exchange.response_bytes += written;
                         }
                         match status {
-                            PumpStatus::Blocked => self.client_ready.writable = false,
+                            PumpStatus::Blocked => blocked_writing(
+                                &sh.registry,
+                                &mut self.client,
+                                self.client_token,
+                                &mut self.client_ready,
+                            ),
                             PumpStatus::Done => {
                                 exchange.response = ResponseStage::Done(plan);
                                 progressed = true;
@@ -714,7 +735,9 @@ impl Conn {
                 exchange.client_output_started = true;
                 if self.client_ready.writable {
                     match flush(&mut self.client, &mut self.to_client) {
-                        Ok((_, true)) => self.client_ready.writable = false,
+                        Ok((_, true)) => {
+                            blocked_writing(&sh.registry, &mut self.client, self.client_token, &mut self.client_ready)
+                        }
                         Ok(_) => {}
                         Err(_) => return Err(Close::Abort),
                     }
@@ -822,6 +845,12 @@ impl Conn {
                 && !backend.ready.read_closed
                 && sh.idle[index].len() < IDLE_PER_BACKEND;
             if reusable {
+                let mut backend = backend;
+                if backend.ready.write_interest
+                    && let Err(e) = sh.registry.reregister(&mut backend.stream, backend.token, Interest::READABLE)
+                {
+                    log::debug!("reregister pooled connection: {e}");
+                }
                 sh.sockets[backend.token.0 - FIRST_SOCKET] = Owner::Idle(index);
                 sh.idle[backend.index].push(IdleConn {
                     stream: backend.stream,
@@ -831,6 +860,7 @@ impl Conn {
                 sh.close_stream(backend.stream, backend.token);
             }
         }
+        sh.recycle(exchange);
         self.backend_in.clear();
         self.backend_in.release_if_empty(&mut sh.buffers);
         self.to_backend.release_if_empty(&mut sh.buffers);
@@ -878,7 +908,7 @@ impl Conn {
                 Ok((n, status)) => {
                     progressed |= n > 0;
                     if status == PumpStatus::Blocked {
-                        backend.ready.writable = false;
+                        blocked_writing(&sh.registry, &mut backend.stream, backend.token, &mut backend.ready);
                     }
                 }
                 Err(_) => return Err(Close::Abort),
@@ -919,7 +949,7 @@ impl Conn {
                 Ok((n, status)) => {
                     progressed |= n > 0;
                     if status == PumpStatus::Blocked {
-                        self.client_ready.writable = false;
+                        blocked_writing(&sh.registry, &mut self.client, self.client_token, &mut self.client_ready);
                     }
                 }
                 Err(_) => return Err(Close::Abort),
@@ -951,7 +981,7 @@ impl Conn {
             }
             match flush(&mut self.client, &mut self.to_client) {
                 Ok((_, true)) => {
-                    self.client_ready.writable = false;
+                    blocked_writing(&sh.registry, &mut self.client, self.client_token, &mut self.client_ready);
                     return Ok(false);
                 }
                 Ok(_) => {}
@@ -1045,6 +1075,7 @@ impl Conn {
             if self.backend.is_some() && !matches!(self.state, State::Tunnel) {
                 sh.balancer.abandon(exchange.backend);
             }
+            sh.recycle(exchange);
         }
         if let Some(backend) = self.backend.take() {
             sh.close_stream(backend.stream, backend.token);
@@ -1071,6 +1102,24 @@ impl Conn {
             "conn {}: closed ({how:?}) after {} requests",
             self.id,
             self.requests
+        );
+    }
+}
+
+#[cfg(test)]
+mod size_probe {
+    #[test]
+    fn print_sizes() {
+        eprintln!(
+            "Conn {} Exchange {} BackendConn {} Buffer {} Deadline {} RequestLine {} Relay {} TcpStream {}",
+            std::mem::size_of::<super::Conn>(),
+            std::mem::size_of::<crate::conn::Exchange>(),
+            std::mem::size_of::<super::BackendConn>(),
+            std::mem::size_of::<crate::buffer::Buffer>(),
+            std::mem::size_of::<crate::timer::Deadline>(),
+            std::mem::size_of::<crate::conn::RequestLine>(),
+            std::mem::size_of::<crate::http::body::Relay>(),
+            std::mem::size_of::<mio::net::TcpStream>(),
         );
     }
 }

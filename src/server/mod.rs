@@ -121,6 +121,8 @@ struct Shared {
     timers: Timers,
     probers: Vec<Prober>,
     meter: RequestMeter,
+    /// Exchange records of finished requests, reused by the next ones.
+    spare_exchanges: Vec<Box<Exchange>>,
     /// SIGTERM received: every response closes its connection, nothing new is accepted.
     draining: bool,
 }
@@ -204,6 +206,8 @@ impl Server {
         let probers = config.backends.iter().map(|b| Prober::new(b, 0)).collect();
         let (commands_in, commands) = mpsc::channel();
         let now = Instant::now();
+        // A bound on the reservation, whatever max_connections says.
+        let max_connections = config.max_connections.min(1 << 16);
         Ok(Server {
             poll,
             listener: Some(listener),
@@ -212,11 +216,12 @@ impl Server {
             signals: None,
             drain_deadline: None,
             local_addr,
-            conns: Slab::new(),
+            // Reserved (not touched) up front, so that growing never copies the table or doubles it.
+            conns: Slab::with_capacity(max_connections),
             shared: Shared {
                 config,
                 registry,
-                sockets: Slab::new(),
+                sockets: Slab::with_capacity(max_connections * 2),
                 balancer,
                 idle,
                 buffers: BufferPool::new(BUFFER_SIZE, 1024),
@@ -229,6 +234,7 @@ impl Server {
                     per_second: 0.0,
                     last_tick: now,
                 },
+                spare_exchanges: Vec::new(),
                 draining: false,
             },
             next_id: 1,
@@ -550,11 +556,11 @@ impl Server {
         let key = entry.key();
         let socket_key = self.shared.sockets.insert(Owner::Client(key));
         let token = Token(socket_key + FIRST_SOCKET);
-        if let Err(e) = self.shared.registry.register(
-            &mut stream,
-            token,
-            Interest::READABLE | Interest::WRITABLE,
-        ) {
+        if let Err(e) = self
+            .shared
+            .registry
+            .register(&mut stream, token, Interest::READABLE)
+        {
             log::error!("cannot register client {addr}: {e}");
             self.shared.sockets.remove(socket_key);
             return;
@@ -573,7 +579,10 @@ impl Server {
             client: stream,
             client_token: token,
             client_addr: addr,
-            client_ready: Readiness::default(),
+            client_ready: Readiness {
+                writable: true,
+                ..Readiness::default()
+            },
             client_write_shut: false,
             client_in: Buffer::new(),
             to_backend: Buffer::new(),
@@ -662,6 +671,18 @@ impl Server {
     }
 }
 
+/// Records that a write to `stream` would block: clears the bit and, the first time, asks epoll to report
+/// writability as well (see `Readiness::write_interest`).
+fn blocked_writing(registry: &Registry, stream: &mut TcpStream, token: Token, ready: &mut Readiness) {
+    ready.writable = false;
+    if !ready.write_interest {
+        ready.write_interest = true;
+        if let Err(e) = registry.reregister(stream, token, Interest::READABLE | Interest::WRITABLE) {
+            log::error!("cannot watch a socket for writability: {e}");
+        }
+    }
+}
+
 fn mark_ready(ready: &mut Readiness, event: &Event) {
     if event.is_readable() || event.is_read_closed() || event.is_error() {
         ready.readable = true;
@@ -691,7 +712,27 @@ impl RequestMeter {
     }
 }
 
+/// Spare exchange records kept for reuse; beyond this, finished ones are freed.
+const SPARE_EXCHANGES: usize = 1024;
+
 impl Shared {
+    /// A boxed exchange record, reusing a spare one: no allocation per request in steady state.
+    fn new_exchange(&mut self, exchange: Exchange) -> Box<Exchange> {
+        match self.spare_exchanges.pop() {
+            Some(mut spare) => {
+                *spare = exchange;
+                spare
+            }
+            None => Box::new(exchange),
+        }
+    }
+
+    fn recycle(&mut self, exchange: Box<Exchange>) {
+        if self.spare_exchanges.len() < SPARE_EXCHANGES {
+            self.spare_exchanges.push(exchange);
+        }
+    }
+
     /// Records the end of a request on backend `index` and logs a health transition it caused.
     fn finish(&mut self, index: usize, outcome: Outcome, why: &str) {
         if let Some(transition) = self.balancer.finish(index, outcome) {
@@ -732,9 +773,15 @@ impl Shared {
     }
 
     /// Takes a live pooled connection to backend `index`, dropping dead ones found on the way.
-    fn take_idle(&mut self, index: usize) -> Option<IdleConn> {
+    ///
+    /// With `verify`, each candidate is first checked with a non-blocking peek. Without, the check is
+    /// left to the loop: a close or stray bytes on a pooled connection arrive as an event that removes
+    /// it, and the rare close that races with reuse makes the request fail before any response byte,
+    /// which is then re-sent on a new connection (see `backend_failed`). That saves a system call per
+    /// request, and is only chosen for requests that are safe to re-send (idempotent, no body).
+    fn take_idle(&mut self, index: usize, verify: bool) -> Option<IdleConn> {
         while let Some(idle) = self.idle[index].pop() {
-            if still_idle(&idle.stream) {
+            if !verify || still_idle(&idle.stream) {
                 return Some(idle);
             }
             self.close_stream(idle.stream, idle.token);

@@ -30,8 +30,12 @@ fn main() {
 /// Connects, sends one request and reads one whole response (Content-Length framed).
 fn open(addr: &str) -> Option<TcpStream> {
     let mut stream = TcpStream::connect(addr).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    stream.write_all(b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n").ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n")
+        .ok()?;
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
     loop {

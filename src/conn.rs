@@ -267,7 +267,7 @@ pub fn pump<W: Write>(
 ) -> Result<(u64, PumpStatus), PumpError> {
     let mut written: u64 = 0;
     loop {
-        if out.len() + EMIT_ROOM > pool.block_size() {
+        if out.len() + EMIT_ROOM > pool.capacity() {
             let (n, blocked) = flush(dst, out).map_err(PumpError::Io)?;
             written += n as u64;
             if blocked {

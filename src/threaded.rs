@@ -19,7 +19,7 @@ use crate::http::body::{ChunkedDecoder, Relay};
 use crate::http::request::{self, ForwardInfo, RequestHead};
 use crate::http::response::{self, ClientBody, ResponseHead};
 use crate::http::{ErrorResponse, Framing, Version};
-use crate::server::BUFFER_SIZE;
+use crate::server::{BUFFER_SIZE, SMALL_BUFFER_SIZE};
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -32,8 +32,6 @@ use std::time::{Duration, Instant};
 
 /// Stack of a connection thread: buffers live on the heap, so a small stack is plenty.
 const CONNECTION_STACK: usize = 256 * 1024;
-/// Idle keep-alive connections kept per backend.
-const IDLE_PER_BACKEND: usize = 64;
 /// How long a closing connection's unread input is drained (see the event loop's LINGER).
 const LINGER: Duration = Duration::from_secs(2);
 
@@ -106,10 +104,13 @@ impl State {
         Ok((stream, false))
     }
 
-    fn pool(&self, index: usize, stream: TcpStream) {
+    /// Keeps a backend connection for reuse. The pool is bounded by `max_connections`: it never holds
+    /// more than the peak of concurrent requests, and a smaller bound would make a busy balancer close and
+    /// reopen backend connections on every request.
+    fn pool(&self, index: usize, stream: TcpStream, max_connections: usize) {
         let mut idle = lock(&self.idle);
         if let Some(pool) = idle.get_mut(index)
-            && pool.len() < IDLE_PER_BACKEND
+            && pool.len() < max_connections
             && !lock(&self.balancer).backends[index].removed
         {
             pool.push(stream);
@@ -166,7 +167,7 @@ pub struct Threaded {
 
 impl Threaded {
     pub fn bind(config: Config) -> io::Result<Threaded> {
-        let listener = TcpListener::bind(config.listen)?;
+        let listener = listen(config.listen)?;
         let local_addr = listener.local_addr()?;
         let admin = match &config.admin {
             Some(a) => {
@@ -337,6 +338,17 @@ impl Threaded {
     }
 }
 
+/// A listening socket with the same backlog as the event loop's (mio uses 1024; std would use 128, and
+/// a burst of connections beyond the backlog waits a second for SYN retransmission).
+fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
 fn spawn_named(
     name: &str,
     f: impl FnOnce() + Send + 'static,
@@ -437,7 +449,7 @@ impl ClientConn {
         ClientConn {
             stream,
             addr,
-            pool: BufferPool::new(BUFFER_SIZE, 4),
+            pool: BufferPool::tiered(SMALL_BUFFER_SIZE, BUFFER_SIZE, 4),
             client_in: Buffer::new(),
             to_backend: Buffer::new(),
             backend_in: Buffer::new(),
@@ -615,7 +627,7 @@ impl ClientConn {
                     reusable,
                 } => {
                     if reusable {
-                        state.pool(index, backend);
+                        state.pool(index, backend, config.max_connections);
                     }
                     return Ok(keep_alive);
                 }
@@ -670,14 +682,10 @@ impl ClientConn {
             client_ip: self.addr.ip(),
             default_host: balancer.backends[index].config.authority.as_bytes(),
         };
-        let out = self.to_backend.space(&mut self.pool);
-        match request::write_request_head(self.client_in.data(), head, &info, out) {
-            Some(n) => {
-                self.to_backend.fill(n);
-                true
-            }
-            None => false,
-        }
+        let client_in = &self.client_in;
+        self.to_backend.write_with(&mut self.pool, |out| {
+            request::write_request_head(client_in.data(), head, &info, out)
+        })
     }
 
     /// Sends the request on `backend` and relays the response.
@@ -833,18 +841,20 @@ impl ClientConn {
         if !request_complete || state.draining.load(Ordering::SeqCst) {
             plan.close_client = true;
         }
-        let out = self.to_client.space(&mut self.pool);
-        let Some(n) = response::write_response_head(
-            self.backend_in.data(),
-            &response_head,
-            Some(&plan),
-            head.version,
-            out,
-        ) else {
+        let backend_in = &self.backend_in;
+        let written = self.to_client.write_with(&mut self.pool, |out| {
+            response::write_response_head(
+                backend_in.data(),
+                &response_head,
+                Some(&plan),
+                head.version,
+                out,
+            )
+        });
+        if !written {
             state.finish(index, Outcome::Failure, "response head too large");
             return Attempt::End(self.respond(state, ErrorResponse::BadGateway));
-        };
-        self.to_client.fill(n);
+        }
         self.backend_in.consume(response_head.head_len);
         if !head.has_body() {
             self.client_in.consume(head.head_len);
@@ -974,12 +984,10 @@ impl ClientConn {
     /// Passes an interim (1xx) response to an HTTP/1.1 client.
     fn relay_interim(&mut self, h: &ResponseHead, version: Version) -> io::Result<()> {
         if version == Version::Http11 {
-            let out = self.to_client.space(&mut self.pool);
-            if let Some(n) =
-                response::write_response_head(self.backend_in.data(), h, None, version, out)
-            {
-                self.to_client.fill(n);
-            }
+            let backend_in = &self.backend_in;
+            self.to_client.write_with(&mut self.pool, |out| {
+                response::write_response_head(backend_in.data(), h, None, version, out)
+            });
             flush(&mut self.stream, &mut self.to_client)?;
         }
         self.backend_in.consume(h.head_len);

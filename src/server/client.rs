@@ -75,6 +75,7 @@ impl Conn {
     }
 
     pub(super) fn drive(&mut self, sh: &mut Shared, now: Instant) -> Result<Work, Close> {
+        let mut work = Work::Yielded;
         for _ in 0..DRIVE_BUDGET {
             let progressed = match self.state {
                 State::ReadingHead => self.read_head(sh, now)?,
@@ -84,16 +85,28 @@ impl Conn {
                 State::Closing => self.closing(sh, now)?,
             };
             if !progressed {
-                return Ok(Work::Done);
+                work = Work::Done;
+                break;
             }
         }
-        Ok(Work::Yielded)
+        // Whatever is empty goes back to the pool now, not at the end of the exchange: a connection
+        // waiting on a slow backend then holds one block (its request head), not four, and recently
+        // used blocks are reused while still in cache.
+        for buf in [
+            &mut self.client_in,
+            &mut self.to_backend,
+            &mut self.backend_in,
+            &mut self.to_client,
+        ] {
+            buf.release_if_empty(&mut sh.buffers);
+        }
+        Ok(work)
     }
 
     /// Reads from the client into `client_in` when readiness and room allow. Returns bytes read.
     fn read_client(&mut self, sh: &mut Shared) -> Result<usize, Close> {
         let ready = &mut self.client_ready;
-        if !ready.readable || self.client_in.is_full() {
+        if !ready.readable || self.client_in.is_full(&sh.buffers) {
             return Ok(0);
         }
         match fill(
@@ -231,14 +244,10 @@ impl Conn {
             client_ip: self.client_addr.ip(),
             default_host: sh.balancer.backends[index].config.authority.as_bytes(),
         };
-        let out = self.to_backend.space(&mut sh.buffers);
-        match request::write_request_head(self.client_in.data(), head, &info, out) {
-            Some(n) => {
-                self.to_backend.fill(n);
-                true
-            }
-            None => false,
-        }
+        let client_in = &self.client_in;
+        self.to_backend.write_with(&mut sh.buffers, |out| {
+            request::write_request_head(client_in.data(), head, &info, out)
+        })
     }
 
     /// Gets a connection to backend `index` for the current exchange: a live pooled one if allowed and
@@ -326,7 +335,10 @@ impl Conn {
         match failure {
             None => {
                 // Connected: from now on only reads are watched until a write would block.
-                if let Err(e) = sh.registry.reregister(&mut backend.stream, backend.token, Interest::READABLE) {
+                if let Err(e) =
+                    sh.registry
+                        .reregister(&mut backend.stream, backend.token, Interest::READABLE)
+                {
                     log::debug!("reregister backend connection: {e}");
                 }
                 backend.ready.write_interest = false;
@@ -537,7 +549,12 @@ impl Conn {
                             self.last_progress = now;
                         }
                         if status == PumpStatus::Blocked {
-                            blocked_writing(&sh.registry, &mut backend.stream, backend.token, &mut backend.ready);
+                            blocked_writing(
+                                &sh.registry,
+                                &mut backend.stream,
+                                backend.token,
+                                &mut backend.ready,
+                            );
                         }
                     }
                     Err(PumpError::Framing(e)) => {
@@ -573,7 +590,7 @@ impl Conn {
         let Some(backend) = self.backend.as_mut() else {
             return Err(Close::Abort);
         };
-        if backend.ready.readable && !self.backend_in.is_full() {
+        if backend.ready.readable && !self.backend_in.is_full(&sh.buffers) {
             match fill(
                 &mut backend.stream,
                 &mut self.backend_in,
@@ -721,23 +738,28 @@ impl Conn {
         if head.is_informational() && head.status != 101 {
             // 100 Continue, 103 Early Hints: passed on to HTTP/1.1 clients, then the real response follows.
             if client_version == crate::http::Version::Http11 {
-                let out = self.to_client.space(&mut sh.buffers);
-                match response::write_response_head(
-                    self.backend_in.data(),
-                    &head,
-                    None,
-                    client_version,
-                    out,
-                ) {
-                    Some(n) => self.to_client.fill(n),
-                    None => return self.backend_failed(sh, "interim response head too large", now),
+                let backend_in = &self.backend_in;
+                let written = self.to_client.write_with(&mut sh.buffers, |out| {
+                    response::write_response_head(
+                        backend_in.data(),
+                        &head,
+                        None,
+                        client_version,
+                        out,
+                    )
+                });
+                if !written {
+                    return self.backend_failed(sh, "interim response head too large", now);
                 }
                 exchange.client_output_started = true;
                 if self.client_ready.writable {
                     match flush(&mut self.client, &mut self.to_client) {
-                        Ok((_, true)) => {
-                            blocked_writing(&sh.registry, &mut self.client, self.client_token, &mut self.client_ready)
-                        }
+                        Ok((_, true)) => blocked_writing(
+                            &sh.registry,
+                            &mut self.client,
+                            self.client_token,
+                            &mut self.client_ready,
+                        ),
                         Ok(_) => {}
                         Err(_) => return Err(Close::Abort),
                     }
@@ -764,17 +786,19 @@ impl Conn {
         if sh.draining {
             plan.close_client = true;
         }
-        let out = self.to_client.space(&mut sh.buffers);
-        let Some(n) = response::write_response_head(
-            self.backend_in.data(),
-            &head,
-            Some(&plan),
-            client_version,
-            out,
-        ) else {
+        let backend_in = &self.backend_in;
+        let written = self.to_client.write_with(&mut sh.buffers, |out| {
+            response::write_response_head(
+                backend_in.data(),
+                &head,
+                Some(&plan),
+                client_version,
+                out,
+            )
+        });
+        if !written {
             return self.backend_failed(sh, "response head too large", now);
-        };
-        self.to_client.fill(n);
+        }
         self.backend_in.consume(head.head_len);
         exchange.client_output_started = true;
         exchange.status = head.status;
@@ -843,11 +867,15 @@ impl Conn {
                 && exchange.request_relay.is_done()
                 && self.backend_in.is_empty()
                 && !backend.ready.read_closed
-                && sh.idle[index].len() < IDLE_PER_BACKEND;
+                && sh.idle[index].len() < sh.config.max_connections;
             if reusable {
                 let mut backend = backend;
                 if backend.ready.write_interest
-                    && let Err(e) = sh.registry.reregister(&mut backend.stream, backend.token, Interest::READABLE)
+                    && let Err(e) = sh.registry.reregister(
+                        &mut backend.stream,
+                        backend.token,
+                        Interest::READABLE,
+                    )
                 {
                     log::debug!("reregister pooled connection: {e}");
                 }
@@ -862,9 +890,6 @@ impl Conn {
         }
         sh.recycle(exchange);
         self.backend_in.clear();
-        self.backend_in.release_if_empty(&mut sh.buffers);
-        self.to_backend.release_if_empty(&mut sh.buffers);
-        self.to_client.release_if_empty(&mut sh.buffers);
         if plan.close_client {
             self.set_state(State::Closing, "response delivered, closing", now);
         } else {
@@ -880,7 +905,7 @@ impl Conn {
         let backend = self.backend.as_mut().ok_or(Close::Abort)?;
 
         // Client -> backend.
-        if self.client_ready.readable && !self.client_in.is_full() {
+        if self.client_ready.readable && !self.client_in.is_full(&sh.buffers) {
             match fill(
                 &mut self.client,
                 &mut self.client_in,
@@ -908,7 +933,12 @@ impl Conn {
                 Ok((n, status)) => {
                     progressed |= n > 0;
                     if status == PumpStatus::Blocked {
-                        blocked_writing(&sh.registry, &mut backend.stream, backend.token, &mut backend.ready);
+                        blocked_writing(
+                            &sh.registry,
+                            &mut backend.stream,
+                            backend.token,
+                            &mut backend.ready,
+                        );
                     }
                 }
                 Err(_) => return Err(Close::Abort),
@@ -921,7 +951,7 @@ impl Conn {
         }
 
         // Backend -> client.
-        if backend.ready.readable && !self.backend_in.is_full() {
+        if backend.ready.readable && !self.backend_in.is_full(&sh.buffers) {
             match fill(
                 &mut backend.stream,
                 &mut self.backend_in,
@@ -949,7 +979,12 @@ impl Conn {
                 Ok((n, status)) => {
                     progressed |= n > 0;
                     if status == PumpStatus::Blocked {
-                        blocked_writing(&sh.registry, &mut self.client, self.client_token, &mut self.client_ready);
+                        blocked_writing(
+                            &sh.registry,
+                            &mut self.client,
+                            self.client_token,
+                            &mut self.client_ready,
+                        );
                     }
                 }
                 Err(_) => return Err(Close::Abort),
@@ -981,7 +1016,12 @@ impl Conn {
             }
             match flush(&mut self.client, &mut self.to_client) {
                 Ok((_, true)) => {
-                    blocked_writing(&sh.registry, &mut self.client, self.client_token, &mut self.client_ready);
+                    blocked_writing(
+                        &sh.registry,
+                        &mut self.client,
+                        self.client_token,
+                        &mut self.client_ready,
+                    );
                     return Ok(false);
                 }
                 Ok(_) => {}
@@ -1107,19 +1147,13 @@ impl Conn {
 }
 
 #[cfg(test)]
-mod size_probe {
+mod tests {
+    /// What an idle keep-alive connection costs is mostly this struct (buffers and the exchange record
+    /// are only held while a request is in flight): keep it small.
     #[test]
-    fn print_sizes() {
-        eprintln!(
-            "Conn {} Exchange {} BackendConn {} Buffer {} Deadline {} RequestLine {} Relay {} TcpStream {}",
-            std::mem::size_of::<super::Conn>(),
-            std::mem::size_of::<crate::conn::Exchange>(),
-            std::mem::size_of::<super::BackendConn>(),
-            std::mem::size_of::<crate::buffer::Buffer>(),
-            std::mem::size_of::<crate::timer::Deadline>(),
-            std::mem::size_of::<crate::conn::RequestLine>(),
-            std::mem::size_of::<crate::http::body::Relay>(),
-            std::mem::size_of::<mio::net::TcpStream>(),
-        );
+    fn an_idle_connection_stays_small() {
+        let size = std::mem::size_of::<super::Conn>();
+        assert!(size <= 320, "Conn grew to {size} bytes");
+        assert!(std::mem::size_of::<crate::buffer::Buffer>() <= 24);
     }
 }

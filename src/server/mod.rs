@@ -46,10 +46,11 @@ const SIGNALS: Token = Token(3);
 /// Socket tokens are slab keys shifted past the fixed tokens above.
 const FIRST_SOCKET: usize = 16;
 
-/// Size of every connection buffer; a request or response head must fit in one.
+/// Size of a large buffer block: the most a connection buffer holds, and so the largest head accepted.
 pub const BUFFER_SIZE: usize = 16 * 1024;
-/// Idle keep-alive connections kept per backend.
-const IDLE_PER_BACKEND: usize = 64;
+/// Size of the small blocks buffers start with: nearly every head fits, and a connection waiting on its
+/// backend holds only this much.
+pub const SMALL_BUFFER_SIZE: usize = 4 * 1024;
 /// How long a closing client connection is drained after our last byte, so that a reset caused by its
 /// unread pipelined data cannot destroy the response it has not read yet.
 const LINGER: Duration = Duration::from_secs(2);
@@ -121,7 +122,9 @@ struct Shared {
     timers: Timers,
     probers: Vec<Prober>,
     meter: RequestMeter,
-    /// Exchange records of finished requests, reused by the next ones.
+    /// Exchange records of finished requests, reused by the next ones. The boxes themselves are what
+    /// is recycled (they move in and out of connections), hence a Vec of boxes.
+    #[allow(clippy::vec_box)]
     spare_exchanges: Vec<Box<Exchange>>,
     /// SIGTERM received: every response closes its connection, nothing new is accepted.
     draining: bool,
@@ -224,7 +227,7 @@ impl Server {
                 sockets: Slab::with_capacity(max_connections * 2),
                 balancer,
                 idle,
-                buffers: BufferPool::new(BUFFER_SIZE, 1024),
+                buffers: BufferPool::tiered(SMALL_BUFFER_SIZE, BUFFER_SIZE, 1024),
                 timers: Timers::new(),
                 probers,
                 meter: RequestMeter {
@@ -673,11 +676,17 @@ impl Server {
 
 /// Records that a write to `stream` would block: clears the bit and, the first time, asks epoll to report
 /// writability as well (see `Readiness::write_interest`).
-fn blocked_writing(registry: &Registry, stream: &mut TcpStream, token: Token, ready: &mut Readiness) {
+fn blocked_writing(
+    registry: &Registry,
+    stream: &mut TcpStream,
+    token: Token,
+    ready: &mut Readiness,
+) {
     ready.writable = false;
     if !ready.write_interest {
         ready.write_interest = true;
-        if let Err(e) = registry.reregister(stream, token, Interest::READABLE | Interest::WRITABLE) {
+        if let Err(e) = registry.reregister(stream, token, Interest::READABLE | Interest::WRITABLE)
+        {
             log::error!("cannot watch a socket for writability: {e}");
         }
     }

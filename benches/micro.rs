@@ -1,9 +1,13 @@
 //! Micro-benchmarks of the per-request pure work: parsing and rewriting a request head, parsing and
-//! rewriting a response head, and decoding a chunked body. `cargo bench --bench parse`.
+//! rewriting a response head, decoding a chunked body, and every balancing algorithm's pick (with the
+//! start/finish bookkeeping a request does), over 8 backends of mixed capacity.
+//! `cargo bench --bench micro`.
 //!
 //! Each result is asserted so that nothing is optimised away; times are per operation, medians of
 //! several runs, and meant to be compared with each other on one machine, not across machines.
 
+use lb::balance::{Balancer, Outcome, Tried};
+use lb::config::{Algorithm, Config};
 use lb::http::Version;
 use lb::http::body::{ChunkedDecoder, Relay, relay_all};
 use lb::http::request::{ForwardInfo, parse_request, write_request_head};
@@ -85,6 +89,56 @@ fn main() {
         used
     });
 
+    // Every algorithm over 8 backends of mixed capacity; each pick is followed by the start/finish
+    // bookkeeping of a request, as in the proxy.
+    let text: String = (0..8)
+        .map(|i| {
+            format!(
+                "[[backends]]\nurl = \"http://127.0.0.1:{}\"\ncapacity = {}\n",
+                9000 + i,
+                1 + i % 3
+            )
+        })
+        .collect();
+    let config = Config::parse(&text).unwrap();
+    let algorithms = [
+        Algorithm::RoundRobin,
+        Algorithm::WeightedRoundRobin,
+        Algorithm::LeastConnections,
+        Algorithm::LeastLatency,
+        Algorithm::PowerOfTwo,
+        Algorithm::Random,
+        Algorithm::IpHash,
+    ];
+    let mut picks = Vec::new();
+    for algorithm in algorithms {
+        let mut balancer = Balancer::new(&config.backends, algorithm, 2, 3);
+        let mut client = 0u32;
+        let time = measure(|| {
+            client = client.wrapping_add(1);
+            let ip =
+                std::net::IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 | (client & 0xffff)));
+            let index = balancer.pick(black_box(ip), Tried::default()).unwrap();
+            balancer.start(index);
+            balancer.finish(
+                index,
+                Outcome::Success {
+                    latency: Duration::from_micros(200 + index as u64),
+                },
+            );
+            index
+        });
+        let total: u64 = balancer.snapshot().iter().map(|b| b.success_count).sum();
+        assert!(
+            total > 0
+                && balancer
+                    .snapshot()
+                    .iter()
+                    .all(|b| b.active_connections == 0)
+        );
+        picks.push((algorithm.name(), time));
+    }
+
     println!("{:<44} {:>10}", "benchmark", "ns/op");
     println!(
         "{:<44} {:>10}",
@@ -106,4 +160,8 @@ fn main() {
         "decode + re-encode 16 KiB chunked body",
         decode.as_nanos()
     );
+    for (name, time) in picks {
+        let label = format!("pick, start, finish: {name}");
+        println!("{label:<44} {:>10}", time.as_nanos());
+    }
 }

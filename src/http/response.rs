@@ -37,9 +37,13 @@ pub fn parse_response(
     request_is_head: bool,
     max_head: usize,
 ) -> Result<Option<ResponseHead>, HeadError> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut response = httparse::Response::new(&mut headers);
-    let head_len = match response.parse(buf)? {
+    let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut []);
+    let head_len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut response,
+        buf,
+        &mut headers,
+    )? {
         httparse::Status::Complete(n) if n <= max_head => n,
         httparse::Status::Complete(_) => return Err(HeadError::TooLarge),
         httparse::Status::Partial if buf.len() >= max_head => return Err(HeadError::TooLarge),

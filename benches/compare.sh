@@ -48,9 +48,10 @@ P_LB=19181 P_LBT=19182 P_HAPROXY=19183 P_NGINX=19184
 target/release/examples/fast_backend $B1 $B2 >"$work/backends.log" 2>&1 &
 pids+=($!)
 
-for engine in event_loop threaded; do
-    port=$P_LB; [ "$engine" = threaded ] && port=$P_LBT
-    cat >"$work/lb-$engine.toml" <<EOF
+start_proxies() {
+    for engine in event_loop threaded; do
+        port=$P_LB; [ "$engine" = threaded ] && port=$P_LBT
+        cat >"$work/lb-$engine.toml" <<EOF
 listen = "127.0.0.1:$port"
 engine = "$engine"
 access_log = false
@@ -61,12 +62,12 @@ url = "http://127.0.0.1:$B1"
 [[backends]]
 url = "http://127.0.0.1:$B2"
 EOF
-    target/release/lb "$work/lb-$engine.toml" >"$work/lb-$engine.log" 2>&1 &
-    pids+=($!)
-    echo $! >"$work/lb-$engine.pid"
-done
+        target/release/lb "$work/lb-$engine.toml" >"$work/lb-$engine.log" 2>&1 &
+        pids+=($!)
+        echo $! >"$work/lb-$engine.pid"
+    done
 
-cat >"$work/haproxy.cfg" <<EOF
+    cat >"$work/haproxy.cfg" <<EOF
 global
     nbthread 1
     maxconn $MAXCONN
@@ -85,11 +86,11 @@ backend servers
     server s1 127.0.0.1:$B1
     server s2 127.0.0.1:$B2
 EOF
-haproxy -f "$work/haproxy.cfg" -db >"$work/haproxy.log" 2>&1 &
-pids+=($!)
-echo $! >"$work/haproxy.pid"
+    haproxy -f "$work/haproxy.cfg" -db >"$work/haproxy.log" 2>&1 &
+    pids+=($!)
+    echo $! >"$work/haproxy.pid"
 
-cat >"$work/nginx.conf" <<EOF
+    cat >"$work/nginx.conf" <<EOF
 worker_processes 1;
 pid $work/nginx.pid;
 error_log $work/nginx-error.log warn;
@@ -100,7 +101,7 @@ http {
     upstream servers {
         server 127.0.0.1:$B1;
         server 127.0.0.1:$B2;
-        keepalive 64;
+        keepalive 1024;
     }
     server {
         listen 127.0.0.1:$P_NGINX;
@@ -113,8 +114,19 @@ http {
     }
 }
 EOF
-nginx -c "$work/nginx.conf" -e "$work/nginx-error.log" 2>/dev/null || nginx -c "$work/nginx.conf"
-sleep 1
+    nginx -c "$work/nginx.conf" -e "$work/nginx-error.log" 2>/dev/null || nginx -c "$work/nginx.conf"
+    sleep 1
+}
+
+stop_proxies() {
+    for name in lb-event_loop lb-threaded haproxy; do
+        kill "$(cat "$work/$name.pid")" 2>/dev/null || true
+    done
+    [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
+    sleep 1
+}
+
+start_proxies
 
 # Processes of a proxy (nginx: master and worker).
 proxy_pids() {
@@ -162,17 +174,21 @@ for round in $(seq "$ROUNDS"); do
 done
 
 echo
-echo "== memory of $IDLE_CONNS idle keep-alive client connections"
+echo "== memory of $IDLE_CONNS idle keep-alive client connections (freshly started proxies)"
+# Fresh processes: after the load runs their pools are already grown, which would hide the cost.
+stop_proxies
+start_proxies
 memory="$work/memory.tsv"
 : >"$memory"
 for name in $proxies; do
+    curl -sf -o /dev/null "http://127.0.0.1:$(port_of "$name")/" || true
     before=$(rss_kib "$name")
-    target/release/examples/idle_conns "127.0.0.1:$(port_of "$name")" "$IDLE_CONNS" 6 >"$work/idle.out" &
+    target/release/examples/idle_conns "127.0.0.1:$(port_of "$name")" "$IDLE_CONNS" 8 >"$work/idle-$name.out" &
     idle_pid=$!
-    for _ in $(seq 600); do grep -q ready "$work/idle.out" 2>/dev/null && break; sleep 0.1; done
+    for _ in $(seq 1200); do grep -q ready "$work/idle-$name.out" 2>/dev/null && break; sleep 0.1; done
     sleep 1
     after=$(rss_kib "$name")
-    opened=$(awk '{print $2}' "$work/idle.out")
+    opened=$(awk '{print $2}' "$work/idle-$name.out")
     wait $idle_pid || true
     per=$(awk -v a="$before" -v b="$after" -v n="$opened" 'BEGIN { if (n > 0) printf "%.2f", (b - a) / n; else print "n/a" }')
     printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$before" "$after" "$opened" "$per" >>"$memory"

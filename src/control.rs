@@ -14,6 +14,11 @@ pub struct Snapshot {
     pub backends: Vec<BackendSnapshot>,
     pub open_connections: usize,
     pub pooled_connections: usize,
+    /// Sockets registered with the event loop: clients, backends, pooled and probe connections, admin
+    /// connections (0 for the threaded engine). For leak checks.
+    pub registered_sockets: usize,
+    /// Entries in the timer heap, lazily cancelled ones included (0 for the threaded engine).
+    pub timers: usize,
 }
 
 pub enum Command {

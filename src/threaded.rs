@@ -78,6 +78,8 @@ impl State {
             backends: lock(&self.balancer).snapshot(),
             open_connections: self.open.load(Ordering::SeqCst),
             pooled_connections: lock(&self.idle).iter().map(Vec::len).sum(),
+            registered_sockets: 0,
+            timers: 0,
         }
     }
 

@@ -100,9 +100,27 @@ struct LbProcess {
 
 impl LbProcess {
     fn start(config: &str) -> LbProcess {
+        LbProcess::start_limited(config, None)
+    }
+
+    /// Starts `lb`, optionally under a descriptor limit (set by `sh -c 'ulimit -n N; exec lb'`).
+    fn start_limited(config: &str, max_fds: Option<u32>) -> LbProcess {
         let path = temp_config(&format!("run-{}.toml", rand_suffix()), config);
-        let mut child = lb_command()
-            .arg(&path)
+        let mut command = match max_fds {
+            None => {
+                let mut c = lb_command();
+                c.arg(&path);
+                c
+            }
+            Some(limit) => {
+                let mut c = Command::new("sh");
+                c.arg("-c")
+                    .arg(format!("ulimit -n {limit} && exec \"$0\" \"$1\"",));
+                c.arg(env!("CARGO_BIN_EXE_lb")).arg(&path);
+                c
+            }
+        };
+        let mut child = command
             .env_remove("RUST_LOG")
             .stderr(Stdio::piped())
             .spawn()
@@ -488,4 +506,57 @@ fn sighup_reload(engine: &str) {
     });
     let still: Vec<String> = (0..2).map(|_| ask(&mut client)).collect();
     assert!(still.iter().all(|s| s == "a" || s == "c"), "{still:?}");
+}
+
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn running_out_of_descriptors_pauses_accepting_without_spinning_and_recovers() {
+    for engine in ["event_loop", "threaded"] {
+        let backend = Backend::named("ok");
+        let lb = LbProcess::start_limited(
+            &format!(
+                "listen = \"127.0.0.1:0\"\nengine = \"{engine}\"\naccess_log = false\n\
+                 [health_check]\ninterval = \"1h\"\n{}",
+                backends_toml(&[backend.addr])
+            ),
+            Some(40),
+        );
+        // More connections than descriptors: the kernel queues them, lb runs out accepting them.
+        let flood: Vec<TcpStream> = (0..120)
+            .filter_map(|_| TcpStream::connect(lb.addr).ok())
+            .collect();
+        wait_until("accept to fail for lack of descriptors", || {
+            lb.logged("accept failed")
+        });
+        let before = cpu_ticks(lb.child.id());
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        let spent = cpu_ticks(lb.child.id()) - before;
+        assert!(
+            spent < 20,
+            "{engine}: {spent} ticks of CPU in one second with accept failing: a busy loop"
+        );
+        drop(flood);
+        // Descriptors come back as the queued connections are seen closed; then service resumes.
+        wait_until("service to resume", || {
+            let Ok(mut stream) = TcpStream::connect(lb.addr) else {
+                return false;
+            };
+            let _ = stream.set_read_timeout(Some(std::time::Duration::from_millis(500)));
+            if stream
+                .write_all(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+                .is_err()
+            {
+                return false;
+            }
+            let mut response = Vec::new();
+            let _ = stream.read_to_end(&mut response);
+            response.starts_with(b"HTTP/1.1 200 ")
+        });
+    }
 }

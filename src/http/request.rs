@@ -258,6 +258,7 @@ pub fn write_request_head(
                 || (head.authority.is_some() && name.eq_ignore_ascii_case(b"host"))
                 || (head.version == Version::Http10 && name.eq_ignore_ascii_case(b"expect"))
                 || (head.connection_lists_fields && listed_in_connection(buf, &head.headers, name))
+                || framing_lookalike(name)
         };
         if !skip {
             w.header(name, value);
@@ -285,6 +286,31 @@ pub fn write_request_head(
     }
     w.put(b"X-Forwarded-Proto: http\r\n\r\n");
     w.finish()
+}
+
+/// A field like `Transfer_Encoding` or `Content_Length`: harmless to us, but a backend that maps `_` to
+/// `-` (CGI-style) would read it as framing or routing. It is dropped, as nginx does by default with
+/// every underscore field; other underscore fields pass.
+fn framing_lookalike(name: &[u8]) -> bool {
+    const SENSITIVE: [&[u8]; 5] = [
+        b"transfer-encoding",
+        b"content-length",
+        b"host",
+        b"connection",
+        b"upgrade",
+    ];
+    name.contains(&b'_')
+        && SENSITIVE.iter().any(|s| {
+            s.len() == name.len()
+                && s.iter().zip(name).all(|(a, b)| {
+                    let b = if *b == b'_' {
+                        b'-'
+                    } else {
+                        b.to_ascii_lowercase()
+                    };
+                    *a == b
+                })
+        })
 }
 
 fn write_forwarded_for(w: &mut HeadWriter<'_>, buf: &[u8], head: &RequestHead, client_ip: IpAddr) {

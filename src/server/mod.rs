@@ -473,6 +473,8 @@ impl Server {
             backends: self.shared.balancer.snapshot(),
             open_connections: self.conns.len(),
             pooled_connections: self.shared.idle.iter().map(Vec::len).sum(),
+            registered_sockets: self.shared.sockets.len(),
+            timers: self.shared.timers.len(),
         }
     }
 

@@ -143,6 +143,8 @@ pub struct Peer {
     pub stream: TcpStream,
     pending: Vec<u8>,
     log: Arc<Mutex<Vec<Received>>>,
+    /// Every byte this backend has read, across connections, in arrival order.
+    raw: Arc<Mutex<Vec<u8>>>,
 }
 
 impl Peer {
@@ -244,6 +246,7 @@ impl Peer {
             Ok(0) | Err(_) => false,
             Ok(n) => {
                 self.pending.extend_from_slice(&buf[..n]);
+                self.raw.lock().unwrap().extend_from_slice(&buf[..n]);
                 true
             }
         }
@@ -282,6 +285,7 @@ pub struct Backend {
     /// Connections whose script has returned (for looping scripts: the balancer closed the connection).
     pub finished: Arc<AtomicUsize>,
     pub received: Arc<Mutex<Vec<Received>>>,
+    raw: Arc<Mutex<Vec<u8>>>,
     stop: Arc<AtomicBool>,
     /// Clones of the open connections, by connection number, so that `kill` can shut them down; a
     /// connection's clone is dropped as soon as its script returns, so closing stays prompt.
@@ -302,15 +306,17 @@ impl Backend {
         let connections = Arc::new(AtomicUsize::new(0));
         let received = Arc::new(Mutex::new(Vec::new()));
         let finished = Arc::new(AtomicUsize::new(0));
+        let raw = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let open = Arc::new(Mutex::new(HashMap::new()));
         let script = Arc::new(script);
-        let (count, log, done, stopping, streams) = (
+        let (count, log, done, stopping, streams, bytes) = (
             connections.clone(),
             received.clone(),
             finished.clone(),
             stop.clone(),
             open.clone(),
+            raw.clone(),
         );
         let acceptor = thread::spawn(move || {
             while !stopping.load(Ordering::SeqCst) {
@@ -331,11 +337,13 @@ impl Backend {
                 let log = log.clone();
                 let done = done.clone();
                 let streams = streams.clone();
+                let raw = bytes.clone();
                 thread::spawn(move || {
                     script(Peer {
                         stream,
                         pending: Vec::new(),
                         log,
+                        raw,
                     });
                     streams.lock().unwrap().remove(&number);
                     done.fetch_add(1, Ordering::SeqCst);
@@ -347,6 +355,7 @@ impl Backend {
             connections,
             finished,
             received,
+            raw,
             stop,
             open,
             acceptor: Some(acceptor),
@@ -385,6 +394,11 @@ impl Backend {
 
     pub fn request_count(&self) -> usize {
         self.received.lock().unwrap().len()
+    }
+
+    /// Every byte the backend has read so far.
+    pub fn raw_received(&self) -> Vec<u8> {
+        self.raw.lock().unwrap().clone()
     }
 }
 

@@ -7,35 +7,5 @@
 mod common;
 
 use common::*;
-use std::net::SocketAddr;
 
-/// Prepends the engine to a configuration's top-level keys.
-fn with_engine(engine: &str, text: &str) -> String {
-    format!("engine = \"{engine}\"\n{text}")
-}
-
-mod event_loop {
-    use super::*;
-    const ENGINE: &str = "event_loop";
-    fn lb(settings: &str, backends: &[SocketAddr]) -> Lb {
-        Lb::start(&with_engine(ENGINE, settings), backends)
-    }
-    #[allow(dead_code)]
-    fn lb_text(text: &str) -> Lb {
-        Lb::start_text(&with_engine(ENGINE, text))
-    }
-    include!("cases/admin.rs");
-}
-
-mod threaded {
-    use super::*;
-    const ENGINE: &str = "threaded";
-    fn lb(settings: &str, backends: &[SocketAddr]) -> Lb {
-        Lb::start(&with_engine(ENGINE, settings), backends)
-    }
-    #[allow(dead_code)]
-    fn lb_text(text: &str) -> Lb {
-        Lb::start_text(&with_engine(ENGINE, text))
-    }
-    include!("cases/admin.rs");
-}
+for_each_engine!("cases/admin.rs");

@@ -900,105 +900,33 @@ impl Conn {
 
     /// Relays bytes both ways after a protocol switch until both sides have closed.
     fn tunnel(&mut self, sh: &mut Shared, now: Instant) -> Result<bool, Close> {
-        let mut progressed = false;
         let exchange = self.exchange.as_mut().ok_or(Close::Abort)?;
         let backend = self.backend.as_mut().ok_or(Close::Abort)?;
-
-        // Client -> backend.
-        if self.client_ready.readable && !self.client_in.is_full(&sh.buffers) {
-            match fill(
-                &mut self.client,
-                &mut self.client_in,
-                &mut sh.buffers,
-                self.client_ready.hup,
-            ) {
-                Ok(f) => {
-                    progressed |= f.bytes > 0;
-                    if f.would_block || f.eof {
-                        self.client_ready.readable = false;
-                    }
-                    self.client_ready.read_closed |= f.eof;
-                }
-                Err(_) => return Err(Close::Abort),
-            }
+        let upstream = TunnelLeg {
+            src: &mut self.client,
+            src_ready: &mut self.client_ready,
+            input: &mut self.client_in,
+            out: &mut self.to_backend,
+            relay: &mut exchange.request_relay,
+            dst: &mut backend.stream,
+            dst_token: backend.token,
+            dst_ready: &mut backend.ready,
+            dst_shut: &mut backend.write_shut,
         }
-        if backend.ready.writable && !backend.write_shut {
-            match pump(
-                &mut exchange.request_relay,
-                &mut self.client_in,
-                &mut self.to_backend,
-                &mut backend.stream,
-                &mut sh.buffers,
-            ) {
-                Ok((n, status)) => {
-                    progressed |= n > 0;
-                    if status == PumpStatus::Blocked {
-                        blocked_writing(
-                            &sh.registry,
-                            &mut backend.stream,
-                            backend.token,
-                            &mut backend.ready,
-                        );
-                    }
-                }
-                Err(_) => return Err(Close::Abort),
-            }
+        .relay(sh)?;
+        let downstream = TunnelLeg {
+            src: &mut backend.stream,
+            src_ready: &mut backend.ready,
+            input: &mut self.backend_in,
+            out: &mut self.to_client,
+            relay: &mut exchange.response_relay,
+            dst: &mut self.client,
+            dst_token: self.client_token,
+            dst_ready: &mut self.client_ready,
+            dst_shut: &mut self.client_write_shut,
         }
-        if self.client_ready.read_closed && self.client_in.is_empty() && !backend.write_shut {
-            let _ = backend.stream.shutdown(Shutdown::Write);
-            backend.write_shut = true;
-            progressed = true;
-        }
-
-        // Backend -> client.
-        if backend.ready.readable && !self.backend_in.is_full(&sh.buffers) {
-            match fill(
-                &mut backend.stream,
-                &mut self.backend_in,
-                &mut sh.buffers,
-                backend.ready.hup,
-            ) {
-                Ok(f) => {
-                    progressed |= f.bytes > 0;
-                    if f.would_block || f.eof {
-                        backend.ready.readable = false;
-                    }
-                    backend.ready.read_closed |= f.eof;
-                }
-                Err(_) => return Err(Close::Abort),
-            }
-        }
-        if self.client_ready.writable && !self.client_write_shut {
-            match pump(
-                &mut exchange.response_relay,
-                &mut self.backend_in,
-                &mut self.to_client,
-                &mut self.client,
-                &mut sh.buffers,
-            ) {
-                Ok((n, status)) => {
-                    progressed |= n > 0;
-                    if status == PumpStatus::Blocked {
-                        blocked_writing(
-                            &sh.registry,
-                            &mut self.client,
-                            self.client_token,
-                            &mut self.client_ready,
-                        );
-                    }
-                }
-                Err(_) => return Err(Close::Abort),
-            }
-        }
-        if backend.ready.read_closed
-            && self.backend_in.is_empty()
-            && self.to_client.is_empty()
-            && !self.client_write_shut
-        {
-            let _ = self.client.shutdown(Shutdown::Write);
-            self.client_write_shut = true;
-            progressed = true;
-        }
+        .relay(sh)?;
+        let progressed = upstream || downstream;
         if progressed {
             self.last_progress = now;
         }
@@ -1143,6 +1071,55 @@ impl Conn {
             self.id,
             self.requests
         );
+    }
+}
+
+/// One direction of a tunnel, borrowed from the connection: bytes read from `src` into `input` go to
+/// `dst` (through `out` for any framing, which a tunnel has none of).
+struct TunnelLeg<'a> {
+    src: &'a mut TcpStream,
+    src_ready: &'a mut Readiness,
+    input: &'a mut Buffer,
+    out: &'a mut Buffer,
+    relay: &'a mut Relay,
+    dst: &'a mut TcpStream,
+    dst_token: Token,
+    dst_ready: &'a mut Readiness,
+    dst_shut: &'a mut bool,
+}
+
+impl TunnelLeg<'_> {
+    /// Reads what the source has, forwards it, and half-closes the destination once the source has closed
+    /// and everything it sent is delivered. True if anything moved.
+    fn relay(self, sh: &mut Shared) -> Result<bool, Close> {
+        let mut progressed = false;
+        if self.src_ready.readable && !self.input.is_full(&sh.buffers) {
+            let f = fill(self.src, self.input, &mut sh.buffers, self.src_ready.hup)
+                .map_err(|_| Close::Abort)?;
+            progressed |= f.bytes > 0;
+            if f.would_block || f.eof {
+                self.src_ready.readable = false;
+            }
+            self.src_ready.read_closed |= f.eof;
+        }
+        if self.dst_ready.writable && !*self.dst_shut {
+            let (n, status) = pump(self.relay, self.input, self.out, self.dst, &mut sh.buffers)
+                .map_err(|_| Close::Abort)?;
+            progressed |= n > 0;
+            if status == PumpStatus::Blocked {
+                blocked_writing(&sh.registry, self.dst, self.dst_token, self.dst_ready);
+            }
+        }
+        if self.src_ready.read_closed
+            && self.input.is_empty()
+            && self.out.is_empty()
+            && !*self.dst_shut
+        {
+            let _ = self.dst.shutdown(Shutdown::Write);
+            *self.dst_shut = true;
+            progressed = true;
+        }
+        Ok(progressed)
     }
 }
 

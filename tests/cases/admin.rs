@@ -1,4 +1,5 @@
 // Cases shared by both engines; included by tests/admin.rs once per engine.
+use std::net::SocketAddr;
 
 fn start_with_admin(token: Option<&str>, backends: &[SocketAddr]) -> (Lb, SocketAddr) {
     let token_line = token

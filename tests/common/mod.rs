@@ -10,6 +10,34 @@ use std::sync::{Arc, Mutex, Once};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+/// Defines modules `event_loop` and `threaded`, each including the same file of test cases, in which
+/// `lb(settings, backends)` and `lb_text(text)` start a balancer on that module's engine.
+#[macro_export]
+macro_rules! for_each_engine {
+    ($cases:literal) => {
+        $crate::engine_module!(event_loop, "event_loop", $cases);
+        $crate::engine_module!(threaded, "threaded", $cases);
+    };
+}
+
+#[macro_export]
+macro_rules! engine_module {
+    ($module:ident, $engine:literal, $cases:literal) => {
+        mod $module {
+            use super::*;
+            #[allow(dead_code)]
+            fn lb(settings: &str, backends: &[std::net::SocketAddr]) -> Lb {
+                Lb::start(&format!("engine = \"{}\"\n{settings}", $engine), backends)
+            }
+            #[allow(dead_code)]
+            fn lb_text(text: &str) -> Lb {
+                Lb::start_text(&format!("engine = \"{}\"\n{text}", $engine))
+            }
+            include!($cases);
+        }
+    };
+}
+
 /// Generous bound for anything that should happen "at once" on loopback.
 pub const WAIT: Duration = Duration::from_secs(10);
 
@@ -150,19 +178,10 @@ pub struct Peer {
 impl Peer {
     /// Reads one request (head and body framed by Content-Length or chunked). `None` on EOF or reset.
     pub fn read_request(&mut self) -> Option<Received> {
-        let head_end = loop {
-            if let Some(pos) = find(&self.pending, b"\r\n\r\n") {
-                break pos + 4;
-            }
-            if !self.fill() {
-                return None;
-            }
-        };
-        let head = String::from_utf8_lossy(&self.pending[..head_end]).to_string();
-        self.pending.drain(..head_end);
-        let raw_body = if header_value(&head, "transfer-encoding")
-            .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
-        {
+        let head = self.take_head()?;
+        let chunked = header_value(&head, "transfer-encoding")
+            .is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
+        let raw_body = if chunked {
             self.read_chunked_raw()?
         } else {
             let n: usize = header_value(&head, "content-length")
@@ -176,6 +195,15 @@ impl Peer {
 
     /// Reads a head only (for tests that answer before reading the body).
     pub fn read_head(&mut self) -> Option<String> {
+        let head = self.take_head()?;
+        self.log.lock().unwrap().push(Received {
+            head: head.clone(),
+            raw_body: Vec::new(),
+        });
+        Some(head)
+    }
+
+    fn take_head(&mut self) -> Option<String> {
         let head_end = loop {
             if let Some(pos) = find(&self.pending, b"\r\n\r\n") {
                 break pos + 4;
@@ -186,10 +214,6 @@ impl Peer {
         };
         let head = String::from_utf8_lossy(&self.pending[..head_end]).to_string();
         self.pending.drain(..head_end);
-        self.log.lock().unwrap().push(Received {
-            head: head.clone(),
-            raw_body: Vec::new(),
-        });
         Some(head)
     }
 

@@ -21,7 +21,12 @@ fi
 cargo build --release --quiet --bin lb --example fast_backend
 work=$(mktemp -d)
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+b1="" b2=""
+cleanup() {
+    for p in "${pids[@]}" $b1 $b2; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
 trap cleanup EXIT
 
 B1=19201 B2=19202 LB=19280 ADMIN=19290

@@ -53,6 +53,8 @@ struct State {
     open: AtomicUsize,
 }
 
+/// Locks a mutex. The engine never holds two of its locks at once (so no lock order can deadlock): take
+/// what you need from one guard, drop it, then take the next.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panicking connection thread must not take the whole engine down with a poisoned lock.
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -74,10 +76,12 @@ impl State {
     }
 
     fn snapshot(&self) -> Snapshot {
+        let backends = lock(&self.balancer).snapshot();
+        let pooled_connections = lock(&self.idle).iter().map(Vec::len).sum();
         Snapshot {
-            backends: lock(&self.balancer).snapshot(),
+            backends,
             open_connections: self.open.load(Ordering::SeqCst),
-            pooled_connections: lock(&self.idle).iter().map(Vec::len).sum(),
+            pooled_connections,
             registered_sockets: 0,
             timers: 0,
         }
@@ -110,10 +114,11 @@ impl State {
     /// more than the peak of concurrent requests, and a smaller bound would make a busy balancer close and
     /// reopen backend connections on every request.
     fn pool(&self, index: usize, stream: TcpStream, max_connections: usize) {
+        let removed = lock(&self.balancer).backends[index].removed;
         let mut idle = lock(&self.idle);
         if let Some(pool) = idle.get_mut(index)
             && pool.len() < max_connections
-            && !lock(&self.balancer).backends[index].removed
+            && !removed
         {
             pool.push(stream);
         }
@@ -127,8 +132,8 @@ impl State {
             config.health_check.fall,
         );
         {
-            let mut idle = lock(&self.idle);
             let slots = lock(&self.balancer).backends.len();
+            let mut idle = lock(&self.idle);
             idle.resize_with(slots, Vec::new);
             for &slot in changes.removed.iter().chain(&changes.moved) {
                 idle[slot].clear();

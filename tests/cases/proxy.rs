@@ -200,8 +200,10 @@ fn keep_alive_requests_reuse_one_backend_connection() {
         client.send(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n");
         assert_eq!(client.response(false).text(), "pooled");
     }
-    // Separate client connections share the pool too.
+    // Separate client connections share the pool too. (The threaded engine pools the backend connection
+    // on the previous client's thread just after its response, so wait for it to be back.)
     for _ in 0..5 {
+        wait_until("the backend connection back in the pool", || lb.snapshot().pooled_connections == 1);
         assert_eq!(get(lb.addr, "/").text(), "pooled");
     }
     assert_eq!(backend.connection_count(), 1);

@@ -22,6 +22,39 @@ pub struct Overview {
     pub version: &'static str,
 }
 
+impl Overview {
+    /// Gathers the figures both engines report.
+    pub fn collect(
+        balancer: &crate::balance::Balancer,
+        config: &crate::config::Config,
+        open_connections: usize,
+        requests_per_second: f64,
+        total_requests: u64,
+        started: std::time::Instant,
+    ) -> Overview {
+        Overview {
+            backends: balancer.snapshot(),
+            open_connections,
+            requests_per_second,
+            total_requests,
+            uptime_seconds: started.elapsed().as_secs_f64(),
+            algorithm: config.algorithm.name(),
+            engine: config.engine.name(),
+            version: env!("CARGO_PKG_VERSION"),
+        }
+    }
+}
+
+/// Logs a warning when the admin API listens beyond loopback without a token.
+pub fn warn_if_exposed(bound: std::net::SocketAddr, token: Option<&str>) {
+    if !bound.ip().is_loopback() && token.is_none() {
+        log::warn!(
+            "admin API on {bound} is reachable from the network and has no token: anyone who can connect \
+             can change backends; set [admin] token"
+        );
+    }
+}
+
 /// The state the admin endpoint reads and changes.
 pub trait AdminTarget {
     fn overview(&self) -> Overview;

@@ -164,6 +164,16 @@ impl Balancer {
         Balancer::with_seed(configs, algorithm, rise, fall, seed)
     }
 
+    /// The balancer a configuration describes.
+    pub fn from_config(config: &crate::config::Config) -> Balancer {
+        Balancer::new(
+            &config.backends,
+            config.algorithm,
+            config.health_check.rise,
+            config.health_check.fall,
+        )
+    }
+
     pub fn with_seed(
         configs: &[BackendConfig],
         algorithm: Algorithm,
@@ -268,6 +278,24 @@ impl Balancer {
 
     fn candidate(&self, index: usize, tried: Tried) -> bool {
         self.backends[index].available() && !tried.contains(index)
+    }
+
+    /// Sets the capacity of the backend at `position` in the configuration (the admin API's index).
+    pub fn set_capacity(&mut self, position: usize, capacity: u32) -> bool {
+        let Some(slot) = self.slot(position) else {
+            return false;
+        };
+        self.backends[slot].capacity = capacity;
+        true
+    }
+
+    /// Enables or disables (drains) the backend at `position` in the configuration.
+    pub fn set_enabled(&mut self, position: usize, enabled: bool) -> bool {
+        let Some(slot) = self.slot(position) else {
+            return false;
+        };
+        self.backends[slot].enabled = enabled;
+        true
     }
 
     /// Chooses a backend for a request from `client`, among available backends not in `tried`.

@@ -179,22 +179,12 @@ impl Threaded {
         let admin = match &config.admin {
             Some(a) => {
                 let admin = TcpListener::bind(a.listen)?;
-                let bound = admin.local_addr()?;
-                if !bound.ip().is_loopback() && a.token.is_none() {
-                    log::warn!(
-                        "admin API on {bound} is reachable from the network and has no token; set [admin] token"
-                    );
-                }
+                admin::warn_if_exposed(admin.local_addr()?, a.token.as_deref());
                 Some(admin)
             }
             None => None,
         };
-        let balancer = Balancer::new(
-            &config.backends,
-            config.algorithm,
-            config.health_check.rise,
-            config.health_check.fall,
-        );
+        let balancer = Balancer::from_config(&config);
         let idle = config.backends.iter().map(|_| Vec::new()).collect();
         let (commands_in, commands) = mpsc::channel();
         Ok(Threaded {
@@ -1129,38 +1119,22 @@ struct AdminView<'a>(&'a State);
 impl AdminTarget for AdminView<'_> {
     fn overview(&self) -> Overview {
         let config = self.0.config();
-        Overview {
-            backends: lock(&self.0.balancer).snapshot(),
-            open_connections: self.0.open.load(Ordering::SeqCst),
-            requests_per_second: f64::from_bits(self.0.per_second.load(Ordering::SeqCst)),
-            total_requests: self.0.total_requests.load(Ordering::SeqCst),
-            uptime_seconds: self.0.started.elapsed().as_secs_f64(),
-            algorithm: config.algorithm.name(),
-            engine: config.engine.name(),
-            version: env!("CARGO_PKG_VERSION"),
-        }
+        Overview::collect(
+            &lock(&self.0.balancer),
+            &config,
+            self.0.open.load(Ordering::SeqCst),
+            f64::from_bits(self.0.per_second.load(Ordering::SeqCst)),
+            self.0.total_requests.load(Ordering::SeqCst),
+            self.0.started,
+        )
     }
 
     fn set_capacity(&mut self, index: usize, capacity: u32) -> bool {
-        let mut balancer = lock(&self.0.balancer);
-        match balancer.slot(index) {
-            Some(slot) => {
-                balancer.backends[slot].capacity = capacity;
-                true
-            }
-            None => false,
-        }
+        lock(&self.0.balancer).set_capacity(index, capacity)
     }
 
     fn set_enabled(&mut self, index: usize, enabled: bool) -> bool {
-        let mut balancer = lock(&self.0.balancer);
-        match balancer.slot(index) {
-            Some(slot) => {
-                balancer.backends[slot].enabled = enabled;
-                true
-            }
-            None => false,
-        }
+        lock(&self.0.balancer).set_enabled(index, enabled)
     }
 }
 

@@ -34,38 +34,24 @@ impl AdminTarget for View<'_> {
     }
 
     fn set_capacity(&mut self, index: usize, capacity: u32) -> bool {
-        match self.shared.balancer.slot(index) {
-            Some(slot) => {
-                self.shared.balancer.backends[slot].capacity = capacity;
-                true
-            }
-            None => false,
-        }
+        self.shared.balancer.set_capacity(index, capacity)
     }
 
     fn set_enabled(&mut self, index: usize, enabled: bool) -> bool {
-        match self.shared.balancer.slot(index) {
-            Some(slot) => {
-                self.shared.balancer.backends[slot].enabled = enabled;
-                true
-            }
-            None => false,
-        }
+        self.shared.balancer.set_enabled(index, enabled)
     }
 }
 
 impl Shared {
     pub(super) fn overview(&self, open_connections: usize) -> Overview {
-        Overview {
-            backends: self.balancer.snapshot(),
+        Overview::collect(
+            &self.balancer,
+            &self.config,
             open_connections,
-            requests_per_second: self.meter.per_second,
-            total_requests: self.meter.total,
-            uptime_seconds: self.meter.started.elapsed().as_secs_f64(),
-            algorithm: self.config.algorithm.name(),
-            engine: self.config.engine.name(),
-            version: env!("CARGO_PKG_VERSION"),
-        }
+            self.meter.per_second,
+            self.meter.total,
+            self.meter.started,
+        )
     }
 }
 

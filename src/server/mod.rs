@@ -187,24 +187,13 @@ impl Server {
                     ADMIN_LISTENER,
                     Interest::READABLE,
                 )?;
-                let bound = admin_listener.local_addr()?;
-                if !bound.ip().is_loopback() && admin.token.is_none() {
-                    log::warn!(
-                        "admin API on {bound} is reachable from the network and has no token: \
-                         anyone who can connect can change backends; set [admin] token"
-                    );
-                }
+                crate::admin::warn_if_exposed(admin_listener.local_addr()?, admin.token.as_deref());
                 Some(admin_listener)
             }
             None => None,
         };
         let registry = poll.registry().try_clone()?;
-        let balancer = Balancer::new(
-            &config.backends,
-            config.algorithm,
-            config.health_check.rise,
-            config.health_check.fall,
-        );
+        let balancer = Balancer::from_config(&config);
         let idle = config.backends.iter().map(|_| Vec::new()).collect();
         let probers = config.backends.iter().map(|b| Prober::new(b, 0)).collect();
         let (commands_in, commands) = mpsc::channel();

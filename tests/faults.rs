@@ -18,7 +18,7 @@ const SHORT: &str =
 /// Waits until no connection is open and, for the event loop, until the only registered sockets are pooled
 /// backend connections and the only timer entries are the once-a-second tick and one per prober.
 fn assert_no_leaks(lb: &Lb, engine: &str, backends: usize) {
-    lb.wait_idle();
+    lb.wait_released();
     if engine == "event_loop" {
         wait_until("sockets and timers to drain", || {
             let s = lb.snapshot();

@@ -382,6 +382,7 @@ fn bad_chunk_framing_in_a_request_gets_400_and_closes() {
     let r = client.response(false);
     assert_eq!(r.status, 400);
     assert!(client.is_closed());
+    lb.wait_released();
 }
 
 #[test]
@@ -435,6 +436,7 @@ fn connect_refused_gives_502() {
     let r = get(lb.addr, "/");
     assert_eq!(r.status, 502);
     assert_eq!(r.header("connection").as_deref(), Some("close"));
+    lb.wait_released();
 }
 
 #[test]
@@ -456,6 +458,7 @@ fn garbage_from_the_backend_gives_502() {
     });
     let lb = lb("", &[backend.addr]);
     assert_eq!(get(lb.addr, "/").status, 502);
+    lb.wait_released();
 }
 
 #[test]
@@ -467,6 +470,7 @@ fn backend_reset_before_responding_gives_502() {
     });
     let lb = lb("", &[backend.addr]);
     assert_eq!(get(lb.addr, "/").status, 502);
+    lb.wait_released();
 }
 
 #[test]
@@ -484,6 +488,7 @@ fn silent_backend_gives_504() {
         started.elapsed() < Duration::from_secs(4),
         "answered at the response timeout"
     );
+    lb.wait_released();
 }
 
 #[test]
@@ -544,6 +549,7 @@ fn backend_dying_mid_body_never_looks_complete() {
                 "{framing}/{version}: a truncated body must not parse as a complete response: {outcome:?}"
             );
         }
+        lb.wait_released();
     }
 }
 

@@ -123,6 +123,17 @@ impl Lb {
         self.control.snapshot().expect("the event loop answers")
     }
 
+    /// Waits until no client connection is open, no request is in flight, and (event loop) the only
+    /// sockets still registered are pooled backend connections.
+    pub fn wait_released(&self) {
+        self.wait_idle();
+        wait_until("every socket but the pooled ones to be released", || {
+            let s = self.snapshot();
+            // The threaded engine registers nothing and reports 0.
+            s.registered_sockets == 0 || s.registered_sockets == s.pooled_connections
+        });
+    }
+
     /// Waits until no client connection is open and every request counted has finished.
     pub fn wait_idle(&self) {
         wait_until(

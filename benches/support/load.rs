@@ -91,47 +91,10 @@ pub fn run(addr: SocketAddr, conns: usize, duration: Duration) -> LoadResult {
             if !client.open {
                 continue;
             }
-            // Write the rest of the request, if any.
-            while client.sent < REQUEST.len() {
-                match client.stream.write(&REQUEST[client.sent..]) {
-                    Ok(n) => client.sent += n,
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == ErrorKind::NotConnected => break,
-                    Err(_) => {
-                        client.open = false;
-                        result.errors += 1;
-                        in_flight -= 1;
-                        break;
-                    }
-                }
-            }
-            if !client.open {
-                continue;
-            }
-            loop {
-                match client.stream.read(&mut buf) {
-                    Ok(0) => {
-                        client.open = false;
-                        result.errors += 1;
-                        in_flight -= 1;
-                        break;
-                    }
-                    Ok(n) => client.received.extend_from_slice(&buf[..n]),
-                    Err(e)
-                        if e.kind() == ErrorKind::WouldBlock
-                            || e.kind() == ErrorKind::NotConnected =>
-                    {
-                        break;
-                    }
-                    Err(_) => {
-                        client.open = false;
-                        result.errors += 1;
-                        in_flight -= 1;
-                        break;
-                    }
-                }
-            }
-            if !client.open {
+            if !exchange_bytes(client, &mut buf) {
+                client.open = false;
+                result.errors += 1;
+                in_flight -= 1;
                 continue;
             }
             if let Some(len) = complete_response(&client.received) {
@@ -166,6 +129,29 @@ pub fn run(addr: SocketAddr, conns: usize, duration: Duration) -> LoadResult {
         .elapsed()
         .min(duration.max(Duration::from_millis(1)) + Duration::from_millis(50));
     result
+}
+
+/// Writes the rest of the request and reads whatever has arrived. False when the connection failed or
+/// was closed (the balancer never closes a keep-alive benchmark connection on its own).
+fn exchange_bytes(client: &mut Client, buf: &mut [u8]) -> bool {
+    let pending = |e: &std::io::Error| {
+        e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::NotConnected
+    };
+    while client.sent < REQUEST.len() {
+        match client.stream.write(&REQUEST[client.sent..]) {
+            Ok(n) => client.sent += n,
+            Err(e) if pending(&e) => break,
+            Err(_) => return false,
+        }
+    }
+    loop {
+        match client.stream.read(buf) {
+            Ok(0) => return false,
+            Ok(n) => client.received.extend_from_slice(&buf[..n]),
+            Err(e) if pending(&e) => return true,
+            Err(_) => return false,
+        }
+    }
 }
 
 /// The length of the complete response at the start of `bytes`, if it is all there.

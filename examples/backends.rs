@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --release --example backends              # ports 8001 and 8002
-//! cargo run --release --example backends -- 8001 8003 # any ports
+//! cargo run --release --example backends -- 8001 8003 # any ports (0: a free one, printed)
 //! ```
 //!
 //! Routes: `GET /` → `Hello, world! This is a GET request.`, `GET /health` → `OK`,
@@ -31,6 +31,7 @@ fn main() {
     for port in ports {
         let listener = TcpListener::bind(("127.0.0.1", port))
             .unwrap_or_else(|e| panic!("cannot bind 127.0.0.1:{port}: {e}"));
+        let port = listener.local_addr().map_or(port, |a| a.port());
         println!("demo backend listening on http://127.0.0.1:{port}");
         handles.push(thread::spawn(move || {
             for stream in listener.incoming().flatten() {

@@ -20,11 +20,16 @@ work=$(mktemp -d)
 cleanup() { kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
-read -r port1 port2 < <(python3 -c 'import socket
-s=[socket.socket() for _ in range(2)]
-[x.bind(("127.0.0.1",0)) for x in s]
-print(*[x.getsockname()[1] for x in s])')
-target/debug/examples/backends "$port1" "$port2" >"$work/backends.log" 2>&1 &
+# Port 0: the backends pick free ports and print them (probing for free ports first would race).
+target/debug/examples/backends 0 0 >"$work/backends.log" 2>&1 &
+for _ in $(seq 100); do
+    [ "$(grep -c 'listening on' "$work/backends.log")" -ge 2 ] && break
+    sleep 0.1
+done
+ports=$(grep -o 'listening on http://127.0.0.1:[0-9]*' "$work/backends.log" | sed 's/.*://')
+port1=$(echo "$ports" | sed -n 1p)
+port2=$(echo "$ports" | sed -n 2p)
+[ -n "$port1" ] && [ -n "$port2" ] || { cat "$work/backends.log"; echo "demo backends did not start"; exit 1; }
 cat >"$work/lb.toml" <<TOML
 listen = "127.0.0.1:0"
 [admin]
@@ -48,5 +53,9 @@ for _ in $(seq 40); do curl -s -o /dev/null "http://$listen/" || true; done
 ( for _ in $(seq 300); do curl -s -o /dev/null "http://$listen/" || true; sleep 0.02; done ) &
 
 mkdir -p target
-node scripts/dashboard/dashboard.mjs "$admin" target/dashboard.png 2
+if ! node scripts/dashboard/dashboard.mjs "$admin" target/dashboard.png 2; then
+    echo "--- lb log (without access lines)"; grep -v '" 200 ' "$work/lb.log" | head -30
+    echo "--- backends log"; tail -10 "$work/backends.log"
+    exit 1
+fi
 echo "dashboard test passed"

@@ -41,7 +41,7 @@ try {
   })));
   const fromApi = (await stats()).backends.map((b) => b.url);
   check(JSON.stringify(rows.map((r) => r.url)) === JSON.stringify(fromApi), "the page lists every backend from /stats: " + fromApi.join(", "));
-  check(rows.every((r) => r.state === "up" && r.button === "drain"), "every backend shows up, with a drain button");
+  check(rows.every((r) => r.state === "up" && r.button === "drain"), "every backend shows up, with a drain button: " + JSON.stringify(rows));
   check(await page.$("#chart") !== null, "the requests-per-second chart is on the page");
 
   // Drain the first backend with its button.

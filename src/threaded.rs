@@ -287,12 +287,13 @@ impl Threaded {
                 }
                 Ok(Command::Drain) if drain_deadline.is_none() => {
                     let drain = state.config().timeouts.drain;
+                    state.draining.store(true, Ordering::SeqCst);
+                    // The listening socket is closed before the log says so.
+                    self.stop_accepting(&state, acceptor.take());
                     log::info!(
                         "draining: stopped accepting; {} open connections get up to {drain:?} to finish",
                         state.open.load(Ordering::SeqCst)
                     );
-                    state.draining.store(true, Ordering::SeqCst);
-                    self.stop_accepting(&state, acceptor.take());
                     for (stream, idle) in lock(&state.clients).values() {
                         if idle.load(Ordering::SeqCst) {
                             let _ = stream.shutdown(Shutdown::Both);

@@ -302,16 +302,17 @@ impl Server {
         }
         let now = Instant::now();
         let deadline = now + self.shared.config.timeouts.drain;
+        self.drain_deadline = Some(deadline);
+        self.shared.draining = true;
+        // The listening socket is closed before the log says so.
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.shared.registry.deregister(&mut listener);
+        }
         log::info!(
             "draining: stopped accepting; {} open connections get up to {:?} to finish",
             self.conns.len(),
             self.shared.config.timeouts.drain
         );
-        self.drain_deadline = Some(deadline);
-        self.shared.draining = true;
-        if let Some(mut listener) = self.listener.take() {
-            let _ = self.shared.registry.deregister(&mut listener);
-        }
         let idle: Vec<usize> = self
             .conns
             .iter()

@@ -89,8 +89,6 @@ pub struct Exchange {
     /// Bytes of the request head still at the front of the client buffer (kept for a bodiless request until
     /// its response starts, so that it can be sent again on a fresh connection).
     pub head_in_client_buffer: usize,
-    /// Request payload bytes have been taken from the client buffer: the request can no longer be re-sent.
-    pub body_consumed: bool,
     /// The backend connection came from the idle pool.
     pub reused_connection: bool,
     /// Attempts made so far (failures retried on other backends).

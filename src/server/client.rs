@@ -222,7 +222,6 @@ impl Conn {
                 Framing::Chunked => Relay::Chunked(ChunkedDecoder::new(true)),
             },
             head_in_client_buffer,
-            body_consumed: false,
             reused_connection: false,
             attempts: 1,
             tried: Tried::default(),
@@ -532,7 +531,6 @@ impl Conn {
                 ResponseStage::Body(_) | ResponseStage::Done(_)
             );
             if backend.ready.writable && !early_response {
-                let before = self.client_in.len();
                 match pump(
                     &mut exchange.request_relay,
                     &mut self.client_in,
@@ -541,9 +539,6 @@ impl Conn {
                     &mut sh.buffers,
                 ) {
                     Ok((written, status)) => {
-                        if self.client_in.len() != before {
-                            exchange.body_consumed = true;
-                        }
                         if written > 0 {
                             progressed = true;
                             self.last_progress = now;

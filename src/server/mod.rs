@@ -659,11 +659,6 @@ impl Server {
             }
         }
     }
-
-    /// Open client connections (for tests and the admin endpoint).
-    pub fn open_connections(&self) -> usize {
-        self.conns.len()
-    }
 }
 
 /// Records that a write to `stream` would block: clears the bit and, the first time, asks epoll to report

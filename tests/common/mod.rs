@@ -177,6 +177,36 @@ pub fn header_value(head: &str, name: &str) -> Option<String> {
     })
 }
 
+/// Reading a socket through a buffer of received, not yet consumed bytes: backend peers and clients.
+trait Buffered {
+    fn pending(&mut self) -> &mut Vec<u8>;
+
+    /// Reads more bytes into `pending`; false when the connection has ended.
+    fn fill(&mut self) -> bool;
+
+    /// The bytes up to and including the first `delimiter`, or `None` if the connection ends first.
+    fn take_through(&mut self, delimiter: &[u8]) -> Option<Vec<u8>> {
+        loop {
+            if let Some(pos) = find(self.pending(), delimiter) {
+                return Some(self.pending().drain(..pos + delimiter.len()).collect());
+            }
+            if !self.fill() {
+                return None;
+            }
+        }
+    }
+
+    /// Exactly `n` bytes, or `None` if the connection ends first.
+    fn take_exact(&mut self, n: usize) -> Option<Vec<u8>> {
+        while self.pending().len() < n {
+            if !self.fill() {
+                return None;
+            }
+        }
+        Some(self.pending().drain(..n).collect())
+    }
+}
+
 /// A backend connection as seen from the backend side.
 pub struct Peer {
     pub stream: TcpStream,
@@ -215,40 +245,18 @@ impl Peer {
     }
 
     fn take_head(&mut self) -> Option<String> {
-        let head_end = loop {
-            if let Some(pos) = find(&self.pending, b"\r\n\r\n") {
-                break pos + 4;
-            }
-            if !self.fill() {
-                return None;
-            }
-        };
-        let head = String::from_utf8_lossy(&self.pending[..head_end]).to_string();
-        self.pending.drain(..head_end);
-        Some(head)
+        let head = self.take_through(b"\r\n\r\n")?;
+        Some(String::from_utf8_lossy(&head).to_string())
     }
 
     pub fn read_exact_bytes(&mut self, n: usize) -> Option<Vec<u8>> {
-        while self.pending.len() < n {
-            if !self.fill() {
-                return None;
-            }
-        }
-        Some(self.pending.drain(..n).collect())
+        self.take_exact(n)
     }
 
     fn read_chunked_raw(&mut self) -> Option<Vec<u8>> {
         let mut raw = Vec::new();
         loop {
-            let line_end = loop {
-                if let Some(pos) = find(&self.pending, b"\r\n") {
-                    break pos + 2;
-                }
-                if !self.fill() {
-                    return None;
-                }
-            };
-            let line: Vec<u8> = self.pending.drain(..line_end).collect();
+            let line = self.take_through(b"\r\n")?;
             raw.extend_from_slice(&line);
             let text = String::from_utf8_lossy(&line);
             let size = usize::from_str_radix(text.trim_end().split(';').next().unwrap_or(""), 16)
@@ -256,34 +264,14 @@ impl Peer {
             if size == 0 {
                 // Trailer section up to the empty line.
                 loop {
-                    let end = loop {
-                        if let Some(pos) = find(&self.pending, b"\r\n") {
-                            break pos + 2;
-                        }
-                        if !self.fill() {
-                            return None;
-                        }
-                    };
-                    let line: Vec<u8> = self.pending.drain(..end).collect();
+                    let line = self.take_through(b"\r\n")?;
                     raw.extend_from_slice(&line);
                     if line == b"\r\n" {
                         return Some(raw);
                     }
                 }
             }
-            raw.extend_from_slice(&self.read_exact_bytes(size + 2)?);
-        }
-    }
-
-    fn fill(&mut self) -> bool {
-        let mut buf = [0u8; 65536];
-        match self.stream.read(&mut buf) {
-            Ok(0) | Err(_) => false,
-            Ok(n) => {
-                self.pending.extend_from_slice(&buf[..n]);
-                self.raw.lock().unwrap().extend_from_slice(&buf[..n]);
-                true
-            }
+            raw.extend_from_slice(&self.take_exact(size + 2)?);
         }
     }
 
@@ -310,6 +298,24 @@ impl Peer {
 
 pub fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+impl Buffered for Peer {
+    fn pending(&mut self) -> &mut Vec<u8> {
+        &mut self.pending
+    }
+
+    fn fill(&mut self) -> bool {
+        let mut buf = [0u8; 65536];
+        match self.stream.read(&mut buf) {
+            Ok(0) | Err(_) => false,
+            Ok(n) => {
+                self.pending.extend_from_slice(&buf[..n]);
+                self.raw.lock().unwrap().extend_from_slice(&buf[..n]);
+                true
+            }
+        }
+    }
 }
 
 /// A scripted backend on 127.0.0.1:0: every accepted connection runs `script` on its own thread.
@@ -496,32 +502,6 @@ impl Client {
         self.stream.write_all(bytes).expect("client write");
     }
 
-    /// Reads more bytes; false on EOF or reset.
-    fn fill(&mut self) -> bool {
-        let mut buf = [0u8; 65536];
-        match self.stream.read(&mut buf) {
-            Ok(0) => {
-                self.eof = true;
-                false
-            }
-            Ok(n) => {
-                self.pending.extend_from_slice(&buf[..n]);
-                true
-            }
-            Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::TimedOut => {
-                panic!(
-                    "client read timed out with {:?} pending",
-                    String::from_utf8_lossy(&self.pending)
-                )
-            }
-            Err(_) => {
-                self.eof = true;
-                self.reset = true;
-                false
-            }
-        }
-    }
-
     /// Waits until a whole response head is buffered (without consuming it). False if the connection ends.
     pub fn wait_for_head(&mut self) -> bool {
         while find(&self.pending, b"\r\n\r\n").is_none() {
@@ -544,16 +524,7 @@ impl Client {
 
     /// Reads one response, or `None` if the connection ends before it is complete.
     pub fn try_response(&mut self, request_was_head: bool) -> Option<Response> {
-        let head_end = loop {
-            if let Some(pos) = find(&self.pending, b"\r\n\r\n") {
-                break pos + 4;
-            }
-            if !self.fill() {
-                return None;
-            }
-        };
-        let head = String::from_utf8_lossy(&self.pending[..head_end]).to_string();
-        self.pending.drain(..head_end);
+        let head = String::from_utf8_lossy(&self.take_through(b"\r\n\r\n")?).to_string();
         let status: u16 = head
             .get(9..12)
             .and_then(|s| s.parse().ok())
@@ -564,13 +535,7 @@ impl Client {
             } else if header_value(&head, "transfer-encoding").is_some() {
                 self.read_chunked()?
             } else if let Some(n) = header_value(&head, "content-length") {
-                let n: usize = n.parse().expect("content-length");
-                while self.pending.len() < n {
-                    if !self.fill() {
-                        return None;
-                    }
-                }
-                self.pending.drain(..n).collect()
+                self.take_exact(n.parse().expect("content-length"))?
             } else {
                 while self.fill() {}
                 if self.reset {
@@ -585,24 +550,12 @@ impl Client {
     fn read_chunked(&mut self) -> Option<Vec<u8>> {
         let mut body = Vec::new();
         loop {
-            let line_end = loop {
-                if let Some(pos) = find(&self.pending, b"\r\n") {
-                    break pos + 2;
-                }
-                if !self.fill() {
-                    return None;
-                }
-            };
-            let line: Vec<u8> = self.pending.drain(..line_end).collect();
+            let line = self.take_through(b"\r\n")?;
             let size = usize::from_str_radix(String::from_utf8_lossy(&line).trim_end(), 16)
                 .expect("normalised chunk size");
-            while self.pending.len() < size + 2 {
-                if !self.fill() {
-                    return None;
-                }
-            }
-            body.extend(self.pending.drain(..size));
-            assert_eq!(self.pending.drain(..2).collect::<Vec<_>>(), b"\r\n");
+            let chunk = self.take_exact(size + 2)?;
+            assert_eq!(&chunk[size..], b"\r\n");
+            body.extend_from_slice(&chunk[..size]);
             if size == 0 {
                 return Some(body);
             }
@@ -627,6 +580,38 @@ impl Client {
 
     pub fn half_close(&self) {
         let _ = self.stream.shutdown(Shutdown::Write);
+    }
+}
+
+impl Buffered for Client {
+    fn pending(&mut self) -> &mut Vec<u8> {
+        &mut self.pending
+    }
+
+    /// Reads more bytes; false on EOF or reset.
+    fn fill(&mut self) -> bool {
+        let mut buf = [0u8; 65536];
+        match self.stream.read(&mut buf) {
+            Ok(0) => {
+                self.eof = true;
+                false
+            }
+            Ok(n) => {
+                self.pending.extend_from_slice(&buf[..n]);
+                true
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::TimedOut => {
+                panic!(
+                    "client read timed out with {:?} pending",
+                    String::from_utf8_lossy(&self.pending)
+                )
+            }
+            Err(_) => {
+                self.eof = true;
+                self.reset = true;
+                false
+            }
+        }
     }
 }
 

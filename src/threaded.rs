@@ -460,7 +460,7 @@ impl ClientConn {
         let end = loop {
             idle.store(self.client_in.is_empty(), Ordering::SeqCst);
             let config = state.config();
-            let head = match self.read_head(&config) {
+            let head = match self.read_head(state, &config) {
                 Ok(head) => head,
                 Err(end) => break end,
             };
@@ -494,7 +494,7 @@ impl ClientConn {
 
     /// Reads until a whole request head is buffered, within `request_head` from its first byte (and
     /// `idle` between keep-alive requests).
-    fn read_head(&mut self, config: &Config) -> Result<RequestHead, End> {
+    fn read_head(&mut self, state: &State, config: &Config) -> Result<RequestHead, End> {
         let t = &config.timeouts;
         let mut head_started =
             (!self.client_in.is_empty() || self.requests == 0).then(Instant::now);
@@ -510,7 +510,7 @@ impl ClientConn {
                             self.addr,
                             response.status()
                         );
-                        return Err(self.respond_closing(response));
+                        return Err(self.respond(state, response));
                     }
                 }
             }
@@ -519,30 +519,25 @@ impl ClientConn {
                 None => t.idle,
             };
             if wait.is_zero() || self.stream.set_read_timeout(Some(wait)).is_err() {
-                return Err(self.head_timeout());
+                return Err(self.head_timeout(state));
             }
             match fill(&mut self.stream, &mut self.client_in, &mut self.pool, false) {
                 Ok(f) if f.bytes > 0 => {
                     head_started.get_or_insert_with(Instant::now);
                 }
                 Ok(f) if f.eof => return Err(End::Close),
-                Ok(_) => return Err(self.head_timeout()),
+                Ok(_) => return Err(self.head_timeout(state)),
                 Err(_) => return Err(End::Close),
             }
         }
     }
 
-    fn respond_closing(&mut self, response: ErrorResponse) -> End {
-        let _ = self.stream.write_all(response.bytes());
-        End::Close
-    }
-
-    fn head_timeout(&mut self) -> End {
+    fn head_timeout(&mut self, state: &State) -> End {
         if self.client_in.is_empty() {
             End::Close
         } else {
             log::info!("{}: request head not received in time -> 408", self.addr);
-            self.respond_closing(ErrorResponse::RequestTimeout)
+            self.respond(state, ErrorResponse::RequestTimeout)
         }
     }
 

@@ -16,6 +16,8 @@ pub struct Overview {
     pub open_connections: usize,
     pub requests_per_second: f64,
     pub total_requests: u64,
+    /// Panics contained at a connection's boundary since start.
+    pub internal_errors: u64,
     pub uptime_seconds: f64,
     pub algorithm: &'static str,
     pub engine: &'static str,
@@ -30,6 +32,7 @@ impl Overview {
         open_connections: usize,
         requests_per_second: f64,
         total_requests: u64,
+        internal_errors: u64,
         started: std::time::Instant,
     ) -> Overview {
         Overview {
@@ -37,6 +40,7 @@ impl Overview {
             open_connections,
             requests_per_second,
             total_requests,
+            internal_errors,
             uptime_seconds: started.elapsed().as_secs_f64(),
             algorithm: config.algorithm.name(),
             engine: config.engine.name(),
@@ -344,11 +348,12 @@ pub fn stats_json(o: &Overview) -> String {
     json_string(&mut out, o.algorithm);
     let _ = write!(
         out,
-        ",\"uptime_seconds\":{},\"open_connections\":{},\"requests_per_second\":{},\"total_requests\":{},\"backends\":[",
+        ",\"uptime_seconds\":{},\"open_connections\":{},\"requests_per_second\":{},\"total_requests\":{},\"internal_errors\":{},\"backends\":[",
         json_number(o.uptime_seconds),
         o.open_connections,
         json_number(o.requests_per_second),
-        o.total_requests
+        o.total_requests,
+        o.internal_errors
     );
     for (i, b) in o.backends.iter().enumerate() {
         if i > 0 {
@@ -452,6 +457,11 @@ pub fn metrics_text(o: &Overview) -> String {
     );
     let _ = writeln!(
         out,
+        "# HELP lb_internal_errors_total Panics contained at a connection's boundary: bugs, each closing one connection.\n# TYPE lb_internal_errors_total counter\nlb_internal_errors_total {}",
+        o.internal_errors
+    );
+    let _ = writeln!(
+        out,
         "# HELP lb_uptime_seconds Seconds since the balancer started.\n# TYPE lb_uptime_seconds gauge\nlb_uptime_seconds {}",
         json_number(o.uptime_seconds)
     );
@@ -498,6 +508,7 @@ mod tests {
                 open_connections: 3,
                 requests_per_second: 12.5,
                 total_requests: 20,
+                internal_errors: 0,
                 uptime_seconds: 7.25,
                 algorithm: "round_robin",
                 engine: "event_loop",

@@ -138,6 +138,13 @@ impl RequestLine {
     }
 }
 
+impl RequestLine {
+    /// The request target as kept (at most 96 bytes).
+    pub fn target(&self) -> &[u8] {
+        &self.target[..usize::from(self.target_len)]
+    }
+}
+
 impl fmt::Display for RequestLine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let method = String::from_utf8_lossy(&self.method[..self.method_len as usize]);

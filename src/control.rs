@@ -19,6 +19,8 @@ pub struct Snapshot {
     pub registered_sockets: usize,
     /// Entries in the timer heap, lazily cancelled ones included (0 for the threaded engine).
     pub timers: usize,
+    /// Panics contained at a connection's boundary since start (`lb_internal_errors_total`).
+    pub internal_errors: u64,
 }
 
 pub enum Command {

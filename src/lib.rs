@@ -24,6 +24,7 @@ pub mod buffer;
 pub mod config;
 pub mod conn;
 pub mod control;
+pub mod fault;
 pub mod health;
 pub mod http;
 pub mod server;

@@ -103,6 +103,7 @@ fn main() -> ExitCode {
     if let Err(e) = logger.init() {
         eprintln!("lb: cannot start logging: {e}");
     }
+    lb::fault::log_panics();
     match lb::run(config, &args.config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

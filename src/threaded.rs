@@ -51,6 +51,8 @@ struct State {
     draining: AtomicBool,
     stopping: AtomicBool,
     open: AtomicUsize,
+    /// Panics contained at a connection thread's boundary (`lb_internal_errors_total`).
+    internal_errors: AtomicU64,
 }
 
 /// Locks a mutex. The engine never holds two of its locks at once (so no lock order can deadlock): take
@@ -84,6 +86,7 @@ impl State {
             pooled_connections,
             registered_sockets: 0,
             timers: 0,
+            internal_errors: self.internal_errors.load(Ordering::SeqCst),
         }
     }
 
@@ -203,6 +206,7 @@ impl Threaded {
                 draining: AtomicBool::new(false),
                 stopping: AtomicBool::new(false),
                 open: AtomicUsize::new(0),
+                internal_errors: AtomicU64::new(0),
             }),
             commands,
             control: Control::new(commands_in, None),
@@ -387,7 +391,10 @@ fn accept_loop(state: &Arc<State>, listener: TcpListener) {
             .name("lb-conn".into())
             .stack_size(CONNECTION_STACK)
             .spawn(move || {
-                ClientConn::new(stream, addr).serve(&worker, &idle);
+                let mut conn = ClientConn::new(stream, addr);
+                if let Err(cause) = crate::fault::contain(|| conn.serve(&worker, &idle)) {
+                    conn.contain_panic(&worker, &cause);
+                }
                 lock(&worker.clients).remove(&id);
                 worker.open.fetch_sub(1, Ordering::SeqCst);
             });
@@ -429,6 +436,9 @@ struct ClientConn {
     backend_in: Buffer,
     to_client: Buffer,
     requests: u64,
+    /// The backend this connection's request is counted in flight on, from `start` until the
+    /// attempt's outcome is recorded: what a contained panic must take back out of the counts.
+    in_flight: Option<usize>,
 }
 
 /// How one attempt at a backend went.
@@ -453,10 +463,45 @@ impl ClientConn {
             backend_in: Buffer::new(),
             to_client: Buffer::new(),
             requests: 0,
+            in_flight: None,
         }
     }
 
-    fn serve(mut self, state: &State, idle: &AtomicBool) {
+    /// A panic on this connection's thread was caught: take its request out of the counts, reset the
+    /// client and let the thread end. The backend connection, a local of the unwound frames, is
+    /// already closed; locks are never held across code that can panic on input, and a poisoned one
+    /// is recovered by `lock`.
+    fn contain_panic(&mut self, state: &State, cause: &str) {
+        state.internal_errors.fetch_add(1, Ordering::SeqCst);
+        log::error!(
+            "internal error on a connection from {}: {cause}; closing that connection alone",
+            self.addr
+        );
+        if let Some(index) = self.in_flight.take() {
+            lock(&state.balancer).abandon(index);
+        }
+        let _ = socket2::SockRef::from(&self.stream).set_linger(Some(Duration::ZERO));
+    }
+
+    /// Counts a request in flight on backend `index`.
+    fn start_attempt(&mut self, state: &State, index: usize) {
+        lock(&state.balancer).start(index);
+        self.in_flight = Some(index);
+    }
+
+    /// Records how the request counted on `index` ended.
+    fn finish(&mut self, state: &State, index: usize, outcome: Outcome, why: &str) {
+        self.in_flight = None;
+        state.finish(index, outcome, why);
+    }
+
+    /// Takes the request counted on `index` back out of the counts (see `Balancer::abandon`).
+    fn abandon(&mut self, state: &State, index: usize) {
+        self.in_flight = None;
+        lock(&state.balancer).abandon(index);
+    }
+
+    fn serve(&mut self, state: &State, idle: &AtomicBool) {
         let end = loop {
             idle.store(self.client_in.is_empty(), Ordering::SeqCst);
             let config = state.config();
@@ -585,14 +630,20 @@ impl ClientConn {
                 }
             }
             attempts += 1;
-            lock(&state.balancer).start(index);
+            self.start_attempt(state, index);
+            crate::fault::inject(line.target(), crate::fault::Stage::Request);
             let (mut backend, reused) =
                 match state.connect(index, allow_pooled, config.timeouts.connect) {
                     Ok(connection) => connection,
                     Err(e) => {
                         let url = lock(&state.balancer).backends[index].config.url.clone();
                         log::warn!("backend {url}: connect failed: {e}");
-                        state.finish(index, Outcome::Failure, &format!("connect failed: {e}"));
+                        self.finish(
+                            state,
+                            index,
+                            Outcome::Failure,
+                            &format!("connect failed: {e}"),
+                        );
                         tried = tried.with(index);
                         allow_pooled = true;
                         previous = None;
@@ -632,13 +683,13 @@ impl ClientConn {
                         log::debug!(
                             "backend {url}: pooled connection failed ({reason}); retrying on a new connection"
                         );
-                        lock(&state.balancer).abandon(index);
+                        self.abandon(state, index);
                         attempts -= 1;
                         allow_pooled = false;
                         previous = Some(index);
                         continue;
                     }
-                    state.finish(index, Outcome::Failure, &reason);
+                    self.finish(state, index, Outcome::Failure, &reason);
                     tried = tried.with(index);
                     allow_pooled = true;
                     previous = None;
@@ -724,7 +775,7 @@ impl ClientConn {
                             Ok(Some(h)) if h.status == 100 => {
                                 response_started = true;
                                 if self.relay_interim(&h, head.version).is_err() {
-                                    lock(&state.balancer).abandon(index);
+                                    self.abandon(state, index);
                                     return Attempt::End(End::Abort);
                                 }
                                 continue;
@@ -754,7 +805,7 @@ impl ClientConn {
                                 "{} \"{line}\": client stopped before sending the whole request body",
                                 self.addr
                             );
-                            lock(&state.balancer).abandon(index);
+                            self.abandon(state, index);
                             return Attempt::End(End::Abort);
                         }
                     }
@@ -767,7 +818,7 @@ impl ClientConn {
                 }
                 Err(PumpError::Framing(e)) => {
                     log::info!("{} \"{line}\": bad request body: {e} -> 400", self.addr);
-                    lock(&state.balancer).abandon(index);
+                    self.abandon(state, index);
                     return Attempt::End(self.respond(state, ErrorResponse::BadRequest));
                 }
                 Err(PumpError::Io(e)) => {
@@ -787,7 +838,12 @@ impl ClientConn {
                 None => match self.read_response_head(backend, head) {
                     Ok(Some(h)) => h,
                     Ok(None) if response_started => {
-                        state.finish(index, Outcome::Failure, "closed in the response head");
+                        self.finish(
+                            state,
+                            index,
+                            Outcome::Failure,
+                            "closed in the response head",
+                        );
                         return Attempt::End(self.respond(state, ErrorResponse::BadGateway));
                     }
                     Ok(None) => {
@@ -809,9 +865,10 @@ impl ClientConn {
                 },
             };
             response_started = true;
+            crate::fault::inject(line.target(), crate::fault::Stage::Response);
             if h.is_informational() && h.status != 101 {
                 if self.relay_interim(&h, head.version).is_err() {
-                    lock(&state.balancer).abandon(index);
+                    self.abandon(state, index);
                     return Attempt::End(End::Abort);
                 }
                 continue;
@@ -826,7 +883,7 @@ impl ClientConn {
         ) {
             Ok(plan) => plan,
             Err(e) => {
-                state.finish(index, Outcome::Failure, "unusable response");
+                self.finish(state, index, Outcome::Failure, "unusable response");
                 log::warn!("backend {index}: unusable response: {e} -> 502");
                 return Attempt::End(self.respond(state, ErrorResponse::BadGateway));
             }
@@ -845,7 +902,7 @@ impl ClientConn {
             )
         });
         if !written {
-            state.finish(index, Outcome::Failure, "response head too large");
+            self.finish(state, index, Outcome::Failure, "response head too large");
             return Attempt::End(self.respond(state, ErrorResponse::BadGateway));
         }
         self.backend_in.consume(response_head.head_len);
@@ -891,7 +948,7 @@ impl ClientConn {
                         if relay.ends_at_close() {
                             break;
                         }
-                        state.finish(index, Outcome::Failure, "closed mid-body");
+                        self.finish(state, index, Outcome::Failure, "closed mid-body");
                         log::warn!(
                             "backend {index}: closed mid-body for {} \"{line}\"; resetting the client",
                             self.addr
@@ -902,7 +959,7 @@ impl ClientConn {
                         Ok(f) if f.eof => backend_eof = true,
                         Ok(f) if f.bytes > 0 => {}
                         _ => {
-                            state.finish(index, Outcome::Failure, "stalled mid-response");
+                            self.finish(state, index, Outcome::Failure, "stalled mid-response");
                             return Attempt::End(End::Abort);
                         }
                     }
@@ -912,11 +969,11 @@ impl ClientConn {
                         "{} \"{line}\": client went away during the response",
                         self.addr
                     );
-                    lock(&state.balancer).abandon(index);
+                    self.abandon(state, index);
                     return Attempt::End(End::Abort);
                 }
                 Err(PumpError::Framing(e)) => {
-                    state.finish(index, Outcome::Failure, "invalid response body");
+                    self.finish(state, index, Outcome::Failure, "invalid response body");
                     log::warn!("backend {index}: invalid response body: {e}; resetting the client");
                     return Attempt::End(End::Abort);
                 }
@@ -928,7 +985,7 @@ impl ClientConn {
         } else {
             Outcome::ErrorResponse { latency }
         };
-        state.finish(index, outcome, "response");
+        self.finish(state, index, outcome, "response");
         state.total_requests.fetch_add(1, Ordering::SeqCst);
         if config.access_log {
             let url = lock(&state.balancer).backends[index].config.url.clone();
@@ -1121,6 +1178,7 @@ impl AdminTarget for AdminView<'_> {
             self.0.open.load(Ordering::SeqCst),
             f64::from_bits(self.0.per_second.load(Ordering::SeqCst)),
             self.0.total_requests.load(Ordering::SeqCst),
+            self.0.internal_errors.load(Ordering::SeqCst),
             self.0.started,
         )
     }

@@ -237,3 +237,65 @@ fn connection_flood_beyond_max_connections() {
         assert_no_leaks(&lb, engine, 1);
     }
 }
+
+/// A panic inside the proxy (injected by the test build at two stages of an exchange) costs the
+/// connection it happened on, and nothing else: other clients go on being served on their open
+/// connections, the request's in-flight count is taken back, every socket, buffer and timer of the
+/// connection is released, and the panic is counted in `lb_internal_errors_total`.
+#[test]
+fn a_panic_costs_one_connection_only() {
+    for engine in ENGINES {
+        let backend = Backend::named("fine");
+        let admin = "[admin]\nlisten = \"127.0.0.1:0\"\n";
+        let lb = Lb::start(
+            &format!("engine = \"{engine}\"\n{SHORT}{admin}"),
+            &[backend.addr],
+        );
+        let mut bystander = lb.client();
+        bystander.send(b"GET /before HTTP/1.1\r\nHost: h\r\n\r\n");
+        assert_eq!(bystander.response(false).status, 200, "{engine}");
+
+        for stage in ["request", "response"] {
+            let mut victim = lb.client();
+            victim.send(
+                format!("GET /__lb_fault/panic-at-{stage} HTTP/1.1\r\nHost: h\r\n\r\n").as_bytes(),
+            );
+            let answer = victim.read_all();
+            assert!(
+                answer.is_empty(),
+                "{engine} {stage}: the connection that panicked is closed without an answer, got {:?}",
+                String::from_utf8_lossy(&answer)
+            );
+        }
+        lb.expected_internal_errors.set(2);
+
+        bystander.send(b"GET /after HTTP/1.1\r\nHost: h\r\n\r\n");
+        let after = bystander.response(false);
+        assert_eq!(
+            (after.status, after.text().as_str()),
+            (200, "fine"),
+            "{engine}"
+        );
+        drop(bystander);
+
+        assert_no_leaks(&lb, engine, 1);
+        let s = lb.snapshot();
+        assert_eq!(s.internal_errors, 2, "{engine}");
+        let b = &s.backends[0];
+        assert_eq!(
+            b.active_connections, 0,
+            "{engine}: in-flight count taken back"
+        );
+        assert_eq!(
+            b.request_count,
+            b.success_count + b.error_count,
+            "{engine}: requests = successes + errors after the unwinds"
+        );
+        assert_eq!(b.success_count, 2, "{engine}");
+        let metrics = get(lb.admin_addr.expect("admin"), "/metrics").text();
+        assert!(
+            metrics.contains("\nlb_internal_errors_total 2\n"),
+            "{engine}: {metrics}"
+        );
+    }
+}

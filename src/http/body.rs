@@ -289,7 +289,9 @@ impl ChunkedDecoder {
 
     fn forwarded(&mut self, n: usize) {
         if let Chunk::Data { remaining } = &mut self.state {
-            *remaining -= n as u64;
+            // `n` comes from a `Step::Data` that never exceeds `remaining`.
+            debug_assert!(n as u64 <= *remaining);
+            *remaining = remaining.saturating_sub(n as u64);
             if *remaining == 0 {
                 self.state = Chunk::DataCr;
             }
@@ -341,7 +343,8 @@ impl Relay {
     pub fn forwarded(&mut self, n: usize) {
         match self {
             Relay::Length { remaining } => {
-                *remaining -= n as u64;
+                debug_assert!(n as u64 <= *remaining);
+                *remaining = remaining.saturating_sub(n as u64);
                 if *remaining == 0 {
                     *self = Relay::Done;
                 }

@@ -38,16 +38,34 @@ pub struct Span {
 }
 
 impl Span {
-    fn of(base: &[u8], part: &[u8]) -> Span {
-        let start = part.as_ptr() as usize - base.as_ptr() as usize;
-        Span {
-            start: start as u32,
-            end: (start + part.len()) as u32,
+    /// Where `part` lies inside `base`, or `None` when it does not lie there at all. A parser may hand
+    /// back a slice that is not part of its input (httparse returns a static `""` for a reason phrase
+    /// that is absent or holds obs-text), so the position is computed with checked arithmetic and
+    /// verified against `base` rather than assumed.
+    pub fn within(base: &[u8], part: &[u8]) -> Option<Span> {
+        let start = (part.as_ptr() as usize).checked_sub(base.as_ptr() as usize)?;
+        let end = start.checked_add(part.len())?;
+        if end > base.len() {
+            return None;
         }
+        Some(Span {
+            start: u32::try_from(start).ok()?,
+            end: u32::try_from(end).ok()?,
+        })
     }
 
+    /// A span of a slice the parser took from `base`; a slice from anywhere else is a malformed head
+    /// rather than a reason to index out of bounds.
+    fn of(base: &[u8], part: &[u8]) -> Result<Span, HeadError> {
+        Span::within(base, part).ok_or(HeadError::Syntax("parser result outside the head"))
+    }
+
+    /// The bytes of the span in `base`: empty if the span does not fit `base` (a span is only ever
+    /// used with the buffer it was made from, so that means a bug, not input).
     pub fn get(self, base: &[u8]) -> &[u8] {
-        &base[self.start as usize..self.end as usize]
+        debug_assert!(self.start <= self.end && self.end as usize <= base.len());
+        base.get(self.start as usize..self.end as usize)
+            .unwrap_or_default()
     }
 
     pub fn is_empty(self) -> bool {
@@ -79,16 +97,19 @@ impl Default for HeaderSpans {
 }
 
 impl HeaderSpans {
-    fn from_parsed(base: &[u8], headers: &[httparse::Header<'_>]) -> HeaderSpans {
+    fn from_parsed(
+        base: &[u8],
+        headers: &[httparse::Header<'_>],
+    ) -> Result<HeaderSpans, HeadError> {
         let mut spans = HeaderSpans::default();
         for (slot, h) in spans.spans.iter_mut().zip(headers) {
             *slot = HeaderSpan {
-                name: Span::of(base, h.name.as_bytes()),
-                value: Span::of(base, h.value),
+                name: Span::of(base, h.name.as_bytes())?,
+                value: Span::of(base, h.value)?,
             };
         }
-        spans.len = headers.len();
-        spans
+        spans.len = headers.len().min(MAX_HEADERS);
+        Ok(spans)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &HeaderSpan> {

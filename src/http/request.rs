@@ -149,11 +149,11 @@ pub fn parse_request(buf: &[u8], max_head: usize) -> Result<Option<RequestHead>,
     );
     Ok(Some(RequestHead {
         head_len,
-        method: Span::of(buf, method_bytes),
+        method: Span::of(buf, method_bytes)?,
         target: target_span,
         authority,
         version,
-        headers: HeaderSpans::from_parsed(buf, request.headers),
+        headers: HeaderSpans::from_parsed(buf, request.headers)?,
         framing,
         keep_alive,
         expect_continue: expect_continue && version == Version::Http11,
@@ -173,11 +173,11 @@ fn split_target(
     target: &[u8],
 ) -> Result<(Span, Option<Span>), HeadError> {
     if target.first() == Some(&b'/') {
-        return Ok((Span::of(buf, target), None));
+        return Ok((Span::of(buf, target)?, None));
     }
     if target == b"*" {
         return if method == b"OPTIONS" {
-            Ok((Span::of(buf, target), None))
+            Ok((Span::of(buf, target)?, None))
         } else {
             Err(HeadError::BadTarget)
         };
@@ -195,8 +195,8 @@ fn split_target(
     }
     // An empty path becomes "/" when written; an authority followed directly by a query keeps the query.
     Ok((
-        Span::of(buf, &rest[authority_len..]),
-        Some(Span::of(buf, authority)),
+        Span::of(buf, &rest[authority_len..])?,
+        Some(Span::of(buf, authority)?),
     ))
 }
 

@@ -99,9 +99,9 @@ pub fn parse_response(
     Ok(Some(ResponseHead {
         head_len,
         status,
-        reason: Span::of(buf, response.reason.unwrap_or("").as_bytes()),
+        reason: reason_span(buf, head_len),
         version,
-        headers: HeaderSpans::from_parsed(buf, response.headers),
+        headers: HeaderSpans::from_parsed(buf, response.headers)?,
         framing,
         // Content-Length alongside Transfer-Encoding is a smuggling signal: never reuse such a connection.
         reusable: persistent
@@ -110,6 +110,34 @@ pub fn parse_response(
         connection_lists_fields: connection.names_fields,
         other_codings: codings.others,
     }))
+}
+
+/// The reason phrase of a parsed status line, found in the buffer itself. httparse cannot be asked:
+/// it returns a static `""` for an absent reason and for one holding obs-text (bytes 0x80-0xFF, legal
+/// in a reason phrase), and the phrase is relayed byte for byte. The status line is the first line
+/// that is not empty, `HTTP/1.x NNN` (12 bytes, single spaces: httparse is not configured to accept
+/// more), then a space and the reason up to CR LF or a bare LF. Without a reason the span is empty.
+fn reason_span(buf: &[u8], head_len: usize) -> Span {
+    let head = &buf[..head_len.min(buf.len())];
+    let line_start = head
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(head.len());
+    let line_end = head[line_start..]
+        .iter()
+        .position(|&b| b == b'\n')
+        .map_or(head.len(), |n| line_start + n);
+    let end = if line_end > line_start && head[line_end - 1] == b'\r' {
+        line_end - 1
+    } else {
+        line_end
+    };
+    let start = (line_start + 13).min(end);
+    // Offsets are below the head limit, which buffers address with u32.
+    Span {
+        start: start as u32,
+        end: end as u32,
+    }
 }
 
 /// How the response body travels to the client.
@@ -339,6 +367,52 @@ mod tests {
             assert_eq!(head.framing, *framing, "{raw:?}");
             assert_eq!(head.reusable, *reusable, "{raw:?}");
             assert_eq!(head.head_len, raw.len());
+        }
+    }
+
+    #[test]
+    fn reason_phrases_are_found_in_the_buffer() {
+        let long_reason = "r".repeat(4000);
+        let long = format!("HTTP/1.1 200 {long_reason}\r\n\r\n");
+        // (raw head, reason as relayed)
+        let cases: &[(&[u8], &[u8])] = &[
+            (b"HTTP/1.1 200 OK\r\n\r\n", b"OK"),
+            (b"HTTP/1.1 200\r\n\r\n", b""),
+            (b"HTTP/1.1 200 \r\n\r\n", b""),
+            (b"HTTP/1.1 200\n\n", b""),
+            (b"HTTP/1.1 200 \xc3\x87a va\r\n\r\n", b"\xc3\x87a va"),
+            (b"HTTP/1.1 404 Not\tFound \r\n\r\n", b"Not\tFound "),
+            (b"HTTP/1.1 200 OK\nServer: x\n\n", b"OK"),
+            (b"\r\n\nHTTP/1.1 204 No Content\r\n\r\n", b"No Content"),
+            (b"HTTP/1.0 200 \xff\r\nContent-Length: 0\r\n\r\n", b"\xff"),
+            (long.as_bytes(), long_reason.as_bytes()),
+        ];
+        for (raw, reason) in cases {
+            let head = parse_response(raw, false, MAX)
+                .unwrap_or_else(|e| panic!("{:?}: {e}", String::from_utf8_lossy(raw)))
+                .unwrap();
+            assert_eq!(
+                head.reason.get(raw),
+                *reason,
+                "{:?}",
+                String::from_utf8_lossy(raw)
+            );
+            assert!(head.reason.end as usize <= head.head_len);
+            let mut out = vec![0u8; 8192];
+            let n = write_response_head(raw, &head, None, Version::Http11, &mut out).unwrap();
+            let expected = [
+                b"HTTP/1.1 ".as_slice(),
+                &raw[raw.len() - raw.trim_ascii_start().len()..][9..12],
+                b" ",
+                reason,
+                b"\r\n",
+            ]
+            .concat();
+            assert!(
+                out[..n].starts_with(&expected),
+                "{:?}",
+                String::from_utf8_lossy(&out[..n])
+            );
         }
     }
 

@@ -50,6 +50,7 @@ impl Shared {
             open_connections,
             self.meter.per_second,
             self.meter.total,
+            self.internal_errors,
             self.meter.started,
         )
     }
@@ -153,7 +154,20 @@ impl Server {
         let Some(conn) = self.admins.get_mut(key) else {
             return;
         };
-        let keep = serve_admin(conn, &mut self.shared, open_connections, token.as_deref());
+        let shared = &mut self.shared;
+        let keep = match fault::contain(|| {
+            serve_admin(conn, shared, open_connections, token.as_deref())
+        }) {
+            Ok(keep) => keep,
+            Err(cause) => {
+                self.shared.internal_errors += 1;
+                log::error!(
+                    "internal error on admin connection {}: {cause}; closing it",
+                    conn.id
+                );
+                false
+            }
+        };
         if keep {
             let id = conn.id;
             conn.deadline.set(

@@ -234,6 +234,7 @@ impl Conn {
             status: 0,
         }));
         self.connect_backend(sh, index, true, now);
+        fault::inject(line.target(), fault::Stage::Request);
     }
 
     /// Writes the head the backend receives into `to_backend`. False when it does not fit.
@@ -725,6 +726,7 @@ impl Conn {
             Ok(None) => return Ok(false),
             Err(e) => return self.backend_failed(sh, &format!("invalid response: {e}"), now),
         };
+        fault::inject(exchange.line.target(), fault::Stage::Response);
         if exchange.head_in_client_buffer > 0 {
             self.client_in.consume(exchange.head_in_client_buffer);
             exchange.head_in_client_buffer = 0;

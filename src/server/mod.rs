@@ -23,6 +23,7 @@ use crate::conn::{
     fill, flush, pump, set_state,
 };
 pub use crate::control::{Command, Control, Snapshot};
+use crate::fault;
 use crate::http::body::{ChunkedDecoder, Relay};
 use crate::http::request::{self, ForwardInfo, RequestHead};
 use crate::http::response::{self, ClientBody};
@@ -128,6 +129,9 @@ struct Shared {
     spare_exchanges: Vec<Box<Exchange>>,
     /// SIGTERM received: every response closes its connection, nothing new is accepted.
     draining: bool,
+    /// Panics caught at a connection's boundary (`lb_internal_errors_total`): bugs, each of which cost
+    /// one connection instead of the process.
+    internal_errors: u64,
 }
 
 /// Counts completed requests and derives requests per second once a second.
@@ -228,6 +232,7 @@ impl Server {
                 },
                 spare_exchanges: Vec::new(),
                 draining: false,
+                internal_errors: 0,
             },
             next_id: 1,
             listener_ready: false,
@@ -465,6 +470,7 @@ impl Server {
             pooled_connections: self.shared.idle.iter().map(Vec::len).sum(),
             registered_sockets: self.shared.sockets.len(),
             timers: self.shared.timers.len(),
+            internal_errors: self.shared.internal_errors,
         }
     }
 
@@ -501,7 +507,15 @@ impl Server {
                         }
                     }
                     Owner::Idle(index) => self.shared.check_idle(index, Token(t)),
-                    Owner::Probe(index) => self.shared.on_probe_event(index, event, Instant::now()),
+                    Owner::Probe(index) => {
+                        let now = Instant::now();
+                        let shared = &mut self.shared;
+                        if let Err(cause) =
+                            fault::contain(|| shared.on_probe_event(index, event, now))
+                        {
+                            self.shared.contain_probe_panic(index, &cause, now);
+                        }
+                    }
                     Owner::Admin(key) => self.on_admin_event(key, event),
                 }
             }
@@ -596,21 +610,67 @@ impl Server {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        let result = conn.drive(&mut self.shared, now);
+        let id = conn.id;
+        let shared = &mut self.shared;
+        let result = fault::contain(|| {
+            let work = conn.drive(shared, now)?;
+            conn.refresh_deadline(shared, now);
+            Ok(work)
+        });
         match result {
-            Ok(work) => {
-                conn.refresh_deadline(&mut self.shared, now);
-                if work == Work::Yielded {
-                    self.yielded.push((key, conn.id));
-                }
-            }
-            Err(how) => self.remove(key, how),
+            Ok(Ok(Work::Yielded)) => self.yielded.push((key, id)),
+            Ok(Ok(Work::Done)) => {}
+            Ok(Err(how)) => self.remove(key, how),
+            Err(cause) => self.contain_panic(key, &cause),
+        }
+    }
+
+    /// The deadline of connection `key` passed: let its state decide, then drive it.
+    fn expire(&mut self, key: usize, now: Instant) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let shared = &mut self.shared;
+        match fault::contain(|| conn.on_timeout(shared, now)) {
+            Ok(Ok(())) => self.drive(key),
+            Ok(Err(how)) => self.remove(key, how),
+            Err(cause) => self.contain_panic(key, &cause),
         }
     }
 
     fn remove(&mut self, key: usize, how: Close) {
         let mut conn = self.conns.remove(key);
-        conn.teardown(&mut self.shared, how);
+        let shared = &mut self.shared;
+        if let Err(cause) = fault::contain(|| conn.teardown(shared, how)) {
+            self.shared.internal_errors += 1;
+            log::error!(
+                "internal error closing conn {} ({}): {cause}; its sockets are closed but may stay counted",
+                conn.id,
+                conn.client_addr
+            );
+        }
+        self.resume_accepting();
+    }
+
+    /// A panic while working on connection `key` was caught. The bug may have left that connection
+    /// half-way through a step, so it is not trusted to go on: it is torn down from its own fields —
+    /// the exchange record and the backend connection say whether a request is counted in flight, its
+    /// tokens and buffers are its own, and its timer entries die with its id. Other connections and the
+    /// shared figures were not in the middle of anything: the loop runs one connection at a time.
+    fn contain_panic(&mut self, key: usize, cause: &str) {
+        self.shared.internal_errors += 1;
+        if let Some(conn) = self.conns.get(key) {
+            log::error!(
+                "internal error on conn {} from {} in state {:?}: {cause}; closing that connection alone",
+                conn.id,
+                conn.client_addr,
+                conn.state
+            );
+            self.remove(key, Close::Abort);
+        }
+    }
+
+    fn resume_accepting(&mut self) {
         if self.accept_paused && self.conns.len() < self.shared.config.max_connections {
             self.accept_paused = false;
             self.accept_clients();
@@ -628,7 +688,12 @@ impl Server {
                     }
                 }
                 TimerOwner::Prober(index) => {
-                    self.shared.on_prober_timer(index, key.generation, at, now)
+                    let shared = &mut self.shared;
+                    if let Err(cause) =
+                        fault::contain(|| shared.on_prober_timer(index, key.generation, at, now))
+                    {
+                        self.shared.contain_probe_panic(index, &cause, now);
+                    }
                 }
                 TimerOwner::Admin(slot) => self.on_admin_timer(slot, key.generation, at, now),
                 TimerOwner::Tick => {
@@ -645,15 +710,11 @@ impl Server {
                     let Some(conn) = self.conns.get_mut(slot) else {
                         continue;
                     };
-                    if conn.id != key.generation
-                        || conn.deadline.on_pop(at, now, &mut self.shared.timers, key)
-                            != Expiry::Fire
+                    if conn.id == key.generation
+                        && conn.deadline.on_pop(at, now, &mut self.shared.timers, key)
+                            == Expiry::Fire
                     {
-                        continue;
-                    }
-                    match conn.on_timeout(&mut self.shared, now) {
-                        Ok(()) => self.drive(slot),
-                        Err(how) => self.remove(slot, how),
+                        self.expire(slot, now);
                     }
                 }
             }

@@ -65,6 +65,9 @@ pub struct Lb {
     pub admin_addr: Option<SocketAddr>,
     pub control: lb::server::Control,
     thread: Option<JoinHandle<()>>,
+    /// Panics the test provokes on purpose; on drop, `internal_errors` must equal this (0 unless a test
+    /// injects faults), so that the containment net never hides a bug in any test.
+    pub expected_internal_errors: std::cell::Cell<u64>,
 }
 
 impl Lb {
@@ -98,6 +101,7 @@ impl Lb {
                     admin_addr,
                     control,
                     thread: Some(thread),
+                    expected_internal_errors: std::cell::Cell::new(0),
                 }
             }
             lb::config::Engine::Threaded => {
@@ -110,6 +114,7 @@ impl Lb {
                     admin_addr,
                     control,
                     thread: Some(thread),
+                    expected_internal_errors: std::cell::Cell::new(0),
                 }
             }
         }
@@ -148,6 +153,15 @@ impl Lb {
 
 impl Drop for Lb {
     fn drop(&mut self) {
+        if !thread::panicking()
+            && let Some(snapshot) = self.control.snapshot()
+        {
+            assert_eq!(
+                snapshot.internal_errors,
+                self.expected_internal_errors.get(),
+                "lb contained a panic (lb_internal_errors_total): a bug; the log has its cause"
+            );
+        }
         self.control.shutdown();
         if let Some(t) = self.thread.take() {
             let _ = t.join();

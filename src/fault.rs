@@ -1,0 +1,97 @@
+//! Panic containment: running one connection's work so that a panic in it (a bug: nothing from the
+//! network may cause one) costs that connection only, and fault injection that lets the tests prove it.
+//!
+//! Injection exists only with the `fault-injection` feature, which the test builds enable through the
+//! package's dev-dependency on itself; in every other build [`inject`] is an empty inline function. A
+//! request whose target starts with `/__lb_fault/panic-at-<stage>` then panics at that stage.
+
+use std::any::Any;
+use std::panic::{self, AssertUnwindSafe};
+
+/// Where an injected panic fires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// A backend was picked and the request counted in flight on it.
+    Request,
+    /// The backend's response head arrived; nothing was sent to the client yet.
+    Response,
+}
+
+impl Stage {
+    #[cfg(feature = "fault-injection")]
+    fn name(self) -> &'static [u8] {
+        match self {
+            Stage::Request => b"request",
+            Stage::Response => b"response",
+        }
+    }
+}
+
+/// Panics if this build injects faults and `target` asks for one at `stage`.
+#[cfg(feature = "fault-injection")]
+pub fn inject(target: &[u8], stage: Stage) {
+    const PREFIX: &[u8] = b"/__lb_fault/panic-at-";
+    if let Some(rest) = target.strip_prefix(PREFIX)
+        && rest.starts_with(stage.name())
+    {
+        panic!("fault injected at stage {stage:?}");
+    }
+}
+
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+pub fn inject(_target: &[u8], _stage: Stage) {}
+
+/// Runs `work`, turning a panic into `Err` with the panic's message. The caller then tears down what
+/// the work was about; the state it shares with other connections must stay consistent across an
+/// unwind, which is why nothing shared is left half-updated between two calls that could panic.
+pub fn contain<T>(work: impl FnOnce() -> T) -> Result<T, String> {
+    panic::catch_unwind(AssertUnwindSafe(work)).map_err(|payload| message(payload.as_ref()))
+}
+
+/// The text a panic was raised with.
+pub fn message(payload: &(dyn Any + Send)) -> String {
+    if let Some(text) = payload.downcast_ref::<&str>() {
+        (*text).to_string()
+    } else if let Some(text) = payload.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "panic with a non-text payload".to_string()
+    }
+}
+
+/// Makes panics log through `log` (with their location) instead of printing to stderr on their own:
+/// a contained panic then shows up as one error line in the log, next to the line saying which
+/// connection it cost.
+pub fn log_panics() {
+    panic::set_hook(Box::new(|info| {
+        let location = info
+            .location()
+            .map_or_else(String::new, |l| format!(" at {}:{}", l.file(), l.line()));
+        log::error!("panic{location}: {}", message(info.payload()));
+    }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contain_turns_a_panic_into_its_message() {
+        assert_eq!(contain(|| 7), Ok(7));
+        let text = contain(|| panic!("boom {}", 1));
+        let literal = contain(|| panic!("static"));
+        let other = contain(|| std::panic::panic_any(5u8));
+        assert_eq!(text, Err("boom 1".to_string()));
+        assert_eq!(literal, Err("static".to_string()));
+        assert_eq!(other, Err("panic with a non-text payload".to_string()));
+    }
+
+    #[cfg(feature = "fault-injection")]
+    #[test]
+    fn injection_matches_the_stage() {
+        inject(b"/__lb_fault/panic-at-response", Stage::Request);
+        inject(b"/normal", Stage::Request);
+        assert!(contain(|| inject(b"/__lb_fault/panic-at-request", Stage::Request)).is_err());
+    }
+}

@@ -240,6 +240,7 @@ impl Balancer {
                     if config.addr != backend.config.addr
                         || config.health_check_path != backend.config.health_check_path
                         || config.health_check_interval != backend.config.health_check_interval
+                        || config.health_check_timeout != backend.config.health_check_timeout
                     {
                         changes.changed.push(slot);
                     }

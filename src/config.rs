@@ -105,6 +105,9 @@ pub struct Config {
     pub health_check: HealthCheck,
     pub admin: Option<Admin>,
     pub backends: Vec<BackendConfig>,
+    /// Settings that work but probably not as the operator meant, each naming its keys: logged at
+    /// start and on reload, printed by `--check`.
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -181,6 +184,9 @@ pub struct BackendConfig {
     pub capacity: u32,
     pub health_check_path: String,
     pub health_check_interval: Duration,
+    /// `[health_check] timeout`, capped at this backend's interval: a probe never outlives the period
+    /// it belongs to.
+    pub health_check_timeout: Duration,
 }
 
 #[derive(Deserialize)]
@@ -297,6 +303,13 @@ impl Config {
         Config::parse_named(&text, &display)
     }
 
+    /// Logs each of [`Config::warnings`] at warn level.
+    pub fn log_warnings(&self) {
+        for warning in &self.warnings {
+            log::warn!("config: {warning}");
+        }
+    }
+
     /// Parses configuration text (used by tests and by `load`).
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse_named(text, "<config>")
@@ -313,43 +326,65 @@ impl Config {
                 message: "at least one [[backends]] entry is required".into(),
             });
         }
+        let mut warnings = Vec::new();
         if raw.health_check.timeout > raw.health_check.interval {
+            warnings.push(format!(
+                "health_check.timeout ({:?}) is longer than health_check.interval ({:?}): probes time out after {:?}",
+                raw.health_check.timeout, raw.health_check.interval, raw.health_check.interval
+            ));
+        }
+        if let Some(admin) = &raw.admin
+            && admin.listen == raw.listen
+            && raw.listen.port() != 0
+        {
             return Err(ConfigError::Invalid {
-                key: "health_check.timeout".into(),
+                key: "admin.listen".into(),
                 message: format!(
-                    "{:?} is longer than health_check.interval ({:?})",
-                    raw.health_check.timeout, raw.health_check.interval
+                    "{} is also `listen`: the two need different addresses",
+                    admin.listen
                 ),
             });
         }
         let mut backends = Vec::with_capacity(raw.backends.len());
         for (index, b) in raw.backends.into_iter().enumerate() {
+            let key = format!("backends[{index}]");
             let addr =
                 resolve(&b.url.host, b.url.port).map_err(|message| ConfigError::Invalid {
-                    key: format!("backends[{index}].url"),
+                    key: format!("{key}.url"),
                     message,
                 })?;
-            if backends
-                .iter()
-                .any(|other: &BackendConfig| other.addr == addr)
-            {
+            let url = b.url.text.trim_end_matches('/').to_string();
+            if let Some(earlier) = backends.iter().position(|o: &BackendConfig| o.url == url) {
+                // A backend is known by its URL (statistics, reloads, the admin API's changes).
                 return Err(ConfigError::Invalid {
-                    key: format!("backends[{index}].url"),
+                    key: format!("{key}.url"),
                     message: format!(
-                        "{} resolves to {addr}, which an earlier backend already uses",
-                        b.url.text
+                        "{url} is already backends[{earlier}]: list it once, with the combined capacity"
                     ),
                 });
             }
+            if let Some(earlier) = backends.iter().position(|o: &BackendConfig| o.addr == addr) {
+                warnings.push(format!(
+                    "{key}.url ({url}) resolves to {addr}, as backends[{earlier}] does: that server gets both shares"
+                ));
+            }
+            let interval = b.health_check_period.unwrap_or(raw.health_check.interval);
+            if b.health_check_period.is_some() && raw.health_check.timeout > interval {
+                warnings.push(format!(
+                    "{key}.health_check_period ({interval:?}) is shorter than health_check.timeout ({:?}): its probes time out after {interval:?}",
+                    raw.health_check.timeout
+                ));
+            }
             backends.push(BackendConfig {
-                url: b.url.text,
+                url,
                 authority: b.url.authority,
                 addr,
                 capacity: b.capacity,
                 health_check_path: b
                     .health_check_url
                     .unwrap_or_else(|| raw.health_check.path.clone()),
-                health_check_interval: b.health_check_period.unwrap_or(raw.health_check.interval),
+                health_check_interval: interval,
+                health_check_timeout: raw.health_check.timeout.min(interval),
             });
         }
         Ok(Config {
@@ -364,6 +399,7 @@ impl Config {
             health_check: raw.health_check,
             admin: raw.admin,
             backends,
+            warnings,
         })
     }
 }
@@ -742,6 +778,43 @@ url = "http://localhost:8002/"
     }
 
     #[test]
+    fn settings_other_proxies_accept_are_accepted_with_a_warning() {
+        let text = "[health_check]\ninterval = \"500ms\"\ntimeout = \"1s\"\n\
+            [[backends]]\nurl = \"http://127.0.0.1:8001\"\n\
+            [[backends]]\nurl = \"http://localhost:8001\"\nhealth_check_period = \"200ms\"\n\
+            [[backends]]\nurl = \"http://127.0.0.1:8003\"\nhealth_check_period = \"5s\"\n";
+        let config = Config::parse(text).unwrap_or_else(|e| panic!("{e}"));
+        let timeouts: Vec<Duration> = config
+            .backends
+            .iter()
+            .map(|b| b.health_check_timeout)
+            .collect();
+        assert_eq!(
+            timeouts,
+            [
+                Duration::from_millis(500),
+                Duration::from_millis(200),
+                Duration::from_secs(1)
+            ]
+        );
+        let warnings = config.warnings.join("\n");
+        for needle in [
+            "health_check.timeout (1s) is longer than health_check.interval (500ms): probes time out after 500ms",
+            "backends[1].health_check_period (200ms) is shorter than health_check.timeout (1s)",
+            "backends[1].url (http://localhost:8001) resolves to 127.0.0.1:8001, as backends[0] does",
+        ] {
+            assert!(warnings.contains(needle), "{needle:?} not in:\n{warnings}");
+        }
+        assert_eq!(config.warnings.len(), 3, "{warnings}");
+        let quiet = Config::parse(MINIMAL).unwrap();
+        assert!(quiet.warnings.is_empty());
+        // Port 0 asks for any free port: the same spelling for both listeners is fine.
+        let both_any =
+            format!("listen = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n{MINIMAL}");
+        assert!(Config::parse(&both_any).is_ok());
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let b = MINIMAL;
         // (config text, substrings the message must contain)
@@ -762,7 +835,10 @@ url = "http://localhost:8002/"
             (format!("[health_check]\nrise = 0\n{b}"), vec!["rise", "line 2", "1"]),
             (format!("[health_check]\nfall = 0\n{b}"), vec!["fall"]),
             (format!("[health_check]\npath = \"health\"\n{b}"), vec!["path", "must start with '/'"]),
-            (format!("[health_check]\ninterval = \"1s\"\ntimeout = \"2s\"\n{b}"), vec!["health_check.timeout"]),
+            (
+                format!("listen = \"127.0.0.1:9000\"\n[admin]\nlisten = \"127.0.0.1:9000\"\n{b}"),
+                vec!["admin.listen", "127.0.0.1:9000", "different"],
+            ),
             ("[admin]\ntoken = \"x\"\n[[backends]]\nurl = \"http://127.0.0.1:1\"\n".to_string(), vec!["listen"]),
             ("[[backends]]\nurl = \"127.0.0.1:8001\"\n".to_string(), vec!["url", "http://host:port", "line 2"]),
             ("[[backends]]\nurl = \"http://127.0.0.1:8001/api\"\n".to_string(), vec!["url", "no path"]),
@@ -780,7 +856,7 @@ url = "http://localhost:8002/"
             (
                 "[[backends]]\nurl = \"http://127.0.0.1:8001\"\n[[backends]]\nurl = \"http://127.0.0.1:8001/\"\n"
                     .to_string(),
-                vec!["backends[1].url", "already"],
+                vec!["backends[1].url", "already backends[0]", "once"],
             ),
             ("listen = \n".to_string(), vec!["line 1"]),
         ];

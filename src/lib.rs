@@ -27,6 +27,7 @@ pub mod control;
 pub mod fault;
 pub mod health;
 pub mod http;
+pub mod listen;
 pub mod server;
 pub mod threaded;
 pub mod timer;
@@ -55,6 +56,7 @@ pub fn run(config: Config, config_path: &Path) -> io::Result<()> {
 }
 
 fn log_start(config: &Config, listen: std::net::SocketAddr, admin: Option<std::net::SocketAddr>) {
+    config.log_warnings();
     let urls: Vec<&str> = config.backends.iter().map(|b| b.url.as_str()).collect();
     log::info!(
         "lb {} listening on {listen} (engine {}, algorithm {}, {} backends: {})",

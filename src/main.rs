@@ -90,6 +90,9 @@ fn main() -> ExitCode {
         config.engine = engine;
     }
     if args.check {
+        for warning in &config.warnings {
+            eprintln!("lb: warning: {warning}");
+        }
         println!(
             "{}: configuration is valid ({} backends)",
             args.config.display(),

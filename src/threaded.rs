@@ -11,7 +11,7 @@
 use crate::admin::{self, AdminTarget, Overview, Served};
 use crate::balance::{Balancer, Outcome, Tried};
 use crate::buffer::{Buffer, BufferPool};
-use crate::config::Config;
+use crate::config::{BackendConfig, Config};
 use crate::conn::{PumpError, PumpStatus, RequestLine, fill, flush, pump};
 use crate::control::{Command, Control, Snapshot};
 use crate::health::{ProbeResult, next_probe_delay, probe_request, probe_verdict};
@@ -128,6 +128,7 @@ impl State {
     }
 
     fn reload(&self, config: Config) {
+        config.log_warnings();
         let changes = lock(&self.balancer).reconfigure(
             &config.backends,
             config.algorithm,
@@ -177,11 +178,11 @@ pub struct Threaded {
 
 impl Threaded {
     pub fn bind(config: Config) -> io::Result<Threaded> {
-        let listener = listen(config.listen)?;
+        let listener = crate::listen::bind(config.listen, "listen")?;
         let local_addr = listener.local_addr()?;
         let admin = match &config.admin {
             Some(a) => {
-                let admin = TcpListener::bind(a.listen)?;
+                let admin = crate::listen::bind(a.listen, "[admin] listen")?;
                 admin::warn_if_exposed(admin.local_addr()?, a.token.as_deref());
                 Some(admin)
             }
@@ -338,17 +339,6 @@ impl Threaded {
         // The acceptor's clone is gone; closing ours closes the socket.
         self.listener = None;
     }
-}
-
-/// A listening socket with the same backlog as the event loop's (mio uses 1024; std would use 128, and
-/// a burst of connections beyond the backlog waits a second for SYN retransmission).
-fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
-    use socket2::{Domain, Socket, Type};
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
-    socket.set_reuse_address(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(1024)?;
-    Ok(socket.into())
 }
 
 fn spawn_named(
@@ -1077,25 +1067,16 @@ fn health_loop(state: &State) {
     let mut random = 0x9E37_79B9_7F4A_7C15u64;
     while !state.stopping.load(Ordering::SeqCst) {
         let now = Instant::now();
-        let config = state.config();
-        let slots: Vec<(usize, String, String, Duration, SocketAddr)> = {
+        let slots: Vec<(usize, BackendConfig)> = {
             let balancer = lock(&state.balancer);
             balancer
                 .configured()
                 .iter()
-                .map(|&slot| {
-                    let c = &balancer.backends[slot].config;
-                    (
-                        slot,
-                        c.health_check_path.clone(),
-                        c.authority.clone(),
-                        c.health_check_interval,
-                        c.addr,
-                    )
-                })
+                .map(|&slot| (slot, balancer.backends[slot].config.clone()))
                 .collect()
         };
-        for (slot, path, authority, interval, addr) in slots {
+        for (slot, backend) in slots {
+            let interval = backend.health_check_interval;
             if next_due.len() <= slot {
                 next_due.resize(slot + 1, now + interval);
             }
@@ -1103,9 +1084,9 @@ fn health_loop(state: &State) {
                 continue;
             }
             let result = probe(
-                addr,
-                &probe_request(&path, &authority),
-                config.health_check.timeout,
+                backend.addr,
+                &probe_request(&backend.health_check_path, &backend.authority),
+                backend.health_check_timeout,
             );
             let mut balancer = lock(&state.balancer);
             log::debug!(

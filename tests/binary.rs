@@ -89,6 +89,59 @@ fn check_validates_the_shipped_config_and_rejects_bad_ones() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/lb.toml"));
 }
 
+/// Settings HAProxy and nginx accept pass `--check` with a warning naming the keys and what lb does.
+#[test]
+fn check_accepts_a_probe_timeout_longer_than_the_interval_with_a_warning() {
+    let path = temp_config(
+        "probe-timeout.toml",
+        "[health_check]\ninterval = \"500ms\"\ntimeout = \"1s\"\n\
+         [[backends]]\nurl = \"http://127.0.0.1:1\"\nhealth_check_period = \"200ms\"\n",
+    );
+    let out = lb_command().arg("--check").arg(&path).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(
+            "warning: health_check.timeout (1s) is longer than health_check.interval (500ms)"
+        ) && stderr.contains("backends[0].health_check_period (200ms)"),
+        "{stderr}"
+    );
+}
+
+/// A listener that cannot be opened is named with its address and its key, without the OS's error
+/// number, and lb exits 1.
+#[test]
+fn a_busy_port_is_named_with_its_key() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = taken.local_addr().unwrap();
+    let backend = "[[backends]]\nurl = \"http://127.0.0.1:1\"\n";
+    let cases = [
+        (
+            format!("listen = \"{busy}\"\n{backend}"),
+            format!("cannot listen on {busy} (listen): Address already in use"),
+        ),
+        (
+            format!("listen = \"127.0.0.1:0\"\n[admin]\nlisten = \"{busy}\"\n{backend}"),
+            format!("cannot listen on {busy} ([admin] listen): Address already in use"),
+        ),
+    ];
+    for engine in ["event_loop", "threaded"] {
+        for (text, message) in &cases {
+            let path = temp_config(&format!("busy-{}.toml", rand_suffix()), text);
+            let out = lb_command()
+                .args(["--engine", engine])
+                .arg(&path)
+                .env_remove("RUST_LOG")
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{engine}: {stderr}");
+            assert!(stderr.contains(message.as_str()), "{engine}: {stderr}");
+            assert!(!stderr.contains("os error"), "{engine}: {stderr}");
+        }
+    }
+}
+
 /// A running `lb` process, killed on drop. Its log is collected for assertions.
 struct LbProcess {
     child: Child,

@@ -178,14 +178,15 @@ impl Server {
     /// Binds the listener and prepares the loop; nothing is served until [`Server::run`].
     pub fn bind(config: Config) -> io::Result<Server> {
         let poll = Poll::new()?;
-        let mut listener = TcpListener::bind(config.listen)?;
+        let mut listener = crate::listen::bind_nonblocking(config.listen, "listen")?;
         let local_addr = listener.local_addr()?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let admin_listener = match &config.admin {
             Some(admin) => {
-                let mut admin_listener = TcpListener::bind(admin.listen)?;
+                let mut admin_listener =
+                    crate::listen::bind_nonblocking(admin.listen, "[admin] listen")?;
                 poll.registry().register(
                     &mut admin_listener,
                     ADMIN_LISTENER,
@@ -334,6 +335,7 @@ impl Server {
     /// Applies a new configuration without dropping a connection. Backends are matched by URL; kept
     /// ones keep their statistics, health and pooled connections.
     fn reload(&mut self, config: Config) {
+        config.log_warnings();
         let old = &self.shared.config;
         if config.listen != old.listen {
             log::warn!(

@@ -127,7 +127,7 @@ impl Shared {
                     self.schedule_next_probe(index, now);
                     return;
                 }
-                let timeout = self.config.health_check.timeout;
+                let timeout = self.balancer.backends[index].config.health_check_timeout;
                 let prober = &mut self.probers[index];
                 let key = prober.key(index);
                 prober.probe = Some(Probe {

@@ -176,6 +176,24 @@ fn probe_timeouts_and_refusals_count_as_failures() {
     });
 }
 
+/// `timeout` longer than `interval` is accepted (as HAProxy and nginx do) and capped by the interval:
+/// two probes that would each wait 30 s are over in a fraction of `WAIT`.
+#[test]
+fn a_probe_timeout_longer_than_the_interval_is_capped_by_it() {
+    let silent = Backend::start(|mut peer| {
+        let _ = peer.read_request();
+        // Hold the probe open without answering until lb gives up on it.
+        let mut byte = [0u8; 1];
+        let _ = std::io::Read::read(&mut peer.stream, &mut byte);
+    });
+    let settings = "[health_check]\ninterval = \"100ms\"\ntimeout = \"30s\"\nfall = 2\n";
+    let lb = lb(settings, &[silent.addr]);
+    wait_until("the silent backend to go down on capped probe timeouts", || {
+        !lb.snapshot().backends[0].healthy
+    });
+    assert!(silent.connection_count() >= 2);
+}
+
 #[test]
 fn all_backends_down_gives_503_at_once() {
     let settings = "[health_check]\ninterval = \"50ms\"\ntimeout = \"50ms\"\nfall = 1\n";

@@ -10,8 +10,14 @@ pub mod response;
 
 use std::fmt;
 
-/// Most header fields a head may carry; more gives 431 (requests) or 502 (responses).
+/// Most header fields a head parsed by lb may carry.
 pub const MAX_HEADERS: usize = 100;
+/// Most fields a request may carry (more gives 431): room is left for the fields the rewrite adds
+/// (`Host`, `X-Forwarded-For`, `X-Forwarded-Proto`), so that lb never forwards a head it would refuse.
+pub const MAX_REQUEST_FIELDS: usize = MAX_HEADERS - 3;
+/// Most fields a response may carry (more gives 502): room is left for the `Content-Length` and
+/// `Connection` fields the rewrite may add.
+pub const MAX_RESPONSE_FIELDS: usize = MAX_HEADERS - 2;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Version {
@@ -149,7 +155,7 @@ impl fmt::Display for HeadError {
         match self {
             HeadError::Syntax(what) => write!(f, "malformed head: {what}"),
             HeadError::TooLarge => f.write_str("head too large"),
-            HeadError::TooManyHeaders => write!(f, "more than {MAX_HEADERS} header fields"),
+            HeadError::TooManyHeaders => f.write_str("too many header fields"),
             HeadError::BadContentLength => f.write_str("invalid or conflicting Content-Length"),
             HeadError::BadTransferEncoding => f.write_str("invalid Transfer-Encoding"),
             HeadError::UnsupportedTransferEncoding => {

@@ -3,8 +3,9 @@
 //! reaches one.
 
 use super::{
-    ConnectionTokens, Framing, HeadError, HeadWriter, HeaderSpans, MAX_HEADERS, Span,
-    TransferCodings, Version, is_hop_by_hop, listed_in_connection, merge_content_length, trim_ows,
+    ConnectionTokens, Framing, HeadError, HeadWriter, HeaderSpans, MAX_HEADERS, MAX_REQUEST_FIELDS,
+    Span, TransferCodings, Version, is_hop_by_hop, listed_in_connection, merge_content_length,
+    trim_ows,
 };
 use crate::http::ErrorResponse;
 use std::io::Write as _;
@@ -60,6 +61,16 @@ pub fn error_response(e: HeadError) -> ErrorResponse {
 /// Parses and validates a request head at the start of `buf`. `Ok(None)` means more bytes are needed;
 /// a partial head that already fills `max_head` bytes is [`HeadError::TooLarge`].
 pub fn parse_request(buf: &[u8], max_head: usize) -> Result<Option<RequestHead>, HeadError> {
+    parse_request_limited(buf, max_head, MAX_REQUEST_FIELDS)
+}
+
+/// [`parse_request`] with a field limit of the caller's (at most [`MAX_HEADERS`]): what a peer with
+/// another limit would accept.
+pub fn parse_request_limited(
+    buf: &[u8],
+    max_head: usize,
+    max_fields: usize,
+) -> Result<Option<RequestHead>, HeadError> {
     // Uninitialised slots: httparse fills what it uses, and zeroing 100 headers per request is waste.
     let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut []);
@@ -69,6 +80,9 @@ pub fn parse_request(buf: &[u8], max_head: usize) -> Result<Option<RequestHead>,
         httparse::Status::Partial if buf.len() >= max_head => return Err(HeadError::TooLarge),
         httparse::Status::Partial => return Ok(None),
     };
+    if request.headers.len() > max_fields {
+        return Err(HeadError::TooManyHeaders);
+    }
     // httparse guarantees these are set on a complete parse.
     let (Some(method), Some(target), Some(version)) =
         (request.method, request.path, request.version)
@@ -85,60 +99,18 @@ pub fn parse_request(buf: &[u8], max_head: usize) -> Result<Option<RequestHead>,
         return Err(HeadError::MethodNotSupported);
     }
     let (target_span, authority) = split_target(buf, method_bytes, target.as_bytes())?;
-
-    let mut content_length: Option<u64> = None;
-    let mut codings = TransferCodings::default();
-    let mut connection = ConnectionTokens::default();
-    let mut host: Option<&[u8]> = None;
-    let mut host_count = 0;
-    let mut expect_continue = false;
-    let mut has_upgrade_field = false;
-    for h in request.headers.iter() {
-        let name = h.name.as_bytes();
-        if name.eq_ignore_ascii_case(b"content-length") {
-            content_length = merge_content_length(content_length, h.value)?;
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            codings.add_field(h.value);
-        } else if name.eq_ignore_ascii_case(b"connection") {
-            connection.add_field(h.value);
-        } else if name.eq_ignore_ascii_case(b"host") {
-            host_count += 1;
-            host = Some(h.value);
-        } else if name.eq_ignore_ascii_case(b"expect") {
-            expect_continue |= trim_ows(h.value).eq_ignore_ascii_case(b"100-continue");
-        } else if name.eq_ignore_ascii_case(b"upgrade") {
-            has_upgrade_field = true;
-        }
+    let fields = RequestFields::scan(request.headers)?;
+    if fields.host_count == 0 && version == Version::Http11 {
+        return Err(HeadError::MissingHost);
     }
-
-    match (host_count, host) {
-        (0, _) if version == Version::Http11 => return Err(HeadError::MissingHost),
-        (2.., _) => return Err(HeadError::DuplicateHost),
-        (_, Some(value)) if !valid_host(value) => return Err(HeadError::BadHost),
-        _ => {}
-    }
-
-    let framing = if codings.present {
-        if version == Version::Http10 {
-            return Err(HeadError::TransferEncodingInHttp10);
-        }
-        if content_length.is_some() {
-            return Err(HeadError::ContentLengthWithTransferEncoding);
-        }
-        if codings.malformed || codings.chunked_misplaced || !codings.chunked_last {
-            return Err(HeadError::BadTransferEncoding);
-        }
-        if codings.others {
-            return Err(HeadError::UnsupportedTransferEncoding);
-        }
-        Framing::Chunked
-    } else {
-        match content_length {
-            None | Some(0) => Framing::Empty,
-            Some(n) => Framing::Length(n),
-        }
-    };
-
+    let framing = fields.framing(version)?;
+    let headers = HeaderSpans::from_parsed(buf, request.headers)?;
+    let connection = fields.connection;
+    // A field the client lists in Connection is hop-by-hop and not forwarded: an Expect listed there
+    // asks nothing of the backend.
+    let expect_continue = fields.expect_continue
+        && version == Version::Http11
+        && !(connection.names_fields && listed_in_connection(buf, &headers, b"expect"));
     let keep_alive = match version {
         Version::Http11 => !connection.close,
         Version::Http10 => connection.keep_alive && !connection.close,
@@ -153,16 +125,87 @@ pub fn parse_request(buf: &[u8], max_head: usize) -> Result<Option<RequestHead>,
         target: target_span,
         authority,
         version,
-        headers: HeaderSpans::from_parsed(buf, request.headers)?,
+        headers,
         framing,
         keep_alive,
-        expect_continue: expect_continue && version == Version::Http11,
-        upgrade: connection.upgrade && has_upgrade_field && version == Version::Http11,
+        expect_continue,
+        upgrade: connection.upgrade && fields.has_upgrade_field && version == Version::Http11,
         is_head: method_bytes == b"HEAD",
         idempotent,
-        has_host: host_count == 1,
+        has_host: fields.host_count == 1,
         connection_lists_fields: connection.names_fields,
     }))
+}
+
+/// What a request's fields say about framing, Host, Connection, Expect and Upgrade.
+struct RequestFields {
+    content_length: Option<u64>,
+    codings: TransferCodings,
+    connection: ConnectionTokens,
+    host_count: usize,
+    expect_continue: bool,
+    has_upgrade_field: bool,
+}
+
+impl RequestFields {
+    fn scan(headers: &[httparse::Header<'_>]) -> Result<RequestFields, HeadError> {
+        let mut fields = RequestFields {
+            content_length: None,
+            codings: TransferCodings::default(),
+            connection: ConnectionTokens::default(),
+            host_count: 0,
+            expect_continue: false,
+            has_upgrade_field: false,
+        };
+        let mut host: Option<&[u8]> = None;
+        for h in headers {
+            let name = h.name.as_bytes();
+            if name.eq_ignore_ascii_case(b"content-length") {
+                fields.content_length = merge_content_length(fields.content_length, h.value)?;
+            } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+                fields.codings.add_field(h.value);
+            } else if name.eq_ignore_ascii_case(b"connection") {
+                fields.connection.add_field(h.value);
+            } else if name.eq_ignore_ascii_case(b"host") {
+                fields.host_count += 1;
+                host = Some(h.value);
+            } else if name.eq_ignore_ascii_case(b"expect") {
+                fields.expect_continue |= trim_ows(h.value).eq_ignore_ascii_case(b"100-continue");
+            } else if name.eq_ignore_ascii_case(b"upgrade") {
+                fields.has_upgrade_field = true;
+            }
+        }
+        match (fields.host_count, host) {
+            (2.., _) => Err(HeadError::DuplicateHost),
+            (_, Some(value)) if !valid_host(value) => Err(HeadError::BadHost),
+            _ => Ok(fields),
+        }
+    }
+
+    /// RFC 9112 6: chunked as the final transfer coding, else Content-Length, else no body; anything
+    /// ambiguous is refused.
+    fn framing(&self, version: Version) -> Result<Framing, HeadError> {
+        let codings = &self.codings;
+        if !codings.present {
+            return Ok(match self.content_length {
+                None | Some(0) => Framing::Empty,
+                Some(n) => Framing::Length(n),
+            });
+        }
+        if version == Version::Http10 {
+            return Err(HeadError::TransferEncodingInHttp10);
+        }
+        if self.content_length.is_some() {
+            return Err(HeadError::ContentLengthWithTransferEncoding);
+        }
+        if codings.malformed || codings.chunked_misplaced || !codings.chunked_last {
+            return Err(HeadError::BadTransferEncoding);
+        }
+        if codings.others {
+            return Err(HeadError::UnsupportedTransferEncoding);
+        }
+        Ok(Framing::Chunked)
+    }
 }
 
 /// Splits the request target into what the backend receives (origin-form) and, for absolute-form, the
@@ -231,11 +274,13 @@ pub fn write_request_head(
     let mut w = HeadWriter::new(out);
     w.put(head.method.get(buf));
     w.put(b" ");
-    if head.target.is_empty() {
+    let target = head.target.get(buf);
+    // An absolute-form target with an empty path (`http://a`, `http://a?q`) gets the "/" that
+    // origin-form requires (RFC 9112 3.2.1).
+    if target.first() != Some(&b'/') && target != b"*" {
         w.put(b"/");
-    } else {
-        w.put(head.target.get(buf));
     }
+    w.put(target);
     w.put(b" HTTP/1.1\r\n");
 
     let mut forwarded_for_written = false;
@@ -257,7 +302,9 @@ pub fn write_request_head(
                 || name.eq_ignore_ascii_case(b"x-forwarded-proto")
                 || (head.authority.is_some() && name.eq_ignore_ascii_case(b"host"))
                 || (head.version == Version::Http10 && name.eq_ignore_ascii_case(b"expect"))
-                || (head.connection_lists_fields && listed_in_connection(buf, &head.headers, name))
+                || (head.connection_lists_fields
+                    && !name.eq_ignore_ascii_case(b"host")
+                    && listed_in_connection(buf, &head.headers, name))
                 || framing_lookalike(name)
         };
         if !skip {
@@ -771,10 +818,55 @@ mod tests {
                 "GET / HTTP/1.1\nHost: a\n\n",
                 "GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 192.0.2.7\r\nX-Forwarded-Proto: http\r\n\r\n",
             ),
+            (
+                "GET http://example.com?y=1 HTTP/1.1\r\nHost: other\r\n\r\n",
+                "GET /?y=1 HTTP/1.1\r\nHost: example.com\r\nX-Forwarded-For: 192.0.2.7\r\nX-Forwarded-Proto: http\r\n\r\n",
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nConnection: host, x-a\r\nX-A: 1\r\n\r\n",
+                "GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 192.0.2.7\r\nX-Forwarded-Proto: http\r\n\r\n",
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nConnection: expect\r\n\r\n",
+                "GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 192.0.2.7\r\nX-Forwarded-Proto: http\r\n\r\n",
+            ),
         ];
         for (client, backend) in cases {
             assert_eq!(forward(client), *backend, "for {client:?}");
         }
+    }
+
+    #[test]
+    fn an_expect_listed_in_connection_expects_nothing() {
+        let listed = "PUT / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nConnection: Expect\r\nContent-Length: 1\r\n\r\n";
+        assert!(!parse(listed).unwrap().unwrap().expect_continue);
+    }
+
+    #[test]
+    fn the_field_limit_leaves_room_for_the_rewrite() {
+        let fields = |n: usize| -> String { (0..n).map(|i| format!("X-{i}: v\r\n")).collect() };
+        let at_limit = format!(
+            "GET / HTTP/1.1\r\nHost: a\r\n{}\r\n",
+            fields(MAX_REQUEST_FIELDS - 1)
+        );
+        let head = parse(&at_limit).unwrap().unwrap();
+        let mut out = [0u8; 4096];
+        let info = ForwardInfo {
+            client_ip: "192.0.2.7".parse().unwrap(),
+            default_host: b"h",
+        };
+        let n = write_request_head(at_limit.as_bytes(), &head, &info, &mut out).unwrap();
+        let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut again = httparse::Request::new(&mut slots);
+        assert!(
+            again.parse(&out[..n]).unwrap().is_complete(),
+            "the rewrite fits the limit"
+        );
+        let over = format!(
+            "GET / HTTP/1.1\r\nHost: a\r\n{}\r\n",
+            fields(MAX_REQUEST_FIELDS)
+        );
+        assert_eq!(parse(&over).err(), Some(HeadError::TooManyHeaders));
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //! connection can be reused and how the body is framed for the client, then write the client's head.
 
 use super::{
-    ConnectionTokens, Framing, HeadError, HeadWriter, HeaderSpans, MAX_HEADERS, Span,
-    TransferCodings, Version, is_hop_by_hop, listed_in_connection, merge_content_length,
+    ConnectionTokens, Framing, HeadError, HeadWriter, HeaderSpans, MAX_HEADERS,
+    MAX_RESPONSE_FIELDS, Span, TransferCodings, Version, is_hop_by_hop, listed_in_connection,
+    merge_content_length,
 };
 
 #[derive(Clone)]
@@ -37,6 +38,17 @@ pub fn parse_response(
     request_is_head: bool,
     max_head: usize,
 ) -> Result<Option<ResponseHead>, HeadError> {
+    parse_response_limited(buf, request_is_head, max_head, MAX_RESPONSE_FIELDS)
+}
+
+/// [`parse_response`] with a field limit of the caller's (at most [`MAX_HEADERS`]): what a peer with
+/// another limit would accept.
+pub fn parse_response_limited(
+    buf: &[u8],
+    request_is_head: bool,
+    max_head: usize,
+    max_fields: usize,
+) -> Result<Option<ResponseHead>, HeadError> {
     let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
     let mut response = httparse::Response::new(&mut []);
     let head_len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
@@ -49,6 +61,9 @@ pub fn parse_response(
         httparse::Status::Partial if buf.len() >= max_head => return Err(HeadError::TooLarge),
         httparse::Status::Partial => return Ok(None),
     };
+    if response.headers.len() > max_fields {
+        return Err(HeadError::TooManyHeaders);
+    }
     let (Some(status), Some(version)) = (response.code, response.version) else {
         return Err(HeadError::Syntax("incomplete status line"));
     };
@@ -103,10 +118,11 @@ pub fn parse_response(
         version,
         headers: HeaderSpans::from_parsed(buf, response.headers)?,
         framing,
-        // Content-Length alongside Transfer-Encoding is a smuggling signal: never reuse such a connection.
+        // Content-Length alongside Transfer-Encoding is a smuggling signal, and Transfer-Encoding in
+        // HTTP/1.0 is faulty framing (RFC 9112 6.1): never reuse such a connection.
         reusable: persistent
             && framing != Framing::UntilClose
-            && !(codings.present && content_length.is_some()),
+            && !(codings.present && (content_length.is_some() || version == Version::Http10)),
         connection_lists_fields: connection.names_fields,
         other_codings: codings.others,
     }))
@@ -353,6 +369,12 @@ mod tests {
                 true,
             ),
             ("HTTP/1.1 100 Continue\r\n\r\n", false, Framing::Empty, true),
+            (
+                "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n",
+                false,
+                Framing::Chunked,
+                false,
+            ),
             (
                 "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
                 false,

@@ -12,6 +12,7 @@ use lb::http::Version;
 use lb::http::body::{ChunkedDecoder, Relay, relay_all};
 use lb::http::request::{ForwardInfo, parse_request, write_request_head};
 use lb::http::response::{parse_response, plan_response, write_response_head};
+use lb::random::Rng;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
@@ -112,21 +113,18 @@ fn main() {
     ];
     let mut picks = Vec::new();
     for algorithm in algorithms {
-        let mut balancer = Balancer::new(&config.backends, algorithm, 2, 3);
+        let mut balancer = Balancer::with_rng(&config.backends, algorithm, 2, 3, Rng::with_seed(7));
         let mut client = 0u32;
         let time = measure(|| {
             client = client.wrapping_add(1);
             let ip =
                 std::net::IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 | (client & 0xffff)));
-            let index = balancer.pick(black_box(ip), Tried::default()).unwrap();
-            balancer.start(index);
-            balancer.finish(
-                index,
-                Outcome::Success {
-                    latency: Duration::from_micros(200 + index as u64),
-                },
-            );
-            index
+            let backend = balancer.pick(black_box(ip), Tried::default()).unwrap();
+            let latency = Duration::from_micros(200 + backend.slot as u64);
+            backend
+                .start()
+                .finish(Outcome::Success { latency }, "response");
+            backend.slot
         });
         let total: u64 = balancer.snapshot().iter().map(|b| b.success_count).sum();
         assert!(

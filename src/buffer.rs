@@ -1,15 +1,25 @@
-//! Fixed-capacity byte buffers and the pool they come from. A buffer owns storage only while it holds
-//! bytes or is being filled, so an idle keep-alive connection costs no buffer memory, and storage is
-//! recycled through the pool instead of being allocated per request.
+//! Fixed-capacity byte buffers and the pool their storage comes from. A buffer owns a block only while
+//! it holds bytes or is being filled, so an idle keep-alive connection costs no buffer memory, and
+//! blocks are recycled instead of being allocated per request. A block goes back to the pool by
+//! ownership: when the buffer empties ([`Buffer::release_if_empty`]) or when it is dropped, whatever
+//! path the connection took to its end.
 //!
-//! Blocks come in two sizes. A buffer starts with a small block, enough for nearly every request or
-//! response head, and trades it for a large one (copying what it holds, once) when it fills up or must
-//! take a bigger head; bodies therefore stream through large blocks, while a thousand connections waiting
-//! on their backends hold a small block each.
+//! The pool is per thread (one event loop, or one connection's thread), so taking and giving blocks
+//! never synchronises. Blocks come in two sizes. A buffer starts with a small block, enough for nearly
+//! every request or response head, and trades it for a large one (copying what it holds, once) when it
+//! fills up or must take a bigger head; bodies therefore stream through large blocks, while a thousand
+//! connections waiting on their backends hold a small block each.
+
+use std::cell::RefCell;
+
+/// Size of a small block: nearly every head fits, and a connection waiting on its backend holds this.
+pub const SMALL_BLOCK: usize = 4 * 1024;
+/// Size of a large block: the most a buffer holds, and so the largest head accepted.
+pub const LARGE_BLOCK: usize = 16 * 1024;
 
 /// A pool of small and large byte blocks. Blocks returned beyond `max_free` of a size are freed, so a
 /// burst of connections does not pin its peak memory forever.
-pub struct BufferPool {
+struct BufferPool {
     small_size: usize,
     large_size: usize,
     free_small: Vec<Box<[u8]>>,
@@ -19,38 +29,15 @@ pub struct BufferPool {
 }
 
 impl BufferPool {
-    /// A pool of one block size (small and large alike).
-    pub fn new(block_size: usize, max_free: usize) -> BufferPool {
-        BufferPool::tiered(block_size, block_size, max_free)
-    }
-
-    pub fn tiered(small_size: usize, large_size: usize, max_free: usize) -> BufferPool {
-        assert!(
-            small_size <= large_size,
-            "small blocks must not be larger than large ones"
-        );
-        assert!(
-            u32::try_from(large_size).is_ok(),
-            "buffer blocks are addressed with u32 offsets"
-        );
+    const fn new() -> BufferPool {
         BufferPool {
-            small_size,
-            large_size,
+            small_size: SMALL_BLOCK,
+            large_size: LARGE_BLOCK,
             free_small: Vec::new(),
             free_large: Vec::new(),
-            max_free,
+            max_free: 16,
             in_use: 0,
         }
-    }
-
-    /// The most a buffer can hold.
-    pub fn capacity(&self) -> usize {
-        self.large_size
-    }
-
-    /// Blocks currently lent out to buffers.
-    pub fn in_use(&self) -> usize {
-        self.in_use
     }
 
     fn take(&mut self, large: bool) -> Box<[u8]> {
@@ -65,11 +52,14 @@ impl BufferPool {
     }
 
     fn give(&mut self, block: Box<[u8]>) {
-        self.in_use -= 1;
+        self.in_use = self.in_use.saturating_sub(1);
         let free = if block.len() == self.large_size {
             &mut self.free_large
-        } else {
+        } else if block.len() == self.small_size {
             &mut self.free_small
+        } else {
+            // From before a reconfiguration of this thread's pool: just freed.
+            return;
         };
         if free.len() < self.max_free {
             free.push(block);
@@ -77,13 +67,56 @@ impl BufferPool {
     }
 }
 
-/// A byte queue over one pooled block: bytes are appended at the end (`space` + `fill`) and taken from the
-/// front (`data` + `consume`). When the tail runs out, the unread bytes move to the front, or to a large
-/// block if the small one is full.
+thread_local! {
+    static POOL: RefCell<BufferPool> = const { RefCell::new(BufferPool::new()) };
+}
+
+fn with_pool<T>(f: impl FnOnce(&mut BufferPool) -> T) -> T {
+    POOL.with(|pool| f(&mut pool.borrow_mut()))
+}
+
+/// Sets how many free blocks of each size this thread's pool keeps (an event loop keeps many; a
+/// connection's thread a few).
+pub fn keep_free_blocks(max_free: usize) {
+    with_pool(|pool| pool.max_free = max_free);
+}
+
+/// Sets this thread's block sizes (tests use tiny ones to reach the edges quickly). Buffers filled
+/// before keep their blocks; they are freed, not pooled, when given back.
+pub fn set_block_sizes(small: usize, large: usize) {
+    assert!(
+        small <= large,
+        "small blocks must not be larger than large ones"
+    );
+    assert!(
+        u32::try_from(large).is_ok(),
+        "buffer blocks are addressed with u32 offsets"
+    );
+    with_pool(|pool| {
+        pool.small_size = small;
+        pool.large_size = large;
+        pool.free_small.clear();
+        pool.free_large.clear();
+    });
+}
+
+/// Blocks of this thread's pool currently lent out to buffers.
+pub fn blocks_in_use() -> usize {
+    with_pool(|pool| pool.in_use)
+}
+
+/// The most a buffer can hold on this thread.
+pub fn capacity() -> usize {
+    with_pool(|pool| pool.large_size)
+}
+
+/// A byte queue over one pooled block: bytes are appended at the end (`space` + `fill`) and taken from
+/// the front (`data` + `consume`). When the tail runs out, the unread bytes move to the front, or to a
+/// large block if the small one is full.
 #[derive(Default)]
 pub struct Buffer {
     storage: Option<Box<[u8]>>,
-    // u32 offsets keep an idle connection's four buffers small; blocks are far below 4 GiB.
+    // u32 offsets keep an idle connection's buffers small; blocks are far below 4 GiB.
     start: u32,
     end: u32,
 }
@@ -113,8 +146,8 @@ impl Buffer {
     }
 
     /// True when no byte can be appended even after compaction and growth.
-    pub fn is_full(&self, pool: &BufferPool) -> bool {
-        self.len() >= pool.large_size
+    pub fn is_full(&self) -> bool {
+        self.len() >= capacity()
     }
 
     pub fn has_storage(&self) -> bool {
@@ -127,20 +160,22 @@ impl Buffer {
 
     /// Makes room for at least `wanted` bytes at the end if the pool's blocks allow it: compacts, and
     /// trades a small block for a large one when compaction is not enough.
-    fn make_room(&mut self, pool: &mut BufferPool, wanted: usize) {
+    fn make_room(&mut self, wanted: usize) {
+        let wanted = wanted.max(1);
         if self.storage.is_none() {
-            self.storage = Some(pool.take(wanted > pool.small_size));
+            self.storage = Some(with_pool(|pool| pool.take(wanted > pool.small_size)));
         }
         let room = self.block_len() - self.end as usize;
-        if room >= wanted.max(1) {
+        if room >= wanted {
             return;
         }
         let len = self.len();
-        if self.block_len() < pool.large_size && self.block_len() - len < wanted.max(1) {
-            let mut large = pool.take(true);
+        let large_size = capacity();
+        if self.block_len() < large_size && self.block_len() - len < wanted {
+            let mut large = with_pool(|pool| pool.take(true));
             large[..len].copy_from_slice(self.data());
             if let Some(small) = self.storage.replace(large) {
-                pool.give(small);
+                with_pool(|pool| pool.give(small));
             }
             self.start = 0;
             self.end = len as u32;
@@ -154,8 +189,8 @@ impl Buffer {
     }
 
     /// Free room at the end, taking a block from the pool if needed. Empty only when the buffer is full.
-    pub fn space(&mut self, pool: &mut BufferPool) -> &mut [u8] {
-        self.make_room(pool, 1);
+    pub fn space(&mut self) -> &mut [u8] {
+        self.make_room(1);
         let end = self.end as usize;
         match self.storage.as_mut() {
             Some(block) => &mut block[end..],
@@ -173,8 +208,8 @@ impl Buffer {
     }
 
     /// Appends all of `bytes`, or nothing when they do not fit.
-    pub fn append(&mut self, pool: &mut BufferPool, bytes: &[u8]) -> bool {
-        self.make_room(pool, bytes.len());
+    pub fn append(&mut self, bytes: &[u8]) -> bool {
+        self.make_room(bytes.len());
         let end = self.end as usize;
         let Some(block) = self.storage.as_mut() else {
             return false;
@@ -189,22 +224,18 @@ impl Buffer {
 
     /// Lets `write` fill the free room (it returns the bytes written, or `None` when they do not fit);
     /// if they do not fit in a small block, tries again with a large one. False when even that fails.
-    pub fn write_with(
-        &mut self,
-        pool: &mut BufferPool,
-        mut write: impl FnMut(&mut [u8]) -> Option<usize>,
-    ) -> bool {
+    pub fn write_with(&mut self, mut write: impl FnMut(&mut [u8]) -> Option<usize>) -> bool {
         loop {
-            let space = self.space(pool);
+            let space = self.space();
             let room = space.len();
             if let Some(n) = write(space) {
                 self.fill(n);
                 return true;
             }
-            if self.block_len() >= pool.large_size {
+            if self.block_len() >= capacity() {
                 return false;
             }
-            self.make_room(pool, room + 1);
+            self.make_room(room + 1);
         }
     }
 
@@ -218,24 +249,44 @@ impl Buffer {
         }
     }
 
+    /// Keeps only the first `len` bytes.
+    pub fn truncate(&mut self, len: usize) {
+        if len < self.len() {
+            self.end = self.start + len as u32;
+        }
+    }
+
     pub fn clear(&mut self) {
         self.start = 0;
         self.end = 0;
     }
 
     /// Gives the block back to the pool when the buffer holds nothing.
-    pub fn release_if_empty(&mut self, pool: &mut BufferPool) {
+    pub fn release_if_empty(&mut self) {
         if self.is_empty()
             && let Some(block) = self.storage.take()
         {
-            pool.give(block);
+            with_pool(|pool| pool.give(block));
         }
     }
 
-    /// Gives the block back whatever it holds (the connection is going away).
-    pub fn release(&mut self, pool: &mut BufferPool) {
+    /// Gives the block back whatever it holds.
+    pub fn release(&mut self) {
         self.clear();
-        self.release_if_empty(pool);
+        self.release_if_empty();
+    }
+}
+
+impl Drop for Buffer {
+    fn drop(&mut self) {
+        if let Some(block) = self.storage.take() {
+            // While the thread itself is ending its pool may be gone: the block is then just freed.
+            let _ = POOL.try_with(|pool| {
+                if let Ok(mut pool) = pool.try_borrow_mut() {
+                    pool.give(block);
+                }
+            });
+        }
     }
 }
 
@@ -243,61 +294,60 @@ impl Buffer {
 mod tests {
     use super::*;
 
+    /// Each test runs on a thread of its own, so its pool settings are its own.
+    fn tiny(small: usize, large: usize, max_free: usize) {
+        set_block_sizes(small, large);
+        keep_free_blocks(max_free);
+    }
+
     #[test]
     fn fill_consume_and_compact() {
-        let mut pool = BufferPool::new(8, 4);
+        tiny(8, 8, 4);
         let mut buf = Buffer::new();
         assert!(!buf.has_storage());
-        assert_eq!(buf.space(&mut pool).len(), 8);
-        assert!(buf.append(&mut pool, b"abcdef"));
+        assert_eq!(buf.space().len(), 8);
+        assert!(buf.append(b"abcdef"));
         assert_eq!(buf.data(), b"abcdef");
         buf.consume(4);
         assert_eq!(buf.data(), b"ef");
         // 2 bytes left at the tail: compaction waits until the tail is exhausted.
-        assert_eq!(buf.space(&mut pool).len(), 2);
-        assert!(buf.append(&mut pool, b"gh"));
-        assert_eq!(buf.space(&mut pool).len(), 4);
+        assert_eq!(buf.space().len(), 2);
+        assert!(buf.append(b"gh"));
+        assert_eq!(buf.space().len(), 4);
         assert_eq!(buf.data(), b"efgh");
-        assert!(!buf.append(&mut pool, b"12345"));
-        assert!(buf.append(&mut pool, b"1234"));
-        assert!(buf.is_full(&pool));
-        assert_eq!(buf.space(&mut pool).len(), 0);
+        assert!(!buf.append(b"12345"));
+        assert!(buf.append(b"1234"));
+        assert!(buf.is_full());
+        assert_eq!(buf.space().len(), 0);
         buf.consume(8);
         assert!(buf.is_empty());
-        assert_eq!(buf.space(&mut pool).len(), 8);
+        assert_eq!(buf.space().len(), 8);
     }
 
     #[test]
     fn small_blocks_grow_into_large_ones() {
-        let mut pool = BufferPool::tiered(4, 16, 4);
+        tiny(4, 16, 4);
         let mut buf = Buffer::new();
-        assert_eq!(buf.space(&mut pool).len(), 4, "starts small");
-        assert!(buf.append(&mut pool, b"abcd"));
-        assert!(!buf.is_full(&pool), "a full small block can still grow");
-        assert_eq!(
-            buf.space(&mut pool).len(),
-            12,
-            "grown, contents kept at the front"
-        );
+        assert_eq!(buf.space().len(), 4, "starts small");
+        assert!(buf.append(b"abcd"));
+        assert!(!buf.is_full(), "a full small block can still grow");
+        assert_eq!(buf.space().len(), 12, "grown, contents kept at the front");
         assert_eq!(buf.data(), b"abcd");
-        assert!(buf.append(&mut pool, b"efghijklmnop"));
-        assert!(buf.is_full(&pool));
-        assert_eq!(pool.in_use(), 1, "the small block went back");
-        buf.release(&mut pool);
-        assert_eq!(pool.in_use(), 0);
+        assert!(buf.append(b"efghijklmnop"));
+        assert!(buf.is_full());
+        assert_eq!(blocks_in_use(), 1, "the small block went back");
+        buf.release();
+        assert_eq!(blocks_in_use(), 0);
         // An append bigger than a small block takes a large one at once.
         let mut buf = Buffer::new();
-        assert!(buf.append(&mut pool, b"0123456789"));
+        assert!(buf.append(b"0123456789"));
         assert_eq!(buf.data(), b"0123456789");
-        assert!(
-            !buf.append(&mut pool, b"0123456789"),
-            "beyond the large size"
-        );
-        buf.release(&mut pool);
+        assert!(!buf.append(b"0123456789"), "beyond the large size");
+        buf.release();
         // write_with retries in a large block when the small one is too small.
         let mut buf = Buffer::new();
         let mut tries = Vec::new();
-        assert!(buf.write_with(&mut pool, |out| {
+        assert!(buf.write_with(|out| {
             tries.push(out.len());
             (out.len() >= 6).then(|| {
                 out[..6].copy_from_slice(b"header");
@@ -306,24 +356,29 @@ mod tests {
         }));
         assert_eq!(tries, [4, 16]);
         assert_eq!(buf.data(), b"header");
-        assert!(!buf.write_with(&mut pool, |_| None));
+        assert!(!buf.write_with(|_| None));
     }
 
     #[test]
-    fn storage_is_recycled() {
-        let mut pool = BufferPool::new(16, 1);
+    fn storage_goes_back_by_ownership() {
+        tiny(16, 16, 1);
         let mut a = Buffer::new();
         let mut b = Buffer::new();
-        a.append(&mut pool, b"x");
-        b.append(&mut pool, b"y");
-        assert_eq!(pool.in_use(), 2);
-        a.release_if_empty(&mut pool);
-        assert_eq!(pool.in_use(), 2, "a non-empty buffer keeps its block");
+        a.append(b"x");
+        b.append(b"y");
+        assert_eq!(blocks_in_use(), 2);
+        a.release_if_empty();
+        assert_eq!(blocks_in_use(), 2, "a non-empty buffer keeps its block");
         a.consume(1);
-        a.release_if_empty(&mut pool);
-        b.release(&mut pool);
-        assert_eq!(pool.in_use(), 0);
-        assert_eq!(pool.free_large.len(), 1, "only max_free blocks are kept");
+        a.release_if_empty();
+        assert_eq!(blocks_in_use(), 1);
+        drop(b);
+        assert_eq!(blocks_in_use(), 0, "dropping a buffer gives its block back");
+        assert_eq!(
+            with_pool(|p| p.free_small.len() + p.free_large.len()),
+            1,
+            "only max_free blocks are kept"
+        );
         assert!(!a.has_storage());
         assert!(a.data().is_empty());
     }

@@ -59,6 +59,22 @@ impl Hysteresis {
     pub fn consecutive_failures(&self) -> u32 {
         self.failures
     }
+
+    /// The whole state in one word, so that threads can update it with one compare-and-swap:
+    /// bit 63 healthy, bits 32-62 failures (saturating at 2^31 - 1), bits 0-31 successes.
+    pub fn pack(self) -> u64 {
+        (u64::from(self.healthy) << 63)
+            | (u64::from(self.failures.min(u32::MAX >> 1)) << 32)
+            | u64::from(self.successes)
+    }
+
+    pub fn unpack(bits: u64) -> Hysteresis {
+        Hysteresis {
+            healthy: bits >> 63 == 1,
+            failures: ((bits >> 32) as u32) & (u32::MAX >> 1),
+            successes: bits as u32,
+        }
+    }
 }
 
 /// Why a probe (or a real request) counted as a failure or success.
@@ -168,6 +184,23 @@ mod tests {
                 .collect();
             assert_eq!(seen, *expected, "{results:?} rise={rise} fall={fall}");
         }
+    }
+
+    #[test]
+    fn packing_round_trips() {
+        let mut h = Hysteresis::new();
+        for ok in [false, false, true, false, false, false, true] {
+            h.record(ok, 2, 3);
+            assert_eq!(Hysteresis::unpack(h.pack()), h);
+        }
+        let saturated = Hysteresis {
+            healthy: false,
+            successes: u32::MAX,
+            failures: u32::MAX,
+        };
+        let back = Hysteresis::unpack(saturated.pack());
+        assert_eq!((back.healthy, back.successes), (false, u32::MAX));
+        assert_eq!(back.failures, u32::MAX >> 1);
     }
 
     #[test]

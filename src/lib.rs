@@ -1,20 +1,28 @@
-//! `lb`: an HTTP/1.1 load balancer built as one edge-triggered `mio` event loop on one thread.
+//! `lb`: an HTTP/1.1 load balancer built as one edge-triggered `mio` event loop on one thread, with a
+//! thread-per-connection engine built from the same parts for comparison.
 //!
 //! The layers, from pure to socket-owning (dependencies point one way, down this list):
 //! - [`config`]: `lb.toml`, validated, with backend addresses resolved once at load time;
 //! - [`http`]: request/response head parsing, validation and rewriting, body framing, canned errors;
-//! - [`buffer`]: fixed-capacity pooled byte buffers (bounded memory per connection);
-//! - [`timer`]: deadlines with lazy cancellation;
+//! - [`buffer`]: pooled byte buffers (bounded memory per connection, blocks returned by ownership);
+//! - [`random`], [`timer`]: the one random generator; deadlines with lazy cancellation;
 //! - [`health`]: rise/fall hysteresis, probe request and verdict;
-//! - [`balance`]: backends, their statistics and health state, and the choice of backend per request;
-//! - [`conn`]: the client/backend connection pair state machine and the relay pump;
+//! - [`balance`]: backends (configuration plus live state in atomics), the algorithms, reloads;
+//! - [`exchange`]: the policy of one client connection as a state machine without I/O — events in
+//!   (bytes arrived or written, EOF, connected, timeout), actions out (connect, pool, close) —
+//!   with the retry, reuse and close policies ([`exchange::policy`]) and the access log;
+//! - [`transport`], [`io`]: the byte streams drivers move data over (plain TCP; TLS goes here), and
+//!   the read/write primitives;
 //! - [`admin`]: the admin API (stats JSON, Prometheus metrics, dashboard, runtime changes) as a pure
 //!   function of a request and the balancer's state;
-//! - [`server`]: the `mio::Poll` loop that owns every socket;
-//! - [`threaded`]: the thread-per-connection engine built from the same pieces, for comparison.
+//! - [`reload`], [`listen`], [`control`], [`fault`]: what both engines share around the exchange —
+//!   applying a new configuration, binding listeners, being steered from other threads, containing
+//!   panics;
+//! - [`server`]: the event-loop driver (one `mio::Poll` owning every socket);
+//! - [`threaded`]: the thread-per-connection driver.
 //!
 //! The flow of one request: accept → read head (httparse) → validate → pick backend → pooled idle
-//! connection or non-blocking connect → write rewritten head and stream the body → read response head →
+//! connection or connect → write the rewritten head and stream the body → read the response head →
 //! relay the body (Content-Length, chunked or until close) → keep-alive: the client goes back to reading
 //! a head (a pipelined request first), the backend connection back to its pool.
 
@@ -22,23 +30,26 @@ pub mod admin;
 pub mod balance;
 pub mod buffer;
 pub mod config;
-pub mod conn;
 pub mod control;
+pub mod exchange;
 pub mod fault;
 pub mod health;
 pub mod http;
+pub mod io;
 pub mod listen;
+pub mod random;
+pub mod reload;
 pub mod server;
 pub mod threaded;
 pub mod timer;
+pub mod transport;
 
 use config::{Config, Engine};
-use std::io;
 use std::path::Path;
 
 /// Runs the configured engine until it is stopped by SIGTERM/SIGINT (after draining). SIGHUP reloads
 /// `config_path`.
-pub fn run(config: Config, config_path: &Path) -> io::Result<()> {
+pub fn run(config: Config, config_path: &Path) -> std::io::Result<()> {
     match config.engine {
         Engine::EventLoop => {
             let mut server = server::Server::bind(config.clone())?;

@@ -2,8 +2,10 @@
 //! Content-Length bodies up to 64 KiB) whose answers come from `crate::admin::handle`. Admin traffic is
 //! rare and small, so this side uses plain growable buffers instead of the proxy's pooled ones.
 
+use super::pool::{Owner, Readiness, mark_ready};
 use super::*;
 use crate::admin::{self, AdminTarget, Overview, Served};
+use std::io::{Read, Write};
 
 /// Admin connections kept open at once; more are closed on accept.
 const MAX_ADMIN_CONNECTIONS: usize = 64;
@@ -34,24 +36,25 @@ impl AdminTarget for View<'_> {
     }
 
     fn set_capacity(&mut self, index: usize, capacity: u32) -> bool {
-        self.shared.balancer.set_capacity(index, capacity)
+        self.shared.upstream.balancer.set_capacity(index, capacity)
     }
 
     fn set_enabled(&mut self, index: usize, enabled: bool) -> bool {
-        self.shared.balancer.set_enabled(index, enabled)
+        self.shared.upstream.balancer.set_enabled(index, enabled)
     }
 }
 
 impl Shared {
     pub(super) fn overview(&self, open_connections: usize) -> Overview {
+        let u = &self.upstream;
         Overview::collect(
-            &self.balancer,
-            &self.config,
+            &u.balancer,
+            &u.config,
             open_connections,
-            self.meter.per_second,
-            self.meter.total,
+            u.meter.per_second,
+            u.meter.total,
             self.internal_errors,
-            self.meter.started,
+            u.meter.started,
         )
     }
 }
@@ -147,6 +150,7 @@ impl Server {
         let open_connections = self.conns.len();
         let token = self
             .shared
+            .upstream
             .config
             .admin
             .as_ref()

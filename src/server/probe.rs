@@ -2,9 +2,11 @@
 //! "time for the next probe" and "this probe timed out", and a non-blocking probe socket registered in the
 //! same slab as everything else. A probe never waits on anything but its own socket.
 
+use super::pool::{Owner, Readiness, mark_ready};
 use super::*;
 use crate::config::BackendConfig;
 use crate::health::{ProbeResult, next_probe_delay, probe_request, probe_verdict};
+use std::io::{Read, Write};
 
 /// Bytes of a probe response we look at: the status line.
 const PROBE_READ: usize = 256;
@@ -78,7 +80,10 @@ impl Shared {
         } else {
             0
         };
-        let prober = Prober::new(&self.balancer.backends[slot].config, generation);
+        let Some(backend) = self.upstream.balancer.get(slot) else {
+            return;
+        };
+        let prober = Prober::new(&backend.config, generation);
         if slot < self.probers.len() {
             self.probers[slot] = prober;
         } else {
@@ -113,21 +118,18 @@ impl Shared {
     }
 
     fn start_probe(&mut self, index: usize, now: Instant) {
-        let addr = self.balancer.backends[index].config.addr;
+        let Some(backend) = self.upstream.balancer.get(index) else {
+            return;
+        };
+        let (addr, timeout) = (backend.config.addr, backend.config.health_check_timeout);
         match TcpStream::connect(addr) {
-            Ok(mut stream) => {
-                let token = self.socket_token(Owner::Probe(index));
-                if let Err(e) = self.registry.register(
-                    &mut stream,
-                    token,
-                    Interest::READABLE | Interest::WRITABLE,
-                ) {
-                    log::error!("cannot register a health probe: {e}");
-                    self.release_token(token);
+            Ok(stream) => {
+                let interest = Interest::READABLE | Interest::WRITABLE;
+                let Some((stream, token)) = self.register(stream, Owner::Probe(index), interest)
+                else {
                     self.schedule_next_probe(index, now);
                     return;
-                }
-                let timeout = self.balancer.backends[index].config.health_check_timeout;
+                };
                 let prober = &mut self.probers[index];
                 let key = prober.key(index);
                 prober.probe = Some(Probe {
@@ -188,16 +190,15 @@ impl Shared {
     }
 
     fn record_probe(&mut self, index: usize, result: ProbeResult) {
-        let url = &self.balancer.backends[index].config.url;
-        log::debug!("backend {url}: health probe: {result}");
-        if let Some(transition) = self.balancer.observe(index, result.is_success()) {
-            self.balancer
-                .log_transition(index, transition, &format!("health probe: {result}"));
-        }
+        let Some(backend) = self.upstream.balancer.get(index) else {
+            return;
+        };
+        log::debug!("backend {}: health probe: {result}", backend.config.url);
+        backend.observe(result.is_success(), &format!("health probe: {result}"));
     }
 
     fn schedule_next_probe(&mut self, index: usize, now: Instant) {
-        let random = self.balancer.random();
+        let random = self.upstream.balancer.random();
         let prober = &mut self.probers[index];
         let at = now + next_probe_delay(prober.interval, random);
         let key = prober.key(index);

@@ -1,0 +1,292 @@
+//! One backend as every thread sees it: its configuration (fixed for the life of the handle) and its
+//! live state — capacity, operator switch, health hysteresis, requests in flight, statistics, latency
+//! average — in atomics, so that any thread updates it without a lock. A request counts in flight
+//! through an [`InFlight`] guard: finishing it records the outcome, and dropping it unfinished (the
+//! client went away, a panic unwound) takes the request back out of the counts.
+
+use crate::balance::{BackendSnapshot, Outcome, Stats};
+use crate::config::BackendConfig;
+use crate::health::{Hysteresis, Transition};
+use crate::random::{fnv1a, mix64};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Weight of the newest sample in the latency moving average.
+const LATENCY_EWMA_ALPHA: f64 = 0.3;
+/// `latency_ewma_us` before the first sample (no f64 has these bits from a real average).
+const NO_SAMPLE: u64 = u64::MAX;
+
+/// The live state of a backend. It outlives reloads that keep the backend: a reload that changes the
+/// backend's settings builds a new [`Backend`] around the same state.
+#[derive(Debug)]
+pub(super) struct BackendState {
+    capacity: AtomicU32,
+    enabled: AtomicBool,
+    /// Dropped from the configuration by a reload: no new requests, not listed.
+    removed: AtomicBool,
+    /// A packed [`Hysteresis`].
+    health: AtomicU64,
+    active: AtomicU32,
+    requests: AtomicU64,
+    successes: AtomicU64,
+    errors: AtomicU64,
+    latency_total_ns: AtomicU64,
+    /// Moving average of response times in microseconds (f64 bits), or `NO_SAMPLE`.
+    latency_ewma_us: AtomicU64,
+}
+
+impl BackendState {
+    pub(super) fn new(capacity: u32) -> BackendState {
+        BackendState {
+            capacity: AtomicU32::new(capacity),
+            enabled: AtomicBool::new(true),
+            removed: AtomicBool::new(false),
+            health: AtomicU64::new(Hysteresis::new().pack()),
+            active: AtomicU32::new(0),
+            requests: AtomicU64::new(0),
+            successes: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            latency_total_ns: AtomicU64::new(0),
+            latency_ewma_us: AtomicU64::new(NO_SAMPLE),
+        }
+    }
+}
+
+/// A backend: what it is (configuration, slot, health thresholds) and a handle on its live state.
+#[derive(Debug)]
+pub struct Backend {
+    /// Its position in the balancer's table: stable for the life of the process, so it names the
+    /// backend in tries, pools and probes.
+    pub slot: usize,
+    pub config: BackendConfig,
+    rise: u32,
+    fall: u32,
+    /// Identity for `ip_hash`, derived from the URL so it survives restarts and reloads.
+    pub(super) hash_key: u64,
+    pub(super) state: Arc<BackendState>,
+}
+
+impl Backend {
+    pub(super) fn new(
+        slot: usize,
+        config: BackendConfig,
+        rise: u32,
+        fall: u32,
+        state: Arc<BackendState>,
+    ) -> Backend {
+        Backend {
+            slot,
+            hash_key: mix64(fnv1a(config.url.as_bytes())),
+            config,
+            rise,
+            fall,
+            state,
+        }
+    }
+
+    pub fn capacity(&self) -> u32 {
+        self.state.capacity.load(Ordering::Relaxed)
+    }
+
+    pub fn set_capacity(&self, capacity: u32) {
+        self.state.capacity.store(capacity, Ordering::Relaxed);
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.state.enabled.load(Ordering::Relaxed)
+    }
+
+    /// An operator's switch: a disabled backend gets no new requests; those in flight finish.
+    pub fn set_enabled(&self, enabled: bool) {
+        self.state.enabled.store(enabled, Ordering::Relaxed);
+    }
+
+    pub fn removed(&self) -> bool {
+        self.state.removed.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn mark_removed(&self) {
+        self.state.removed.store(true, Ordering::Relaxed);
+    }
+
+    pub fn healthy(&self) -> bool {
+        Hysteresis::unpack(self.state.health.load(Ordering::Relaxed)).healthy
+    }
+
+    /// Healthy, enabled and configured: a candidate for new requests.
+    pub fn available(&self) -> bool {
+        self.healthy() && self.enabled() && !self.removed()
+    }
+
+    /// Requests in flight.
+    pub fn active(&self) -> u32 {
+        self.state.active.load(Ordering::Relaxed)
+    }
+
+    pub fn latency_ewma(&self) -> Option<Duration> {
+        match self.state.latency_ewma_us.load(Ordering::Relaxed) {
+            NO_SAMPLE => None,
+            bits => Some(Duration::from_secs_f64(f64::from_bits(bits) / 1e6)),
+        }
+    }
+
+    pub(super) fn latency_ewma_us(&self) -> Option<f64> {
+        match self.state.latency_ewma_us.load(Ordering::Relaxed) {
+            NO_SAMPLE => None,
+            bits => Some(f64::from_bits(bits)),
+        }
+    }
+
+    pub fn stats(&self) -> Stats {
+        let s = &self.state;
+        Stats {
+            requests: s.requests.load(Ordering::Relaxed),
+            successes: s.successes.load(Ordering::Relaxed),
+            errors: s.errors.load(Ordering::Relaxed),
+            total_latency: Duration::from_nanos(s.latency_total_ns.load(Ordering::Relaxed)),
+        }
+    }
+
+    /// Counts a request sent to this backend; the guard records how it ends.
+    pub fn start(self: &Arc<Self>) -> InFlight {
+        self.state.active.fetch_add(1, Ordering::Relaxed);
+        self.state.requests.fetch_add(1, Ordering::Relaxed);
+        InFlight {
+            backend: self.clone(),
+            open: true,
+        }
+    }
+
+    /// Feeds one health observation (a probe, or real traffic) through the hysteresis, and logs the
+    /// transition it causes with `why`: down at warn, up at info.
+    pub fn observe(&self, success: bool, why: &str) -> Option<Transition> {
+        let mut transition = None;
+        let update = self
+            .state
+            .health
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
+                let mut health = Hysteresis::unpack(bits);
+                transition = health.record(success, self.rise, self.fall);
+                let packed = health.pack();
+                // No store when nothing changes: the common case of one more success.
+                (packed != bits).then_some(packed)
+            });
+        if update.is_err() {
+            return None;
+        }
+        match transition {
+            Some(Transition::Down) => log::warn!(
+                "backend {} is DOWN after {} consecutive failures (last: {why})",
+                self.config.url,
+                self.fall
+            ),
+            Some(Transition::Up) => {
+                // A recovered backend is measured afresh by least_latency.
+                self.state
+                    .latency_ewma_us
+                    .store(NO_SAMPLE, Ordering::Relaxed);
+                log::info!(
+                    "backend {} is UP after {} consecutive successes (last: {why})",
+                    self.config.url,
+                    self.rise
+                );
+            }
+            None => {}
+        }
+        transition
+    }
+
+    fn record_latency(&self, latency: Duration) {
+        let s = &self.state;
+        s.latency_total_ns.fetch_add(
+            u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        let sample = latency.as_secs_f64() * 1e6;
+        let _ = s
+            .latency_ewma_us
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
+                let average = match bits {
+                    NO_SAMPLE => sample,
+                    bits => {
+                        let avg = f64::from_bits(bits);
+                        avg + LATENCY_EWMA_ALPHA * (sample - avg)
+                    }
+                };
+                Some(average.to_bits())
+            });
+    }
+
+    pub fn snapshot(&self) -> BackendSnapshot {
+        let stats = self.stats();
+        BackendSnapshot {
+            url: self.config.url.clone(),
+            healthy: self.healthy(),
+            enabled: self.enabled(),
+            capacity: self.capacity(),
+            active_connections: self.active(),
+            request_count: stats.requests,
+            success_count: stats.successes,
+            error_count: stats.errors,
+            average_latency_ms: stats.average_latency().as_secs_f64() * 1e3,
+        }
+    }
+}
+
+/// A request counted in flight on a backend. [`InFlight::finish`] records its outcome; dropped or
+/// [abandoned](InFlight::abandon) without that, it is taken back out of the counts (the request will not
+/// complete for a reason that is not the backend's), so that requests = successes + errors holds
+/// whatever path a connection takes, an unwinding panic included. Either happens once: later calls do
+/// nothing.
+#[derive(Debug)]
+pub struct InFlight {
+    backend: Arc<Backend>,
+    open: bool,
+}
+
+impl InFlight {
+    pub fn backend(&self) -> &Arc<Backend> {
+        &self.backend
+    }
+
+    /// Records how the request ended. Failures (not 5xx answers) count toward `fall`; `why` names the
+    /// cause in the log line of a health transition it causes.
+    pub fn finish(&mut self, outcome: Outcome, why: &str) {
+        if !std::mem::replace(&mut self.open, false) {
+            return;
+        }
+        let backend = &self.backend;
+        let s = &backend.state;
+        s.active.fetch_sub(1, Ordering::Relaxed);
+        match outcome {
+            Outcome::Success { latency } => {
+                s.successes.fetch_add(1, Ordering::Relaxed);
+                backend.record_latency(latency);
+                backend.observe(true, why);
+            }
+            Outcome::ErrorResponse { .. } => {
+                s.errors.fetch_add(1, Ordering::Relaxed);
+            }
+            Outcome::Failure => {
+                s.errors.fetch_add(1, Ordering::Relaxed);
+                backend.observe(false, why);
+            }
+        }
+    }
+
+    /// Takes the request back out of the counts.
+    pub fn abandon(&mut self) {
+        if std::mem::replace(&mut self.open, false) {
+            let s = &self.backend.state;
+            s.active.fetch_sub(1, Ordering::Relaxed);
+            s.requests.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.abandon();
+    }
+}

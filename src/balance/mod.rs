@@ -1,0 +1,282 @@
+//! The backend pool: the table of backends (each with its configuration and its live, atomically
+//! shared state), the choice of a backend per request by the configured algorithm, reloads that keep
+//! the figures of kept backends, and snapshots for the admin API. No sockets: engines call in when
+//! requests start and finish (through [`InFlight`]) and when health is observed.
+//!
+//! Callers name backends by [`Arc<Backend>`] handles or by slot; nothing outside this module reaches
+//! into the table.
+
+mod backend;
+mod pick;
+
+pub use backend::{Backend, InFlight};
+pub use pick::Picker;
+
+use crate::config::{Algorithm, BackendConfig, Config};
+use crate::random::Rng;
+use backend::BackendState;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Per-backend counters, as in the original design.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Requests sent to this backend (each attempt that got a connection or tried to).
+    pub requests: u64,
+    /// Complete responses with status < 500.
+    pub successes: u64,
+    /// Connect failures, resets, timeouts, invalid responses, 5xx.
+    pub errors: u64,
+    /// Sum of response times of successful requests.
+    pub total_latency: Duration,
+}
+
+impl Stats {
+    pub fn average_latency(&self) -> Duration {
+        if self.successes == 0 {
+            Duration::ZERO
+        } else {
+            self.total_latency.div_f64(self.successes as f64)
+        }
+    }
+}
+
+/// How a request ended, for statistics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Success {
+        latency: Duration,
+    },
+    /// A 5xx response: an error in the statistics, but the backend answered.
+    ErrorResponse {
+        latency: Duration,
+    },
+    /// Connect failure, reset, timeout or invalid response.
+    Failure,
+}
+
+impl Outcome {
+    /// The outcome of a complete response with `status`.
+    pub fn of_status(status: u16, latency: Duration) -> Outcome {
+        if status < 500 {
+            Outcome::Success { latency }
+        } else {
+            Outcome::ErrorResponse { latency }
+        }
+    }
+}
+
+/// Backends already tried for one request, by slot (the first 64 are tracked; more is beyond any retry
+/// budget).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tried(u64);
+
+impl Tried {
+    pub fn with(self, slot: usize) -> Tried {
+        if slot < 64 {
+            Tried(self.0 | (1 << slot))
+        } else {
+            self
+        }
+    }
+
+    pub fn contains(self, slot: usize) -> bool {
+        slot < 64 && self.0 & (1 << slot) != 0
+    }
+}
+
+/// A copy of one backend's figures, for the admin endpoint and tests.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackendSnapshot {
+    pub url: String,
+    pub healthy: bool,
+    pub enabled: bool,
+    pub capacity: u32,
+    pub active_connections: u32,
+    pub request_count: u64,
+    pub success_count: u64,
+    pub error_count: u64,
+    pub average_latency_ms: f64,
+}
+
+/// What a reload changed, by slot.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Reconfigured {
+    /// New backends, or removed ones configured again (their figures start afresh).
+    pub added: Vec<usize>,
+    pub removed: Vec<usize>,
+    /// Kept backends whose address or health-check settings changed.
+    pub changed: Vec<usize>,
+    /// Kept backends whose address changed (their pooled connections point at the old one).
+    pub moved: Vec<usize>,
+}
+
+pub struct Balancer {
+    /// Backend slots. A slot never changes meaning while the process runs: reloads append slots and
+    /// mark dropped ones removed.
+    backends: Vec<Arc<Backend>>,
+    /// Slots of the configured backends, in configuration order (the admin API's indexes).
+    order: Vec<usize>,
+    picker: Picker,
+    rise: u32,
+    fall: u32,
+}
+
+impl Balancer {
+    /// The balancer a configuration describes.
+    pub fn from_config(config: &Config) -> Balancer {
+        Balancer::with_rng(
+            &config.backends,
+            config.algorithm,
+            config.health_check.rise,
+            config.health_check.fall,
+            Rng::from_time(),
+        )
+    }
+
+    pub fn with_rng(
+        configs: &[BackendConfig],
+        algorithm: Algorithm,
+        rise: u32,
+        fall: u32,
+        rng: Rng,
+    ) -> Balancer {
+        let backends = configs
+            .iter()
+            .enumerate()
+            .map(|(slot, c)| {
+                let state = Arc::new(BackendState::new(c.capacity));
+                Arc::new(Backend::new(slot, c.clone(), rise, fall, state))
+            })
+            .collect();
+        Balancer {
+            backends,
+            order: (0..configs.len()).collect(),
+            picker: Picker::new(algorithm, rng),
+            rise,
+            fall,
+        }
+    }
+
+    pub fn algorithm(&self) -> Algorithm {
+        self.picker.algorithm
+    }
+
+    /// Slots of the configured backends, in configuration order.
+    pub fn configured(&self) -> &[usize] {
+        &self.order
+    }
+
+    /// The backend in `slot`.
+    pub fn get(&self, slot: usize) -> Option<&Arc<Backend>> {
+        self.backends.get(slot)
+    }
+
+    /// The configured backend at `position` in the configuration (the admin API's index).
+    pub fn at(&self, position: usize) -> Option<&Arc<Backend>> {
+        self.order.get(position).and_then(|&slot| self.get(slot))
+    }
+
+    /// The configured backends, in configuration order.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Backend>> {
+        self.order.iter().filter_map(|&slot| self.get(slot))
+    }
+
+    /// Every slot, removed ones included.
+    pub fn slots(&self) -> usize {
+        self.backends.len()
+    }
+
+    /// A pseudo-random number from the balancer's generator (probe jitter).
+    pub fn random(&mut self) -> u64 {
+        self.picker.random()
+    }
+
+    /// Chooses a backend for a request from `client`, among available backends not in `tried`.
+    pub fn pick(&mut self, client: IpAddr, tried: Tried) -> Option<Arc<Backend>> {
+        let slot = self.picker.pick(&self.backends, client, tried)?;
+        self.get(slot).cloned()
+    }
+
+    /// Sets the capacity of the backend at `position` in the configuration.
+    pub fn set_capacity(&self, position: usize, capacity: u32) -> bool {
+        self.at(position)
+            .map(|b| b.set_capacity(capacity))
+            .is_some()
+    }
+
+    /// Enables or disables (drains) the backend at `position` in the configuration.
+    pub fn set_enabled(&self, position: usize, enabled: bool) -> bool {
+        self.at(position).map(|b| b.set_enabled(enabled)).is_some()
+    }
+
+    /// Applies a reloaded configuration. Backends are matched by URL: kept ones keep their figures and
+    /// health (their capacity follows the file only where the file changed it, so a capacity set at run
+    /// time survives an unrelated reload), new ones start healthy, dropped ones stop getting requests.
+    pub fn reconfigure(
+        &mut self,
+        configs: &[BackendConfig],
+        algorithm: Algorithm,
+        rise: u32,
+        fall: u32,
+    ) -> Reconfigured {
+        let mut changes = Reconfigured::default();
+        let mut order = Vec::with_capacity(configs.len());
+        for config in configs {
+            let found = self
+                .backends
+                .iter()
+                .position(|b| b.config.url == config.url);
+            let slot = found.unwrap_or(self.backends.len());
+            let state = match found.map(|slot| &self.backends[slot]) {
+                Some(old) if !old.removed() => {
+                    if config.capacity != old.config.capacity {
+                        old.set_capacity(config.capacity);
+                    }
+                    if config.addr != old.config.addr {
+                        changes.moved.push(slot);
+                    }
+                    if config.addr != old.config.addr
+                        || config.health_check_path != old.config.health_check_path
+                        || config.health_check_interval != old.config.health_check_interval
+                        || config.health_check_timeout != old.config.health_check_timeout
+                    {
+                        changes.changed.push(slot);
+                    }
+                    old.state.clone()
+                }
+                _ => {
+                    changes.added.push(slot);
+                    Arc::new(BackendState::new(config.capacity))
+                }
+            };
+            let backend = Arc::new(Backend::new(slot, config.clone(), rise, fall, state));
+            if slot == self.backends.len() {
+                self.backends.push(backend);
+            } else {
+                self.backends[slot] = backend;
+            }
+            order.push(slot);
+        }
+        for &slot in &self.order {
+            if !order.contains(&slot) {
+                self.backends[slot].mark_removed();
+                changes.removed.push(slot);
+            }
+        }
+        self.order = order;
+        self.picker.algorithm = algorithm;
+        self.rise = rise;
+        self.fall = fall;
+        changes
+    }
+
+    /// The configured backends' figures, in configuration order.
+    pub fn snapshot(&self) -> Vec<BackendSnapshot> {
+        self.iter().map(|b| b.snapshot()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,89 @@
+//! What an exchange tells its driver to do ([`Action`]), and what it asks of the engine it runs in
+//! ([`Context`]).
+
+use crate::balance::{Backend, Tried};
+use crate::config::Config;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+/// How a connection ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Close {
+    /// Orderly: everything owed was delivered.
+    Graceful,
+    /// Something broke mid-message: reset the client so a truncated response can never look complete.
+    Abort,
+}
+
+/// Whether a pooled backend connection may serve an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pooled {
+    /// Any pooled connection. The request is safe to send again (idempotent, no body), so a stale one is
+    /// found by the attempt failing before any response byte, and the check's system call is saved.
+    Any,
+    /// A pooled connection that a non-blocking read shows to be still open and silent.
+    Verified,
+    /// A new connection (a pooled one just failed this request).
+    Never,
+}
+
+/// What the driver must do for the exchange.
+#[derive(Debug)]
+pub enum Action {
+    /// Get a connection to `backend` for the current attempt, then report [`Exchange::on_connected`]
+    /// or [`Exchange::on_connect_failed`].
+    Connect {
+        backend: Arc<Backend>,
+        pooled: Pooled,
+    },
+    /// The current backend connection is done with: keep it for another request if `reuse`, else close.
+    ReleaseBackend { reuse: bool },
+    /// Shut down our sending side towards the backend (a tunnel's client finished sending).
+    ShutdownBackend,
+    /// Shut down our sending side towards the client (everything owed was written).
+    ShutdownClient,
+    /// Close the client connection (and the backend connection, if one is left).
+    Close(Close),
+}
+
+/// The actions one event produced, in order (never more than three).
+#[must_use]
+#[derive(Debug, Default)]
+pub struct Actions {
+    list: [Option<Action>; 3],
+    len: usize,
+}
+
+impl Actions {
+    pub(super) fn push(&mut self, action: Action) {
+        debug_assert!(self.len < self.list.len(), "more actions than expected");
+        if let Some(slot) = self.list.get_mut(self.len) {
+            *slot = Some(action);
+            self.len += 1;
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl IntoIterator for Actions {
+    type Item = Action;
+    type IntoIter = std::iter::Flatten<std::array::IntoIter<Option<Action>, 3>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.list.into_iter().flatten()
+    }
+}
+
+/// What an exchange needs from the engine it runs in.
+pub trait Context {
+    fn config(&self) -> &Config;
+    /// Chooses a backend for a request from `client` among available ones not in `tried`.
+    fn pick(&mut self, client: IpAddr, tried: Tried) -> Option<Arc<Backend>>;
+    /// SIGTERM was received: every response closes its connection.
+    fn draining(&self) -> bool;
+    /// A request was answered, by a backend or by lb itself (the requests-per-second meter).
+    fn count_request(&mut self);
+}

@@ -1,0 +1,432 @@
+//! The exchange core: everything one client connection decides, as a state machine that does no I/O,
+//! shared by both engines.
+//!
+//! An [`Exchange`] owns the connection's four buffers and its [`Phase`]: reading a head, serving a
+//! request (whose [`Stage`] is connecting, awaiting the response head, relaying, or tunnelling), or
+//! closing. A driver — the event loop or a connection's thread — moves bytes between sockets and the
+//! buffers, tells the exchange what happened (bytes arrived, bytes were written, a peer closed, a
+//! connection was made or failed, a deadline passed), and carries out the [`Action`]s it answers with:
+//! connect to a backend, pool or close the backend connection, half-close a side, close. What to write
+//! next is always [`Exchange::client_output`] and [`Exchange::backend_output`]. Time comes in with
+//! every event; nothing here reads a clock, touches a socket, or sleeps.
+//!
+//! The flow of one request: head parsed → backend picked and counted in flight → `Connect` → connected
+//! → request head and body written → response head parsed (1xx passed on) → body relayed → outcome
+//! recorded, backend connection pooled or closed → the next head (a pipelined one first) or closing.
+
+mod action;
+mod events;
+mod failure;
+pub mod log;
+mod output;
+pub mod policy;
+mod response;
+mod start;
+
+pub use action::{Action, Actions, Close, Context, Pooled};
+pub use log::RequestLine;
+pub use output::Outgoing;
+
+use crate::balance::{Backend, InFlight, Tried};
+use crate::buffer::Buffer;
+use crate::config::Config;
+use crate::http::response::ResponsePlan;
+use crate::http::{ErrorResponse, Version};
+use output::{Flow, Outbox};
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long a closing client connection is drained after our last byte, so that a reset caused by its
+/// unread pipelined data cannot destroy the response it has not read yet.
+pub const LINGER: Duration = Duration::from_secs(2);
+/// How long a driver that waits on one socket at a time waits for `100 Continue` before reading the
+/// request body anyway (curl waits as long before sending it).
+pub const CONTINUE_WAIT: Duration = Duration::from_secs(1);
+
+/// The facts of the current request needed after its head was consumed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct RequestFacts {
+    version: Version,
+    keep_alive: bool,
+    is_head: bool,
+    idempotent: bool,
+    upgrade: bool,
+    has_body: bool,
+    /// `Expect: 100-continue`: the client may wait for an interim response before sending the body.
+    expect_continue: bool,
+}
+
+/// Where a client connection is in its life.
+enum Phase {
+    /// Waiting for a request head (the first, or the next on a keep-alive connection).
+    ReadingHead {
+        since: Instant,
+        /// When the first byte of this head arrived (`request_head` runs from there).
+        head_started: Option<Instant>,
+    },
+    /// A request is being served.
+    Serving(Box<Flight>),
+    /// A final response of ours (or the last one) is being flushed; then the client's input is
+    /// drained until it closes or `LINGER` passes.
+    Closing { since: Instant, shut: bool },
+    /// Over: the driver closes the sockets.
+    Closed,
+}
+
+/// One request, from its head to its response's last byte.
+struct Flight {
+    started: Instant,
+    line: RequestLine,
+    request: RequestFacts,
+    /// The request body, client → backend (after a `101`, every byte the client sends).
+    upload: Outbox,
+    /// Bytes of the request head still at the front of `client_in`: a bodiless request's head stays
+    /// until its response starts, so that it can be written again for a retry.
+    head_kept: usize,
+    attempt: Attempt,
+    stage: Stage,
+    status: u16,
+    /// Bytes of the response sent to the client (head and body).
+    response_bytes: u64,
+    final_head: FinalHead,
+}
+
+/// Where the final response head stands on its way to the client: until its first byte is written,
+/// an error response of ours can still take its place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FinalHead {
+    NotYet,
+    /// Queued behind `after` bytes of interim heads.
+    Queued {
+        after: usize,
+    },
+    /// Some byte of it went out.
+    Sent,
+}
+
+/// The current attempt at a backend.
+struct Attempt {
+    inflight: InFlight,
+    /// Attempts made for this request, this one included.
+    number: u32,
+    /// Backends that failed this request.
+    tried: Tried,
+    /// The connection came from the idle pool.
+    reused: bool,
+    /// A response byte arrived.
+    response_started: bool,
+    /// The backend closed its sending side.
+    backend_eof: bool,
+}
+
+/// Where the current request's attempt stands.
+enum Stage {
+    Connecting {
+        since: Instant,
+    },
+    /// The request is being written; the response head has not arrived (interim 1xx may pass).
+    AwaitingResponse,
+    /// The final response head was passed on; its body follows as planned.
+    Relaying {
+        plan: ResponsePlan,
+        download: Outbox,
+        /// The response head allows another request on the backend connection.
+        reusable: bool,
+        /// The backend answered before the whole request body: no more of it is sent.
+        request_cut: bool,
+    },
+    /// After `101 Switching Protocols`: bytes both ways until both sides have closed.
+    Tunnel {
+        download: Outbox,
+        client_shut: bool,
+        backend_shut: bool,
+    },
+}
+
+/// Which side a blocking driver should wait on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Client,
+    Backend,
+}
+
+/// One client connection's exchange state and buffers.
+pub struct Exchange {
+    /// Unique for the life of the process: names the connection in logs.
+    pub id: u64,
+    client: SocketAddr,
+    phase: Phase,
+    /// Requests started on this connection.
+    requests: u64,
+    /// Raw bytes from the client: heads, request bodies, pipelined requests.
+    client_in: Buffer,
+    /// Rewritten request heads and chunk framing for the backend.
+    to_backend: Buffer,
+    /// Raw bytes from the backend.
+    backend_in: Buffer,
+    /// Response heads, chunk framing and our own responses for the client.
+    to_client: Buffer,
+    /// The client closed its sending side.
+    client_eof: bool,
+    /// Bytes last moved in either direction (the `response` and tunnel idle timeouts run from here).
+    last_progress: Instant,
+}
+
+thread_local! {
+    /// Boxes of finished requests, reused by the next ones: no allocation per request. The boxes
+    /// themselves are what is recycled (they move in and out of connections), hence a Vec of boxes.
+    #[allow(clippy::vec_box)]
+    static SPARE_FLIGHTS: RefCell<Vec<Box<Flight>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Spare flight boxes kept per thread.
+const SPARE_FLIGHTS_KEPT: usize = 1024;
+
+fn boxed(flight: Flight) -> Box<Flight> {
+    match SPARE_FLIGHTS.with(|spare| spare.borrow_mut().pop()) {
+        Some(mut spare) => {
+            *spare = flight;
+            spare
+        }
+        None => Box::new(flight),
+    }
+}
+
+fn recycle(mut flight: Box<Flight>) {
+    // Settle the counts now, as dropping would; the box itself is kept for the next request.
+    flight.attempt.inflight.abandon();
+    let _ = SPARE_FLIGHTS.try_with(|spare| {
+        let mut spare = spare.borrow_mut();
+        if spare.len() < SPARE_FLIGHTS_KEPT {
+            spare.push(flight);
+        }
+    });
+}
+
+impl Exchange {
+    pub fn new(id: u64, client: SocketAddr, now: Instant) -> Exchange {
+        Exchange {
+            id,
+            client,
+            phase: Phase::ReadingHead {
+                since: now,
+                head_started: None,
+            },
+            requests: 0,
+            client_in: Buffer::new(),
+            to_backend: Buffer::new(),
+            backend_in: Buffer::new(),
+            to_client: Buffer::new(),
+            client_eof: false,
+            last_progress: now,
+        }
+    }
+
+    pub fn client_addr(&self) -> SocketAddr {
+        self.client
+    }
+
+    pub fn requests(&self) -> u64 {
+        self.requests
+    }
+
+    /// A short name of the phase, for logs.
+    pub fn phase_name(&self) -> &'static str {
+        match &self.phase {
+            Phase::ReadingHead { .. } => "reading a head",
+            Phase::Serving(flight) => match flight.stage {
+                Stage::Connecting { .. } => "connecting",
+                Stage::AwaitingResponse => "awaiting a response",
+                Stage::Relaying { .. } => "relaying",
+                Stage::Tunnel { .. } => "tunnel",
+            },
+            Phase::Closing { .. } => "closing",
+            Phase::Closed => "closed",
+        }
+    }
+
+    /// Waiting between requests with nothing received: safe to close when draining.
+    pub fn is_idle(&self) -> bool {
+        matches!(
+            self.phase,
+            Phase::ReadingHead {
+                head_started: None,
+                ..
+            }
+        ) && self.client_in.is_empty()
+    }
+
+    pub fn is_closed(&self) -> bool {
+        matches!(self.phase, Phase::Closed)
+    }
+
+    /// After a `101`: the driver may relay raw bytes both ways.
+    pub fn is_tunnel(&self) -> bool {
+        matches!(&self.phase, Phase::Serving(f) if matches!(f.stage, Stage::Tunnel { .. }))
+    }
+
+    /// The buffer the driver reads client bytes into; then it reports [`Exchange::on_client_input`].
+    pub fn client_buffer(&mut self) -> &mut Buffer {
+        &mut self.client_in
+    }
+
+    /// The buffer the driver reads backend bytes into; then it reports [`Exchange::on_backend_input`].
+    pub fn backend_buffer(&mut self) -> &mut Buffer {
+        &mut self.backend_in
+    }
+
+    /// The exchange wants bytes from the client (and has room for them).
+    pub fn wants_client_input(&self) -> bool {
+        if self.client_in.is_full() || self.client_eof {
+            return false;
+        }
+        match &self.phase {
+            Phase::ReadingHead { .. } | Phase::Closing { .. } => true,
+            Phase::Serving(f) => match f.stage {
+                Stage::Tunnel { .. } => true,
+                Stage::Relaying {
+                    request_cut: true, ..
+                } => false,
+                _ => !f.upload.relay.is_done(),
+            },
+            Phase::Closed => false,
+        }
+    }
+
+    /// The exchange wants bytes from the backend (and has room for them).
+    pub fn wants_backend_input(&self) -> bool {
+        match &self.phase {
+            Phase::Serving(f) => {
+                !matches!(f.stage, Stage::Connecting { .. })
+                    && !f.attempt.backend_eof
+                    && !self.backend_in.is_full()
+            }
+            _ => false,
+        }
+    }
+
+    /// For a driver that can wait on only one socket at a time: the side whose bytes the exchange
+    /// needs next. The request body comes first, unless the client waits for `100 Continue`.
+    /// The second value, if any, is when to look again even if nothing arrives: the end of the
+    /// [`CONTINUE_WAIT`], after which the body is read whether or not `100 Continue` came.
+    pub fn blocking_read_side(&self, now: Instant) -> Option<(Side, Option<Instant>)> {
+        match &self.phase {
+            Phase::ReadingHead { .. } | Phase::Closing { .. } => Some((Side::Client, None)),
+            Phase::Serving(f) => {
+                let body_pending = self.wants_client_input() && !f.upload.relay.is_done();
+                let continue_until = f.started + CONTINUE_WAIT;
+                let awaits_continue = f.request.expect_continue
+                    && !f.attempt.response_started
+                    && self.client_in.is_empty()
+                    && now < continue_until;
+                if body_pending && awaits_continue && self.wants_backend_input() {
+                    Some((Side::Backend, Some(continue_until)))
+                } else if body_pending {
+                    Some((Side::Client, None))
+                } else if self.wants_backend_input() {
+                    Some((Side::Backend, None))
+                } else if self.wants_client_input() {
+                    Some((Side::Client, None))
+                } else {
+                    None
+                }
+            }
+            Phase::Closed => None,
+        }
+    }
+
+    /// What to write to the backend now.
+    pub fn backend_output(&self) -> Outgoing<'_> {
+        match &self.phase {
+            Phase::Serving(f) if f.uploading() => {
+                f.upload.outgoing(&self.client_in, &self.to_backend)
+            }
+            _ => Outgoing::EMPTY,
+        }
+    }
+
+    /// What to write to the client now.
+    pub fn client_output(&self) -> Outgoing<'_> {
+        match &self.phase {
+            Phase::Serving(f) => match &f.stage {
+                Stage::Relaying { download, .. } | Stage::Tunnel { download, .. } => {
+                    download.outgoing(&self.backend_in, &self.to_client)
+                }
+                _ => Outgoing {
+                    queued: self.to_client.data(),
+                    payload: &[],
+                },
+            },
+            _ => Outgoing {
+                queued: self.to_client.data(),
+                payload: &[],
+            },
+        }
+    }
+
+    /// When the current phase times out.
+    pub fn deadline(&self, config: &Config) -> Instant {
+        let t = &config.timeouts;
+        match &self.phase {
+            Phase::ReadingHead {
+                since,
+                head_started,
+            } => match head_started {
+                Some(started) => *started + t.request_head,
+                // Between keep-alive requests the idle timeout applies; before the first, the head timeout.
+                None if self.requests > 0 => *since + t.idle,
+                None => *since + t.request_head,
+            },
+            Phase::Serving(f) => match f.stage {
+                Stage::Connecting { since } => since + t.connect,
+                Stage::Tunnel { .. } => self.last_progress + t.idle,
+                _ => self.last_progress + t.response,
+            },
+            Phase::Closing { since, .. } => *since + LINGER,
+            Phase::Closed => self.last_progress,
+        }
+    }
+
+    /// Gives back the blocks of empty buffers: a connection waiting on a slow backend then holds one
+    /// block, not four, and recently used blocks are reused while still in cache.
+    pub fn release_idle_buffers(&mut self) {
+        for buf in [
+            &mut self.client_in,
+            &mut self.to_backend,
+            &mut self.backend_in,
+            &mut self.to_client,
+        ] {
+            buf.release_if_empty();
+        }
+    }
+}
+
+impl Flight {
+    fn stage_is_tunnel(&self) -> bool {
+        matches!(self.stage, Stage::Tunnel { .. })
+    }
+
+    fn request_cut(&self) -> bool {
+        matches!(
+            self.stage,
+            Stage::Relaying {
+                request_cut: true,
+                ..
+            }
+        )
+    }
+
+    /// Request bytes may be written to the backend: it is connected, and did not answer early.
+    fn uploading(&self) -> bool {
+        match self.stage {
+            Stage::Connecting { .. } => false,
+            Stage::Relaying { request_cut, .. } => !request_cut,
+            Stage::AwaitingResponse | Stage::Tunnel { .. } => true,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,226 @@
+//! One direction of an exchange as bytes to write, without writing them: an [`Outbox`] is a message body
+//! on its way from an input buffer to a peer. Stepping its relay consumes framing from the input and
+//! queues normalised framing (and heads) in a small output buffer, until payload is next; the driver
+//! then writes the queued bytes and the payload straight from the input buffer, in one `writev`, and
+//! reports how much went. Payload is never copied.
+
+use crate::buffer::{self, Buffer};
+use crate::http::body::{FramingError, Relay, Step};
+use std::io::IoSlice;
+
+/// Room kept in the output buffer for one framing emit (a chunk-size line at most).
+const EMIT_ROOM: usize = 32;
+
+/// Bytes ready for one peer: queued heads and framing first, then payload from the input.
+#[derive(Debug, Clone, Copy)]
+pub struct Outgoing<'a> {
+    pub queued: &'a [u8],
+    pub payload: &'a [u8],
+}
+
+impl<'a> Outgoing<'a> {
+    pub const EMPTY: Outgoing<'static> = Outgoing {
+        queued: &[],
+        payload: &[],
+    };
+
+    pub fn is_empty(&self) -> bool {
+        self.queued.is_empty() && self.payload.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.queued.len() + self.payload.len()
+    }
+
+    /// Both parts as slices for a vectored write (an empty part is left out).
+    pub fn slices(&self) -> ([IoSlice<'a>; 2], usize) {
+        match (self.queued.is_empty(), self.payload.is_empty()) {
+            (false, false) => ([IoSlice::new(self.queued), IoSlice::new(self.payload)], 2),
+            (false, true) => ([IoSlice::new(self.queued), IoSlice::new(&[])], 1),
+            _ => ([IoSlice::new(self.payload), IoSlice::new(&[])], 1),
+        }
+    }
+}
+
+/// Where a body stands after [`Outbox::prepare`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Bytes are ready to write.
+    Ready,
+    /// Everything available is queued or written; the body needs more input.
+    NeedInput,
+    /// The body has been read completely (queued bytes may still wait to be written).
+    Complete,
+}
+
+/// A message body in transit from `input` (owned by the caller) through `relay`, with `queued` bytes
+/// (heads, framing) to go first.
+#[derive(Debug, Clone, Copy)]
+pub struct Outbox {
+    pub relay: Relay,
+    /// Payload bytes at the front of the input that the relay has cleared for writing.
+    ready: usize,
+}
+
+impl Outbox {
+    pub fn new(relay: Relay) -> Outbox {
+        Outbox { relay, ready: 0 }
+    }
+
+    /// Steps the relay until payload is ready, the input runs out, or the body is complete.
+    pub fn prepare(
+        &mut self,
+        input: &mut Buffer,
+        queued: &mut Buffer,
+    ) -> Result<Flow, FramingError> {
+        loop {
+            if self.ready > 0 {
+                return Ok(Flow::Ready);
+            }
+            if queued.len() + EMIT_ROOM > buffer::capacity() {
+                // Framing piled up faster than it was written: write it before stepping further.
+                return Ok(Flow::Ready);
+            }
+            match self.relay.step(input.data())? {
+                Step::Framing { consumed, emit } => {
+                    input.consume(consumed);
+                    if !emit.is_empty() && !queued.append(emit.as_bytes()) {
+                        unreachable!("EMIT_ROOM is kept free in the queue");
+                    }
+                }
+                Step::Data(n) => self.ready = n,
+                Step::NeedInput => return Ok(Flow::NeedInput),
+                Step::Done => return Ok(Flow::Complete),
+            }
+        }
+    }
+
+    /// What can be written now.
+    pub fn outgoing<'a>(&self, input: &'a Buffer, queued: &'a Buffer) -> Outgoing<'a> {
+        Outgoing {
+            queued: queued.data(),
+            payload: &input.data()[..self.ready],
+        }
+    }
+
+    /// Records that the first `written` bytes of [`Outbox::outgoing`] were written.
+    pub fn sent(&mut self, written: usize, input: &mut Buffer, queued: &mut Buffer) {
+        let from_queue = written.min(queued.len());
+        queued.consume(from_queue);
+        let payload = (written - from_queue).min(self.ready);
+        input.consume(payload);
+        self.relay.forwarded(payload);
+        self.ready -= payload;
+    }
+
+    /// The body is complete and nothing of it waits to be written.
+    pub fn finished(&self, queued: &Buffer) -> bool {
+        self.relay.is_done() && self.ready == 0 && queued.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::body::ChunkedDecoder;
+
+    /// Runs a body through an outbox, feeding `feed` input bytes at a time and "writing" at most
+    /// `per_write` bytes at a time; returns everything written.
+    fn run(relay: Relay, head: &[u8], body: &[u8], feed: usize, per_write: usize) -> Vec<u8> {
+        buffer::set_block_sizes(64, 64);
+        let mut outbox = Outbox::new(relay);
+        let mut input = Buffer::new();
+        let mut queued = Buffer::new();
+        assert!(queued.append(head));
+        let mut written = Vec::new();
+        let mut fed = 0;
+        for _ in 0..100_000 {
+            if fed < body.len() {
+                let space = input.space();
+                let n = space.len().min(feed).min(body.len() - fed);
+                space[..n].copy_from_slice(&body[fed..fed + n]);
+                input.fill(n);
+                fed += n;
+            }
+            let flow = outbox.prepare(&mut input, &mut queued).unwrap();
+            let out = outbox.outgoing(&input, &queued);
+            let n = out.len().min(per_write);
+            let bytes = [out.queued, out.payload].concat();
+            written.extend_from_slice(&bytes[..n]);
+            outbox.sent(n, &mut input, &mut queued);
+            let until_close = outbox.relay.ends_at_close() && fed == body.len() && input.is_empty();
+            if outbox.finished(&queued) || (until_close && queued.is_empty()) {
+                return written;
+            }
+            assert!(flow != Flow::Complete || !queued.is_empty() || outbox.ready > 0);
+        }
+        panic!("the body did not finish");
+    }
+
+    #[test]
+    fn bodies_are_relayed_exactly() {
+        let body: Vec<u8> = (0..300u32).map(|i| (i % 251) as u8).collect();
+        let mut chunked_in = Vec::new();
+        let mut chunked_out = Vec::new();
+        for piece in body.chunks(70) {
+            chunked_in.extend_from_slice(format!("{:X};ext=1\r\n", piece.len()).as_bytes());
+            chunked_in.extend_from_slice(piece);
+            chunked_in.extend_from_slice(b"\r\n");
+            chunked_out.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+            chunked_out.extend_from_slice(piece);
+            chunked_out.extend_from_slice(b"\r\n");
+        }
+        chunked_in.extend_from_slice(b"0\r\nTrailer: x\r\n\r\n");
+        chunked_out.extend_from_slice(b"0\r\n\r\n");
+        for (feed, per_write) in [(1, 1), (7, 3), (64, 64), (13, 100)] {
+            let length = Relay::Length {
+                remaining: body.len() as u64,
+            };
+            let got = run(length, b"HEAD\r\n", &body, feed, per_write);
+            assert_eq!(
+                got,
+                [b"HEAD\r\n".as_slice(), &body].concat(),
+                "{feed}/{per_write}"
+            );
+            let chunked = Relay::Chunked(ChunkedDecoder::new(true));
+            let got = run(chunked, b"H\r\n", &chunked_in, feed, per_write);
+            assert_eq!(
+                got,
+                [b"H\r\n".as_slice(), &chunked_out].concat(),
+                "{feed}/{per_write}"
+            );
+            let dechunked = Relay::Chunked(ChunkedDecoder::new(false));
+            assert_eq!(run(dechunked, b"", &chunked_in, feed, per_write), body);
+            assert_eq!(run(Relay::UntilClose, b"", &body, feed, per_write), body);
+        }
+    }
+
+    #[test]
+    fn the_next_message_is_left_alone_and_errors_surface() {
+        buffer::set_block_sizes(64, 64);
+        let mut input = Buffer::new();
+        let mut queued = Buffer::new();
+        input.append(b"helloGET / HTTP/1.1\r\n");
+        let mut outbox = Outbox::new(Relay::Length { remaining: 5 });
+        assert_eq!(outbox.prepare(&mut input, &mut queued), Ok(Flow::Ready));
+        assert_eq!(outbox.outgoing(&input, &queued).payload, b"hello");
+        outbox.sent(5, &mut input, &mut queued);
+        assert!(outbox.finished(&queued));
+        assert_eq!(outbox.prepare(&mut input, &mut queued), Ok(Flow::Complete));
+        assert_eq!(input.data(), b"GET / HTTP/1.1\r\n");
+
+        let mut input = Buffer::new();
+        input.append(b"zz\r\n");
+        let mut outbox = Outbox::new(Relay::Chunked(ChunkedDecoder::new(true)));
+        assert_eq!(
+            outbox.prepare(&mut input, &mut queued),
+            Err(FramingError::BadChunkSize)
+        );
+        let slices = Outgoing {
+            queued: b"ab",
+            payload: b"",
+        }
+        .slices();
+        assert_eq!((slices.0[0].len(), slices.1), (2, 1));
+    }
+}

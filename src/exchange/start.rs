@@ -1,0 +1,222 @@
+//! The two ends of a request's life on a connection: a head is parsed and validated, a backend picked
+//! and the head rewritten for it (`read_head`); the response is delivered, the outcome recorded and the
+//! backend connection released (`finish_request`).
+
+use super::*;
+use crate::balance::Outcome;
+use crate::buffer;
+use crate::fault;
+use crate::http::Framing;
+use crate::http::body::{ChunkedDecoder, Relay};
+use crate::http::request::{self, ForwardInfo, RequestHead};
+
+impl Exchange {
+    /// In `ReadingHead`: parses what the client sent and starts the request it holds.
+    pub(super) fn read_head(
+        &mut self,
+        ctx: &mut impl Context,
+        now: Instant,
+        actions: &mut Actions,
+    ) {
+        if self.client_in.is_empty() {
+            if self.client_eof {
+                // It closed while the last response was on its way.
+                self.close(Close::Graceful, actions);
+            }
+            return;
+        }
+        match request::parse_request(self.client_in.data(), buffer::capacity()) {
+            Ok(None) => {
+                if self.client_eof {
+                    ::log::debug!(
+                        "conn {}: client closed in the middle of a request head",
+                        self.id
+                    );
+                    self.close(Close::Graceful, actions);
+                }
+            }
+            Err(e) => {
+                let response = request::error_response(e);
+                ::log::info!(
+                    "{} rejected request: {e} -> {}",
+                    self.client,
+                    response.status()
+                );
+                self.respond(response, ctx, now, actions);
+            }
+            Ok(Some(head)) => self.start_request(&head, ctx, now, actions),
+        }
+    }
+
+    fn start_request(
+        &mut self,
+        head: &RequestHead,
+        ctx: &mut impl Context,
+        now: Instant,
+        actions: &mut Actions,
+    ) {
+        self.requests += 1;
+        let buf = self.client_in.data();
+        let line = RequestLine::new(head.method(buf), head.target.get(buf));
+        let Some(backend) = ctx.pick(self.client.ip(), Tried::default()) else {
+            ::log::warn!("{} \"{line}\": no backend available -> 503", self.client);
+            self.respond(ErrorResponse::ServiceUnavailable, ctx, now, actions);
+            return;
+        };
+        if !self.write_request_head(head, &backend) {
+            ::log::info!(
+                "{} \"{line}\": rewritten head too large -> 431",
+                self.client
+            );
+            self.respond(ErrorResponse::HeadTooLarge, ctx, now, actions);
+            return;
+        }
+        let head_kept = if head.has_body() {
+            self.client_in.consume(head.head_len);
+            0
+        } else {
+            head.head_len
+        };
+        let request = RequestFacts {
+            version: head.version,
+            keep_alive: head.keep_alive,
+            is_head: head.is_head,
+            idempotent: head.idempotent,
+            upgrade: head.upgrade,
+            has_body: head.has_body(),
+            expect_continue: head.expect_continue,
+        };
+        let relay = match head.framing {
+            Framing::Empty | Framing::UntilClose => Relay::Done,
+            Framing::Length(n) => Relay::Length { remaining: n },
+            Framing::Chunked => Relay::Chunked(ChunkedDecoder::new(true)),
+        };
+        let pooled = pooled(&request);
+        self.phase = Phase::Serving(boxed(Flight {
+            started: now,
+            line,
+            request,
+            upload: Outbox::new(relay),
+            head_kept,
+            attempt: Attempt {
+                inflight: backend.start(),
+                number: 1,
+                tried: Tried::default(),
+                reused: false,
+                response_started: false,
+                backend_eof: false,
+            },
+            stage: Stage::Connecting { since: now },
+            status: 0,
+            response_bytes: 0,
+            final_head: FinalHead::NotYet,
+        }));
+        actions.push(Action::Connect { backend, pooled });
+        fault::inject(line.target(), fault::Stage::Request);
+    }
+
+    /// Writes the head `backend` receives into `to_backend`. False when it does not fit.
+    pub(super) fn write_request_head(&mut self, head: &RequestHead, backend: &Backend) -> bool {
+        self.to_backend.clear();
+        let info = ForwardInfo {
+            client_ip: self.client.ip(),
+            default_host: backend.config.authority.as_bytes(),
+        };
+        let client_in = &self.client_in;
+        self.to_backend
+            .write_with(|out| request::write_request_head(client_in.data(), head, &info, out))
+    }
+
+    /// Writes the head again for another attempt, from the request head still at the front of
+    /// `client_in` (a bodiless request's), or keeps what `to_backend` holds (a request with a body is
+    /// only retried when connecting failed, which sent nothing).
+    pub(super) fn rewrite_request_head(&mut self, backend: &Backend) -> bool {
+        let Phase::Serving(f) = &self.phase else {
+            return false;
+        };
+        if f.head_kept == 0 {
+            return true;
+        }
+        match request::parse_request(self.client_in.data(), buffer::capacity()) {
+            Ok(Some(head)) => self.write_request_head(&head, backend),
+            _ => {
+                ::log::error!(
+                    "conn {}: cannot rebuild the request head for a retry",
+                    self.id
+                );
+                false
+            }
+        }
+    }
+
+    /// The response is delivered: records the outcome, releases the backend connection (to the pool if
+    /// it can carry another request), and waits for the next request or closes.
+    pub(super) fn finish_request(
+        &mut self,
+        ctx: &mut impl Context,
+        now: Instant,
+        actions: &mut Actions,
+    ) {
+        let Phase::Serving(mut flight) = std::mem::replace(&mut self.phase, Phase::Closed) else {
+            return;
+        };
+        let Stage::Relaying {
+            plan,
+            reusable,
+            request_cut,
+            ..
+        } = flight.stage
+        else {
+            self.phase = Phase::Serving(flight);
+            return;
+        };
+        let latency = now.saturating_duration_since(flight.started);
+        ctx.count_request();
+        let backend = flight.attempt.inflight.backend().clone();
+        flight
+            .attempt
+            .inflight
+            .finish(Outcome::of_status(flight.status, latency), "response");
+        if ctx.config().access_log {
+            log::proxied(
+                self.client,
+                &flight.line,
+                flight.status,
+                flight.response_bytes,
+                &backend.config.url,
+                latency,
+            );
+        }
+        let reuse = policy::backend_reusable(
+            reusable,
+            !request_cut && flight.upload.finished(&self.to_backend),
+            !self.backend_in.is_empty(),
+            flight.attempt.backend_eof,
+        );
+        actions.push(Action::ReleaseBackend { reuse });
+        recycle(flight);
+        self.backend_in.clear();
+        self.to_backend.clear();
+        if plan.close_client {
+            self.phase = Phase::Closing {
+                since: now,
+                shut: false,
+            };
+        } else {
+            self.phase = Phase::ReadingHead {
+                since: now,
+                head_started: (!self.client_in.is_empty()).then_some(now),
+            };
+        }
+    }
+}
+
+/// Which pooled connections an attempt may use: a request that could not be sent twice (a body, or a
+/// non-idempotent method) checks the connection first; others skip that system call (see [`Pooled`]).
+pub(super) fn pooled(request: &RequestFacts) -> Pooled {
+    if request.has_body || !request.idempotent {
+        Pooled::Verified
+    } else {
+        Pooled::Any
+    }
+}

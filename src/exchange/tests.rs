@@ -1,0 +1,545 @@
+//! Scenarios of the exchange core with no sockets: bytes in, events in, and the exact bytes and actions
+//! that come out, with the backends' counts checked after each.
+
+use super::*;
+use crate::balance::Balancer;
+use crate::random::Rng;
+use std::net::IpAddr;
+
+struct Fake {
+    config: Config,
+    balancer: Balancer,
+    draining: bool,
+    answered: u64,
+}
+
+impl Context for Fake {
+    fn config(&self) -> &Config {
+        &self.config
+    }
+    fn pick(&mut self, client: IpAddr, tried: Tried) -> Option<Arc<Backend>> {
+        self.balancer.pick(client, tried)
+    }
+    fn draining(&self) -> bool {
+        self.draining
+    }
+    fn count_request(&mut self) {
+        self.answered += 1;
+    }
+}
+
+fn fake(settings: &str, backends: usize) -> Fake {
+    let mut text = format!("access_log = false\n{settings}\n");
+    for i in 0..backends {
+        text.push_str(&format!(
+            "[[backends]]\nurl = \"http://127.0.0.1:{}\"\n",
+            9100 + i
+        ));
+    }
+    let config = Config::parse(&text).expect("config");
+    let balancer = Balancer::with_rng(&config.backends, config.algorithm, 2, 3, Rng::with_seed(1));
+    Fake {
+        config,
+        balancer,
+        draining: false,
+        answered: 0,
+    }
+}
+
+const CLIENT: &str = "192.0.2.7:50000";
+
+/// An exchange plus what its driver would see: actions taken, bytes "written" to each peer.
+struct Run {
+    ex: Exchange,
+    ctx: Fake,
+    now: Instant,
+    actions: Vec<Action>,
+    to_backend: Vec<u8>,
+    to_client: Vec<u8>,
+}
+
+impl Run {
+    fn new(settings: &str, backends: usize) -> Run {
+        let now = Instant::now();
+        Run {
+            ex: Exchange::new(1, CLIENT.parse().unwrap(), now),
+            ctx: fake(settings, backends),
+            now,
+            actions: Vec::new(),
+            to_backend: Vec::new(),
+            to_client: Vec::new(),
+        }
+    }
+
+    fn take(&mut self, actions: Actions) {
+        self.actions.extend(actions);
+        self.flush();
+    }
+
+    /// Writes everything the exchange offers, as a driver with always-writable sockets would.
+    fn flush(&mut self) {
+        for _ in 0..1000 {
+            let out = self.ex.backend_output();
+            if !out.is_empty() {
+                let n = out.len();
+                self.to_backend.extend_from_slice(out.queued);
+                self.to_backend.extend_from_slice(out.payload);
+                let a = self.ex.on_backend_sent(n, &mut self.ctx, self.now);
+                self.actions.extend(a);
+                continue;
+            }
+            let out = self.ex.client_output();
+            if !out.is_empty() {
+                let n = out.len();
+                self.to_client.extend_from_slice(out.queued);
+                self.to_client.extend_from_slice(out.payload);
+                let a = self.ex.on_client_sent(n, &mut self.ctx, self.now);
+                self.actions.extend(a);
+                continue;
+            }
+            return;
+        }
+        panic!("output never ran dry");
+    }
+
+    fn client_sends(&mut self, bytes: &[u8]) {
+        assert!(self.ex.client_buffer().append(bytes));
+        let a = self.ex.on_client_input(&mut self.ctx, self.now);
+        self.take(a);
+    }
+
+    fn backend_sends(&mut self, bytes: &[u8]) {
+        assert!(self.ex.backend_buffer().append(bytes));
+        let a = self.ex.on_backend_input(&mut self.ctx, self.now);
+        self.take(a);
+    }
+
+    fn connected(&mut self, reused: bool) {
+        let a = self.ex.on_connected(reused, &mut self.ctx, self.now);
+        self.take(a);
+    }
+
+    fn backend_eof(&mut self) {
+        let a = self.ex.on_backend_eof(&mut self.ctx, self.now);
+        self.take(a);
+    }
+
+    fn client_eof(&mut self) {
+        let a = self.ex.on_client_eof(&mut self.ctx, self.now);
+        self.take(a);
+    }
+
+    fn timeout(&mut self) {
+        self.now = self.ex.deadline(&self.ctx.config);
+        let a = self.ex.on_timeout(&mut self.ctx, self.now);
+        self.take(a);
+    }
+
+    /// The actions so far, as short names (`connect 0 any`, `release reuse`, ...), then forgets them.
+    fn said(&mut self) -> Vec<String> {
+        self.actions
+            .drain(..)
+            .map(|a| match a {
+                Action::Connect { backend, pooled } => {
+                    format!("connect {} {pooled:?}", backend.slot).to_lowercase()
+                }
+                Action::ReleaseBackend { reuse: true } => "release reuse".into(),
+                Action::ReleaseBackend { reuse: false } => "release close".into(),
+                Action::ShutdownBackend => "shutdown backend".into(),
+                Action::ShutdownClient => "shutdown client".into(),
+                Action::Close(how) => format!("close {how:?}").to_lowercase(),
+            })
+            .collect()
+    }
+
+    fn client_text(&mut self) -> String {
+        String::from_utf8_lossy(&std::mem::take(&mut self.to_client)).into_owned()
+    }
+
+    fn backend_text(&mut self) -> String {
+        String::from_utf8_lossy(&std::mem::take(&mut self.to_backend)).into_owned()
+    }
+
+    /// (requests, successes, errors, active) of backend `slot`.
+    fn counts(&self, slot: usize) -> (u64, u64, u64, u32) {
+        let b = self.ctx.balancer.get(slot).unwrap();
+        let s = b.stats();
+        (s.requests, s.successes, s.errors, b.active())
+    }
+}
+
+const GET: &[u8] = b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n";
+const FORWARDED_GET: &str =
+    "GET /a HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 192.0.2.7\r\nX-Forwarded-Proto: http\r\n\r\n";
+const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi";
+
+#[test]
+fn a_get_is_forwarded_answered_and_its_connection_pooled() {
+    let mut r = Run::new("", 1);
+    r.client_sends(GET);
+    assert_eq!(r.said(), ["connect 0 any"]);
+    assert_eq!(r.ex.phase_name(), "connecting");
+    r.connected(false);
+    assert_eq!(r.backend_text(), FORWARDED_GET);
+    r.backend_sends(OK);
+    assert_eq!(
+        r.client_text(),
+        "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi"
+    );
+    assert_eq!(r.said(), ["release reuse"]);
+    assert_eq!(r.ex.phase_name(), "reading a head");
+    assert!(r.ex.is_idle());
+    assert_eq!(r.counts(0), (1, 1, 0, 0));
+    assert_eq!(r.ctx.answered, 1);
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order_without_a_new_event() {
+    let mut r = Run::new("", 1);
+    r.client_sends(&[GET, b"GET /b HTTP/1.1\r\nHost: h\r\n\r\n"].concat());
+    assert_eq!(r.said(), ["connect 0 any"]);
+    r.connected(false);
+    assert_eq!(r.backend_text(), FORWARDED_GET, "one request at a time");
+    r.backend_sends(OK);
+    assert_eq!(
+        r.said(),
+        ["release reuse", "connect 0 any"],
+        "the next head starts at once"
+    );
+    r.connected(true);
+    assert!(r.backend_text().starts_with("GET /b HTTP/1.1\r\n"));
+    r.backend_sends(b"HTTP/1.1 204 No Content\r\n\r\n");
+    assert_eq!(
+        r.client_text(),
+        "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhiHTTP/1.1 204 No Content\r\n\r\n"
+    );
+    assert_eq!(r.counts(0), (2, 2, 0, 0));
+}
+
+#[test]
+fn a_failed_connect_moves_to_the_next_backend_then_gives_502() {
+    let mut r = Run::new("retries = 1", 3);
+    r.client_sends(GET);
+    assert_eq!(r.said(), ["connect 0 any"]);
+    let a = r.ex.on_connect_failed("refused", false, &mut r.ctx, r.now);
+    r.take(a);
+    assert_eq!(r.said(), ["release close", "connect 1 any"]);
+    let a = r.ex.on_connect_failed("refused", false, &mut r.ctx, r.now);
+    r.take(a);
+    assert_eq!(r.said(), ["release close", "shutdown client"]);
+    assert!(r.client_text().starts_with("HTTP/1.1 502 Bad Gateway\r\n"));
+    assert_eq!(r.ex.phase_name(), "closing");
+    assert_eq!(r.counts(0), (1, 0, 1, 0));
+    assert_eq!(r.counts(1), (1, 0, 1, 0));
+    assert_eq!(r.counts(2), (0, 0, 0, 0));
+}
+
+#[test]
+fn a_connect_timeout_everywhere_gives_504() {
+    let mut r = Run::new("retries = 0", 2);
+    r.client_sends(GET);
+    r.said();
+    r.timeout();
+    assert_eq!(r.said(), ["release close", "shutdown client"]);
+    assert!(
+        r.client_text()
+            .starts_with("HTTP/1.1 504 Gateway Timeout\r\n")
+    );
+}
+
+#[test]
+fn a_stale_pooled_connection_is_replaced_and_not_counted_as_a_failure() {
+    let mut r = Run::new("", 2);
+    r.client_sends(GET);
+    r.said();
+    r.connected(true);
+    r.backend_text();
+    r.backend_eof();
+    assert_eq!(r.said(), ["release close", "connect 0 never"]);
+    assert_eq!(r.counts(0), (1, 0, 0, 1), "counted once, still in flight");
+    r.connected(false);
+    assert_eq!(r.backend_text(), FORWARDED_GET, "the same head again");
+    r.backend_sends(OK);
+    assert_eq!(r.counts(0), (1, 1, 0, 0));
+}
+
+#[test]
+fn an_idempotent_request_is_retried_elsewhere_a_post_is_not() {
+    let mut r = Run::new("", 2);
+    r.client_sends(GET);
+    r.said();
+    r.connected(false);
+    let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+    let a = r.ex.on_backend_error("read", &reset, &mut r.ctx, r.now);
+    r.take(a);
+    assert_eq!(r.said(), ["release close", "connect 1 any"]);
+    assert_eq!(r.counts(0), (1, 0, 1, 0));
+
+    let mut r = Run::new("", 2);
+    r.client_sends(b"POST /p HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc");
+    assert_eq!(r.said(), ["connect 0 verified"]);
+    r.connected(false);
+    assert!(r.backend_text().ends_with("\r\n\r\nabc"));
+    let a = r.ex.on_backend_error("read", &reset, &mut r.ctx, r.now);
+    r.take(a);
+    assert_eq!(r.said(), ["release close", "shutdown client"]);
+    assert!(r.client_text().starts_with("HTTP/1.1 502 "));
+}
+
+#[test]
+fn invalid_responses_get_502_and_the_connection_is_closed() {
+    // (response bytes, what the client gets first)
+    let cases: &[(&[u8], &str)] = &[
+        (b"HTTP/1.1 20 OK\r\n\r\n", "HTTP/1.1 502 "),
+        (b"HTTZ/1.1 200 OK\r\n\r\n", "HTTP/1.1 502 "),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            "HTTP/1.1 502 ",
+        ),
+        (b"HTTP/1.1 200 OK\r\nBad Name: x\r\n\r\n", "HTTP/1.1 502 "),
+        (b"\x00\x01\x02garbage\r\n\r\n", "HTTP/1.1 502 "),
+    ];
+    for (response, expected) in cases {
+        let mut r = Run::new("retries = 0", 1);
+        r.client_sends(GET);
+        r.connected(false);
+        r.said();
+        r.backend_sends(response);
+        assert_eq!(
+            r.said(),
+            ["release close", "shutdown client"],
+            "{response:?}"
+        );
+        assert!(r.client_text().starts_with(expected), "{response:?}");
+        assert_eq!(r.counts(0), (1, 0, 1, 0));
+    }
+}
+
+#[test]
+fn a_broken_body_after_the_head_resets_the_client() {
+    let mut r = Run::new("", 1);
+    r.client_sends(GET);
+    r.connected(false);
+    r.said();
+    r.backend_sends(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n");
+    assert_eq!(r.said(), ["close abort"]);
+    assert!(r.client_text().starts_with("HTTP/1.1 200 OK\r\n"));
+    assert_eq!(r.counts(0), (1, 0, 1, 0));
+    assert!(r.ex.is_closed());
+}
+
+#[test]
+fn response_timeouts_give_504_or_reset_mid_response() {
+    let mut r = Run::new("", 1);
+    r.client_sends(GET);
+    r.connected(false);
+    r.said();
+    r.timeout();
+    assert_eq!(r.said(), ["release close", "shutdown client"]);
+    assert!(r.client_text().starts_with("HTTP/1.1 504 "));
+
+    let mut r = Run::new("", 1);
+    r.client_sends(GET);
+    r.connected(false);
+    r.backend_sends(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhal");
+    r.said();
+    r.timeout();
+    assert_eq!(r.said(), ["close abort"]);
+    assert_eq!(r.counts(0), (1, 0, 1, 0));
+}
+
+#[test]
+fn an_early_final_response_cuts_the_request_and_closes_the_client() {
+    let mut r = Run::new("", 1);
+    r.client_sends(b"PUT /u HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\nabc");
+    r.connected(false);
+    r.backend_text();
+    r.said();
+    r.backend_sends(b"HTTP/1.1 413 Content Too Large\r\nContent-Length: 0\r\n\r\n");
+    assert_eq!(
+        r.client_text(),
+        "HTTP/1.1 413 Content Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    assert_eq!(r.said(), ["release close", "shutdown client"]);
+    r.client_sends(b"defghij");
+    assert_eq!(r.backend_text(), "", "the rest of the body never goes out");
+    r.client_eof();
+    assert_eq!(r.said(), ["close graceful"]);
+    assert_eq!(r.counts(0), (1, 1, 0, 0));
+}
+
+#[test]
+fn a_client_leaving_mid_body_is_aborted_and_not_counted() {
+    let mut r = Run::new("", 1);
+    r.client_sends(b"POST /u HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\nabc");
+    r.connected(false);
+    r.said();
+    r.client_eof();
+    assert_eq!(r.said(), ["close abort"]);
+    assert_eq!(r.counts(0), (0, 0, 0, 0));
+}
+
+#[test]
+fn interim_responses_pass_to_http11_clients_only() {
+    let mut r = Run::new("", 1);
+    r.client_sends(
+        b"PUT /u HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nExpect: 100-continue\r\n\r\n",
+    );
+    r.connected(false);
+    let continue_until = r.now + CONTINUE_WAIT;
+    assert_eq!(
+        r.ex.blocking_read_side(r.now),
+        Some((Side::Backend, Some(continue_until))),
+        "waits for 100 Continue"
+    );
+    assert_eq!(
+        r.ex.blocking_read_side(continue_until),
+        Some((Side::Client, None)),
+        "but not for ever"
+    );
+    r.backend_sends(b"HTTP/1.1 100 Continue\r\n\r\n");
+    assert_eq!(r.client_text(), "HTTP/1.1 100 Continue\r\n\r\n");
+    assert_eq!(
+        r.ex.blocking_read_side(r.now),
+        Some((Side::Client, None)),
+        "now the body"
+    );
+    r.client_sends(b"x");
+    r.backend_sends(b"HTTP/1.1 103 Early Hints\r\nLink: </s>\r\n\r\n");
+    r.backend_sends(OK);
+    assert_eq!(
+        r.client_text(),
+        "HTTP/1.1 103 Early Hints\r\nLink: </s>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi"
+    );
+
+    let mut r = Run::new("", 1);
+    r.client_sends(b"GET / HTTP/1.0\r\n\r\n");
+    r.connected(false);
+    r.backend_sends(b"HTTP/1.1 103 Early Hints\r\n\r\n");
+    assert_eq!(r.client_text(), "");
+    r.backend_sends(OK);
+    assert_eq!(
+        r.client_text(),
+        "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi"
+    );
+}
+
+#[test]
+fn a_tunnel_relays_both_ways_and_closes_after_both_half_closes() {
+    let mut r = Run::new("", 1);
+    r.client_sends(
+        b"GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+    );
+    r.connected(false);
+    r.backend_text();
+    r.said();
+    r.backend_sends(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nhello");
+    assert!(r.ex.is_tunnel());
+    assert_eq!(
+        r.client_text(),
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\nhello"
+    );
+    assert_eq!(
+        r.counts(0),
+        (1, 1, 0, 0),
+        "a switch counts as a success at once"
+    );
+    r.client_sends(b"ping");
+    assert_eq!(r.backend_text(), "ping");
+    r.client_eof();
+    assert_eq!(r.said(), ["shutdown backend"]);
+    r.backend_sends(b"bye");
+    r.backend_eof();
+    assert_eq!(r.client_text(), "bye");
+    assert_eq!(r.said(), ["shutdown client", "close graceful"]);
+}
+
+#[test]
+fn heads_time_out_with_408_and_idle_connections_close_quietly() {
+    let mut r = Run::new("", 1);
+    r.client_sends(b"GET / HT");
+    r.timeout();
+    assert!(r.client_text().starts_with("HTTP/1.1 408 "));
+    assert_eq!(r.said(), ["shutdown client"]);
+    r.timeout();
+    assert_eq!(r.said(), ["close graceful"]);
+
+    let mut r = Run::new("", 1);
+    r.timeout();
+    assert_eq!(r.said(), ["close graceful"]);
+    assert_eq!(r.client_text(), "");
+}
+
+#[test]
+fn bad_requests_and_no_backend_are_answered_by_lb() {
+    // (request, status line, backends)
+    let cases: &[(&[u8], &str, usize)] = &[
+        (b"GET / HTTP/1.1\r\n\r\n", "HTTP/1.1 400 ", 1),
+        (b"CONNECT a:1 HTTP/1.1\r\nHost: a:1\r\n\r\n", "HTTP/1.1 501 ", 1),
+        (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", "HTTP/1.1 400 ", 1),
+        (GET, "HTTP/1.1 503 ", 0),
+    ];
+    for (request, status, backends) in cases {
+        let mut r = Run::new("", (*backends).max(1));
+        if *backends == 0 {
+            r.ctx.balancer.set_enabled(0, false);
+        }
+        r.client_sends(request);
+        assert!(r.client_text().starts_with(status), "{request:?}");
+        assert_eq!(r.said(), ["shutdown client"], "{request:?}");
+        assert_eq!(r.ctx.answered, 1);
+    }
+}
+
+#[test]
+fn a_bad_chunked_request_body_gets_400_and_is_not_counted() {
+    let mut r = Run::new("", 1);
+    r.client_sends(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n");
+    r.connected(false);
+    r.said();
+    r.client_sends(b"zz\r\n");
+    assert_eq!(r.said(), ["release close", "shutdown client"]);
+    assert!(r.client_text().starts_with("HTTP/1.1 400 "));
+    assert_eq!(r.counts(0), (0, 0, 0, 0));
+}
+
+#[test]
+fn draining_closes_after_the_response_and_close_delimited_bodies_end_at_eof() {
+    let mut r = Run::new("", 1);
+    r.ctx.draining = true;
+    r.client_sends(GET);
+    r.connected(false);
+    r.backend_sends(b"HTTP/1.1 200 OK\r\n\r\npart one ");
+    r.backend_sends(b"part two");
+    assert_eq!(r.said(), ["connect 0 any"]);
+    r.backend_eof();
+    assert_eq!(
+        r.client_text(),
+        "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\npart one part two"
+    );
+    assert_eq!(r.said(), ["release close", "shutdown client"]);
+    assert_eq!(r.counts(0), (1, 1, 0, 0));
+}
+
+#[test]
+fn deadlines_follow_the_phase() {
+    let mut r = Run::new(
+        "[timeouts]\nrequest_head = \"3s\"\nidle = \"7s\"\nconnect = \"1s\"\nresponse = \"5s\"\n",
+        1,
+    );
+    let start = r.now;
+    let s = Duration::from_secs;
+    assert_eq!(r.ex.deadline(&r.ctx.config), start + s(3));
+    r.client_sends(GET);
+    assert_eq!(r.ex.deadline(&r.ctx.config), start + s(1));
+    r.connected(false);
+    assert_eq!(r.ex.deadline(&r.ctx.config), start + s(5));
+    r.backend_sends(OK);
+    assert_eq!(
+        r.ex.deadline(&r.ctx.config),
+        start + s(7),
+        "idle between requests"
+    );
+    r.client_sends(b"G");
+    assert_eq!(r.ex.deadline(&r.ctx.config), start + s(3));
+}

@@ -1,0 +1,47 @@
+//! What a reload (SIGHUP) means, the same for both engines: the warnings the new file raises, which
+//! changes take a restart (said in the log, never half-applied), the log level, and the one line that
+//! reports what the new configuration did to the backends.
+
+use crate::balance::{Balancer, Reconfigured};
+use crate::config::Config;
+use std::net::SocketAddr;
+
+/// Logs what the new configuration asks for that a reload cannot do, and its own warnings.
+pub fn check(old: &Config, new: &Config, listening: SocketAddr) {
+    new.log_warnings();
+    if new.listen != old.listen {
+        log::warn!(
+            "reload: listen changed to {}; that takes a restart (still on {listening})",
+            new.listen
+        );
+    }
+    if new.admin.as_ref().map(|a| a.listen) != old.admin.as_ref().map(|a| a.listen) {
+        log::warn!("reload: [admin] listen changed; that takes a restart");
+    }
+    if new.engine != old.engine {
+        log::warn!("reload: engine changed; that takes a restart");
+    }
+    if std::env::var_os("RUST_LOG").is_none() {
+        log::set_max_level(new.log_level.to_filter());
+    }
+}
+
+/// Applies the new backend list to `balancer` and logs the result.
+pub fn apply(balancer: &mut Balancer, config: &Config) -> Reconfigured {
+    let changes = balancer.reconfigure(
+        &config.backends,
+        config.algorithm,
+        config.health_check.rise,
+        config.health_check.fall,
+    );
+    let urls: Vec<&str> = balancer.iter().map(|b| b.config.url.as_str()).collect();
+    log::info!(
+        "configuration reloaded: algorithm {}, {} backends ({} added, {} removed): {}",
+        config.algorithm.name(),
+        urls.len(),
+        changes.added.len(),
+        changes.removed.len(),
+        urls.join(", ")
+    );
+    changes
+}

@@ -1,0 +1,148 @@
+//! The loop's life as an operator steers it: signals (SIGTERM/SIGINT drain, SIGHUP reloads), commands
+//! from other threads ([`Control`]), draining, reloading, and the figures it reports.
+
+use super::*;
+
+impl Server {
+    /// Handles SIGTERM/SIGINT (drain, then return from `run`) and SIGHUP (reload `config_path`) inside
+    /// the loop. Only for the process's one server: signal dispositions are process-wide.
+    pub fn handle_signals(&mut self, config_path: PathBuf) -> io::Result<()> {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        let mut signals = signal_hook_mio::v1_0::Signals::new([SIGTERM, SIGINT, SIGHUP])?;
+        self.poll
+            .registry()
+            .register(&mut signals, SIGNALS, Interest::READABLE)?;
+        self.signals = Some((signals, config_path));
+        Ok(())
+    }
+
+    pub(super) fn on_signals(&mut self) {
+        let Some((signals, path)) = self.signals.as_mut() else {
+            return;
+        };
+        let received: Vec<i32> = signals.pending().collect();
+        let path = path.clone();
+        for signal in received {
+            match signal {
+                signal_hook::consts::SIGHUP => {
+                    log::info!("SIGHUP: reloading {}", path.display());
+                    match Config::load(&path) {
+                        Ok(config) => self.reload(config),
+                        Err(e) => {
+                            log::error!("reload failed, keeping the running configuration: {e}")
+                        }
+                    }
+                }
+                _ if self.drain_deadline.is_some() => {
+                    log::warn!(
+                        "second stop signal: exiting now with {} open connections",
+                        self.conns.len()
+                    );
+                    self.drain_deadline = Some(Instant::now());
+                }
+                _ => self.begin_drain(),
+            }
+        }
+    }
+
+    /// Serves commands from other threads; true when asked to stop.
+    pub(super) fn handle_commands(&mut self) -> bool {
+        let mut stop = false;
+        while let Ok(command) = self.commands.try_recv() {
+            match command {
+                Command::Shutdown => stop = true,
+                Command::Drain => self.begin_drain(),
+                Command::Reload(config) => self.reload(*config),
+                Command::Snapshot(reply) => {
+                    let _ = reply.send(self.snapshot());
+                }
+            }
+        }
+        stop
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            backends: self.shared.upstream.balancer.snapshot(),
+            open_connections: self.conns.len(),
+            pooled_connections: self.shared.idle.iter().map(Vec::len).sum(),
+            registered_sockets: self.shared.sockets.len(),
+            timers: self.shared.timers.len(),
+            internal_errors: self.shared.internal_errors,
+        }
+    }
+
+    /// Stops accepting, closes idle keep-alive connections, and lets in-flight requests finish (their
+    /// responses close the connection) until the drain deadline.
+    pub(super) fn begin_drain(&mut self) {
+        if self.drain_deadline.is_some() {
+            return;
+        }
+        let now = Instant::now();
+        let deadline = now + self.shared.upstream.config.timeouts.drain;
+        self.drain_deadline = Some(deadline);
+        self.shared.upstream.draining = true;
+        // The listening socket is closed before the log says so.
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.shared.registry.deregister(&mut listener);
+        }
+        log::info!(
+            "draining: stopped accepting; {} open connections get up to {:?} to finish",
+            self.conns.len(),
+            self.shared.upstream.config.timeouts.drain
+        );
+        let idle: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.is_idle())
+            .map(|(key, _)| key)
+            .collect();
+        for key in idle {
+            self.remove(key, Close::Graceful);
+        }
+        Deadline::default().set(deadline, &mut self.shared.timers, DRAIN_TIMER);
+    }
+
+    /// True once a drain is over: every connection closed, or the deadline passed.
+    pub(super) fn drained(&self) -> bool {
+        let Some(deadline) = self.drain_deadline else {
+            return false;
+        };
+        if self.conns.is_empty() {
+            log::info!("drained: every in-flight request finished");
+            return true;
+        }
+        if Instant::now() >= deadline {
+            log::warn!(
+                "drain deadline passed: closing {} connections still open",
+                self.conns.len()
+            );
+            return true;
+        }
+        false
+    }
+
+    /// Applies a new configuration without dropping a connection. Backends are matched by URL; kept
+    /// ones keep their statistics, health and pooled connections.
+    fn reload(&mut self, config: Config) {
+        crate::reload::check(&self.shared.upstream.config, &config, self.local_addr);
+        let changes = crate::reload::apply(&mut self.shared.upstream.balancer, &config);
+        let now = Instant::now();
+        let slots = self.shared.upstream.balancer.slots();
+        while self.shared.idle.len() < slots {
+            self.shared.idle.push(Vec::new());
+        }
+        for &slot in changes.removed.iter().chain(&changes.moved) {
+            for idle in std::mem::take(&mut self.shared.idle[slot]) {
+                self.shared.close_stream(idle.stream, idle.token);
+            }
+        }
+        for &slot in &changes.removed {
+            self.shared.stop_prober(slot);
+        }
+        self.shared.upstream.config = config;
+        for &slot in changes.added.iter().chain(&changes.changed) {
+            self.shared.restart_prober(slot, now);
+        }
+    }
+}

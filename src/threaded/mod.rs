@@ -1,0 +1,375 @@
+//! The thread-per-connection engine (`engine = "threaded"`): blocking sockets, one thread per client
+//! connection, driving the same exchange core, balancer, health hysteresis and admin API as the event
+//! loop, so that the two can be measured against each other. Health checks and the admin listener run
+//! on threads of their own (`health.rs`, `admin.rs`); `conn.rs` drives one connection.
+//!
+//! Nothing on the request path holds a lock but for the pick itself (the algorithms' shared state) and
+//! the idle pool: the backends' figures are atomics, and a connection reads the configuration once per
+//! request as an `Arc`.
+//!
+//! Differences from the event loop, by construction: a connection's thread waits on one socket at a
+//! time, so a request body is relayed before the response is read (except with `Expect: 100-continue`,
+//! where the backend's interim or early final answer is awaited first); and memory grows with a thread
+//! stack per connection.
+
+mod admin;
+mod conn;
+mod health;
+
+use crate::balance::Balancer;
+use crate::config::Config;
+use crate::control::{Command, Control, Snapshot};
+use std::collections::HashMap;
+use std::io;
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Stack of a connection thread: buffers live on the heap, so a small stack is plenty.
+const CONNECTION_STACK: usize = 256 * 1024;
+
+/// State shared by every thread of the engine.
+struct State {
+    config: RwLock<Arc<Config>>,
+    /// The backend table and the algorithms' state: locked for a pick (and by reloads, probes and the
+    /// admin API, off the request path).
+    balancer: Mutex<Balancer>,
+    /// Idle keep-alive backend connections, by backend slot.
+    idle: Mutex<Vec<Vec<TcpStream>>>,
+    /// Open client connections: a clone of each socket (to close idle ones on drain) and whether it is
+    /// idle between requests.
+    clients: Mutex<HashMap<u64, (TcpStream, Arc<AtomicBool>)>>,
+    next_id: AtomicU64,
+    total_requests: AtomicU64,
+    /// Requests per second, as f64 bits, refreshed once a second.
+    per_second: AtomicU64,
+    started: Instant,
+    draining: AtomicBool,
+    stopping: AtomicBool,
+    open: AtomicUsize,
+    /// Panics contained at a connection thread's boundary (`lb_internal_errors_total`).
+    internal_errors: AtomicU64,
+}
+
+/// Locks a mutex. The engine never holds two of its locks at once (so no lock order can deadlock): take
+/// what you need from one guard, drop it, then take the next.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panicking connection thread must not take the whole engine down with a poisoned lock.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl State {
+    fn config(&self) -> Arc<Config> {
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        let backends = lock(&self.balancer).snapshot();
+        let pooled_connections = lock(&self.idle).iter().map(Vec::len).sum();
+        Snapshot {
+            backends,
+            open_connections: self.open.load(Ordering::SeqCst),
+            pooled_connections,
+            registered_sockets: 0,
+            timers: 0,
+            internal_errors: self.internal_errors.load(Ordering::SeqCst),
+        }
+    }
+
+    /// A pooled connection to backend `slot`, checked first when `verify`.
+    fn take_idle(&self, slot: usize, verify: bool) -> Option<TcpStream> {
+        loop {
+            let stream = lock(&self.idle).get_mut(slot).and_then(Vec::pop)?;
+            if !verify || still_idle(&stream) {
+                return Some(stream);
+            }
+        }
+    }
+
+    /// Keeps a backend connection for reuse. The pool is bounded by `max_connections`: it never holds
+    /// more than the peak of concurrent requests.
+    fn put_idle(&self, slot: usize, stream: TcpStream, max_connections: usize) {
+        let mut idle = lock(&self.idle);
+        if let Some(pool) = idle.get_mut(slot)
+            && pool.len() < max_connections
+        {
+            pool.push(stream);
+        }
+    }
+
+    fn reload(&self, config: Config, listening: SocketAddr) {
+        crate::reload::check(&self.config(), &config, listening);
+        let (changes, slots) = {
+            let mut balancer = lock(&self.balancer);
+            (
+                crate::reload::apply(&mut balancer, &config),
+                balancer.slots(),
+            )
+        };
+        {
+            let mut idle = lock(&self.idle);
+            idle.resize_with(slots, Vec::new);
+            for &slot in changes.removed.iter().chain(&changes.moved) {
+                idle[slot].clear();
+            }
+        }
+        *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);
+    }
+}
+
+/// True when a pooled connection is still open with nothing unexpected to read.
+fn still_idle(stream: &TcpStream) -> bool {
+    if stream.set_nonblocking(true).is_err() {
+        return false;
+    }
+    let alive = crate::transport::still_idle(stream);
+    alive && stream.set_nonblocking(false).is_ok()
+}
+
+pub struct Threaded {
+    listener: Option<TcpListener>,
+    local_addr: SocketAddr,
+    admin: Option<TcpListener>,
+    state: Arc<State>,
+    commands: Receiver<Command>,
+    control: Control,
+}
+
+impl Threaded {
+    pub fn bind(config: Config) -> io::Result<Threaded> {
+        let listener = crate::listen::bind(config.listen, "listen")?;
+        let local_addr = listener.local_addr()?;
+        let admin = match &config.admin {
+            Some(a) => {
+                let admin = crate::listen::bind(a.listen, "[admin] listen")?;
+                crate::admin::warn_if_exposed(admin.local_addr()?, a.token.as_deref());
+                Some(admin)
+            }
+            None => None,
+        };
+        let balancer = Balancer::from_config(&config);
+        let idle = config.backends.iter().map(|_| Vec::new()).collect();
+        let (commands_in, commands) = mpsc::channel();
+        Ok(Threaded {
+            listener: Some(listener),
+            local_addr,
+            admin,
+            state: Arc::new(State {
+                config: RwLock::new(Arc::new(config)),
+                balancer: Mutex::new(balancer),
+                idle: Mutex::new(idle),
+                clients: Mutex::new(HashMap::new()),
+                next_id: AtomicU64::new(1),
+                total_requests: AtomicU64::new(0),
+                per_second: AtomicU64::new(0),
+                started: Instant::now(),
+                draining: AtomicBool::new(false),
+                stopping: AtomicBool::new(false),
+                open: AtomicUsize::new(0),
+                internal_errors: AtomicU64::new(0),
+            }),
+            commands,
+            control: Control::new(commands_in, None),
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    pub fn control(&self) -> Control {
+        self.control.clone()
+    }
+
+    /// SIGTERM/SIGINT drain, SIGHUP reloads `config_path`; signals arrive on a thread of their own.
+    pub fn handle_signals(&mut self, config_path: PathBuf) -> io::Result<()> {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])?;
+        let control = self.control.clone();
+        spawn_named("lb-signals", move || {
+            let mut stopping = false;
+            for signal in signals.forever() {
+                match signal {
+                    SIGHUP => {
+                        log::info!("SIGHUP: reloading {}", config_path.display());
+                        match Config::load(&config_path) {
+                            Ok(config) => control.reload(config),
+                            Err(e) => {
+                                log::error!("reload failed, keeping the running configuration: {e}")
+                            }
+                        }
+                    }
+                    _ if stopping => {
+                        log::warn!("second stop signal: exiting now");
+                        control.shutdown();
+                    }
+                    _ => {
+                        stopping = true;
+                        control.drain();
+                    }
+                }
+            }
+        })?;
+        Ok(())
+    }
+
+    /// Serves until shut down, or until a drain completes.
+    pub fn run(mut self) -> io::Result<()> {
+        let state = self.state.clone();
+        spawn_named("lb-health", {
+            let state = state.clone();
+            move || health::run(&state)
+        })?;
+        spawn_named("lb-meter", {
+            let state = state.clone();
+            move || meter_loop(&state)
+        })?;
+        if let Some(admin) = self.admin.take() {
+            let state = state.clone();
+            spawn_named("lb-admin", move || admin::run(&state, admin))?;
+        }
+        let listener = match &self.listener {
+            Some(listener) => listener.try_clone()?,
+            None => return Ok(()),
+        };
+        let mut acceptor = Some({
+            let state = state.clone();
+            spawn_named("lb-accept", move || accept_loop(&state, listener))?
+        });
+        let mut drain_deadline: Option<Instant> = None;
+        loop {
+            match self.commands.recv_timeout(Duration::from_millis(20)) {
+                Ok(Command::Shutdown) => {
+                    self.stop_accepting(&state, acceptor.take());
+                    return Ok(());
+                }
+                Ok(Command::Drain) if drain_deadline.is_none() => {
+                    drain_deadline = Some(self.begin_drain(&state, acceptor.take()));
+                }
+                Ok(Command::Drain) => {}
+                Ok(Command::Reload(config)) => state.reload(*config, self.local_addr),
+                Ok(Command::Snapshot(reply)) => {
+                    let _ = reply.send(state.snapshot());
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(()),
+            }
+            if let Some(deadline) = drain_deadline {
+                let open = state.open.load(Ordering::SeqCst);
+                if open == 0 {
+                    log::info!("drained: every in-flight request finished");
+                    return Ok(());
+                }
+                if Instant::now() >= deadline {
+                    log::warn!("drain deadline passed: {open} connections still open");
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Stops accepting, closes idle connections, and returns when the drain period ends.
+    fn begin_drain(&mut self, state: &State, acceptor: Option<thread::JoinHandle<()>>) -> Instant {
+        let drain = state.config().timeouts.drain;
+        state.draining.store(true, Ordering::SeqCst);
+        // The listening socket is closed before the log says so.
+        self.stop_accepting(state, acceptor);
+        log::info!(
+            "draining: stopped accepting; {} open connections get up to {drain:?} to finish",
+            state.open.load(Ordering::SeqCst)
+        );
+        for (stream, idle) in lock(&state.clients).values() {
+            if idle.load(Ordering::SeqCst) {
+                let _ = stream.shutdown(Shutdown::Both);
+            }
+        }
+        Instant::now() + drain
+    }
+
+    /// Stops accepting and closes the listening socket, so that new connections are refused. The
+    /// acceptor is blocked in accept: one connection of our own wakes it, and it returns.
+    fn stop_accepting(&mut self, state: &State, acceptor: Option<thread::JoinHandle<()>>) {
+        state.stopping.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect_timeout(&self.local_addr, Duration::from_secs(1));
+        if let Some(acceptor) = acceptor {
+            let _ = acceptor.join();
+        }
+        // The acceptor's clone is gone; closing ours closes the socket.
+        self.listener = None;
+    }
+}
+
+fn spawn_named(
+    name: &str,
+    f: impl FnOnce() + Send + 'static,
+) -> io::Result<thread::JoinHandle<()>> {
+    thread::Builder::new().name(name.into()).spawn(f)
+}
+
+fn accept_loop(state: &Arc<State>, listener: TcpListener) {
+    for stream in listener.incoming() {
+        if state.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        let stream = match stream {
+            Ok(stream) => stream,
+            Err(e) => {
+                // EMFILE and the like: back off instead of spinning.
+                log::error!("accept failed: {e}");
+                thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+        };
+        let max = state.config().max_connections;
+        if state.open.load(Ordering::SeqCst) >= max {
+            log::warn!("max_connections ({max}) reached: refusing a connection");
+            continue;
+        }
+        let Ok(addr) = stream.peer_addr() else {
+            continue;
+        };
+        let id = state.next_id.fetch_add(1, Ordering::SeqCst);
+        let idle = Arc::new(AtomicBool::new(true));
+        if let Ok(clone) = stream.try_clone() {
+            lock(&state.clients).insert(id, (clone, idle.clone()));
+        }
+        state.open.fetch_add(1, Ordering::SeqCst);
+        let worker = state.clone();
+        let spawned = thread::Builder::new()
+            .name("lb-conn".into())
+            .stack_size(CONNECTION_STACK)
+            .spawn(move || {
+                conn::serve(&worker, id, stream, addr, &idle);
+                lock(&worker.clients).remove(&id);
+                worker.open.fetch_sub(1, Ordering::SeqCst);
+            });
+        if let Err(e) = spawned {
+            log::error!("cannot start a connection thread: {e}");
+            lock(&state.clients).remove(&id);
+            state.open.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+fn meter_loop(state: &State) {
+    let mut last = (Instant::now(), 0u64);
+    while !state.stopping.load(Ordering::SeqCst) || state.draining.load(Ordering::SeqCst) {
+        thread::sleep(Duration::from_secs(1));
+        let now = Instant::now();
+        let total = state.total_requests.load(Ordering::SeqCst);
+        let rate = (total - last.1) as f64 / now.duration_since(last.0).as_secs_f64();
+        state.per_second.store(rate.to_bits(), Ordering::SeqCst);
+        last = (now, total);
+    }
+}

@@ -27,7 +27,8 @@ impl Exchange {
             Phase::ReadingHead { .. } if self.client_in.is_empty() => {
                 self.close(Close::Graceful, &mut actions)
             }
-            Phase::Closing { .. } => self.close(Close::Graceful, &mut actions),
+            // Closed once our last bytes are out (see `settle`).
+            Phase::Closing { shut: true, .. } => self.close(Close::Graceful, &mut actions),
             // An incomplete request body is noticed by `serve`, once the bytes still buffered have
             // been looked at.
             _ => {}
@@ -139,6 +140,10 @@ impl Exchange {
                             shut: true,
                         };
                         actions.push(Action::ShutdownClient);
+                        if self.client_eof {
+                            // Nothing left to drain: the client already closed its side.
+                            self.close(Close::Graceful, &mut actions);
+                        }
                     }
                 }
                 Phase::Closed => {}

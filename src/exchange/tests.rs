@@ -492,6 +492,20 @@ fn bad_requests_and_no_backend_are_answered_by_lb() {
 }
 
 #[test]
+fn a_client_that_closes_right_after_a_bad_request_still_gets_its_400() {
+    let mut r = Run::new("", 1);
+    assert!(r.ex.client_buffer().append(b"GET / HTTP/1.1\r\n\r\n"));
+    let a = r.ex.on_client_input(&mut r.ctx, r.now);
+    r.actions.extend(a);
+    let a = r.ex.on_client_eof(&mut r.ctx, r.now);
+    r.actions.extend(a);
+    assert!(r.said().is_empty(), "not closed before the 400 is out");
+    r.flush();
+    assert!(r.client_text().starts_with("HTTP/1.1 400 "));
+    assert_eq!(r.said(), ["shutdown client", "close graceful"]);
+}
+
+#[test]
 fn a_bad_chunked_request_body_gets_400_and_is_not_counted() {
     let mut r = Run::new("", 1);
     r.client_sends(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n");

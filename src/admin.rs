@@ -4,6 +4,7 @@
 //! is checked here too. The event loop owns the admin sockets and calls [`handle`].
 
 use crate::balance::BackendSnapshot;
+use serde::Serialize;
 use std::fmt::Write as _;
 
 /// The dashboard: one self-contained page (no external assets) that polls `/stats`.
@@ -264,9 +265,7 @@ pub fn handle(
                     Ok(capacity) if capacity > 0 => {
                         target.set_capacity(index, capacity);
                         log::info!("admin: backend {index} capacity set to {capacity}");
-                        AdminResponse::json(format!(
-                            "{{\"index\":{index},\"capacity\":{capacity}}}"
-                        ))
+                        AdminResponse::json(changed(index, "capacity", capacity))
                     }
                     _ => AdminResponse::text(
                         400,
@@ -293,7 +292,7 @@ pub fn handle(
                         "disabled (draining)"
                     }
                 );
-                AdminResponse::json(format!("{{\"index\":{index},\"enabled\":{enabled}}}"))
+                AdminResponse::json(changed(index, "enabled", enabled))
             }
         }
         (_, [""] | ["stats"] | ["metrics"]) => {
@@ -310,26 +309,7 @@ pub fn handle(
     }
 }
 
-/// Writes `s` as a JSON string literal.
-fn json_string(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-}
-
-/// A finite number for JSON (NaN and infinities are not JSON).
+/// A figure for JSON, to the thousandth (NaN and infinities are not JSON: they become 0).
 fn json_number(x: f64) -> f64 {
     if x.is_finite() {
         (x * 1000.0).round() / 1000.0
@@ -338,45 +318,80 @@ fn json_number(x: f64) -> f64 {
     }
 }
 
-pub fn stats_json(o: &Overview) -> String {
-    let mut out = String::with_capacity(256 + 256 * o.backends.len());
-    out.push_str("{\"version\":");
-    json_string(&mut out, o.version);
-    out.push_str(",\"engine\":");
-    json_string(&mut out, o.engine);
-    out.push_str(",\"algorithm\":");
-    json_string(&mut out, o.algorithm);
-    let _ = write!(
-        out,
-        ",\"uptime_seconds\":{},\"open_connections\":{},\"requests_per_second\":{},\"total_requests\":{},\"internal_errors\":{},\"backends\":[",
-        json_number(o.uptime_seconds),
-        o.open_connections,
-        json_number(o.requests_per_second),
-        o.total_requests,
-        o.internal_errors
-    );
-    for (i, b) in o.backends.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        let _ = write!(out, "{{\"index\":{i},\"url\":");
-        json_string(&mut out, &b.url);
-        let _ = write!(
-            out,
-            ",\"healthy\":{},\"enabled\":{},\"capacity\":{},\"active_connections\":{},\"request_count\":{},\
-             \"success_count\":{},\"error_count\":{},\"average_latency_ms\":{}}}",
-            b.healthy,
-            b.enabled,
-            b.capacity,
-            b.active_connections,
-            b.request_count,
-            b.success_count,
-            b.error_count,
-            json_number(b.average_latency_ms)
-        );
+/// The `/stats` document.
+#[derive(Serialize)]
+struct Stats<'a> {
+    version: &'a str,
+    engine: &'a str,
+    algorithm: &'a str,
+    uptime_seconds: f64,
+    open_connections: usize,
+    requests_per_second: f64,
+    total_requests: u64,
+    internal_errors: u64,
+    backends: Vec<BackendStats<'a>>,
+}
+
+#[derive(Serialize)]
+struct BackendStats<'a> {
+    index: usize,
+    url: &'a str,
+    healthy: bool,
+    enabled: bool,
+    capacity: u32,
+    active_connections: u32,
+    request_count: u64,
+    success_count: u64,
+    error_count: u64,
+    average_latency_ms: f64,
+}
+
+/// The answer to a change: `{"index":I,"<setting>":V}`.
+fn changed(index: usize, setting: &str, value: impl Serialize) -> String {
+    use serde::ser::{SerializeMap, Serializer};
+    let mut out = Vec::new();
+    let mut serializer = serde_json::Serializer::new(&mut out);
+    let written = serializer.serialize_map(Some(2)).and_then(|mut map| {
+        map.serialize_entry("index", &index)?;
+        map.serialize_entry(setting, &value)?;
+        map.end()
+    });
+    match written {
+        Ok(()) => String::from_utf8(out).unwrap_or_default(),
+        Err(_) => String::new(),
     }
-    out.push_str("]}");
-    out
+}
+
+pub fn stats_json(o: &Overview) -> String {
+    let stats = Stats {
+        version: o.version,
+        engine: o.engine,
+        algorithm: o.algorithm,
+        uptime_seconds: json_number(o.uptime_seconds),
+        open_connections: o.open_connections,
+        requests_per_second: json_number(o.requests_per_second),
+        total_requests: o.total_requests,
+        internal_errors: o.internal_errors,
+        backends: o
+            .backends
+            .iter()
+            .enumerate()
+            .map(|(index, b)| BackendStats {
+                index,
+                url: &b.url,
+                healthy: b.healthy,
+                enabled: b.enabled,
+                capacity: b.capacity,
+                active_connections: b.active_connections,
+                request_count: b.request_count,
+                success_count: b.success_count,
+                error_count: b.error_count,
+                average_latency_ms: json_number(b.average_latency_ms),
+            })
+            .collect(),
+    };
+    // Plain structs of numbers and strings always serialise.
+    serde_json::to_string(&stats).unwrap_or_default()
 }
 
 /// Escapes a Prometheus label value.

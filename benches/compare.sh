@@ -5,6 +5,7 @@
 #
 #   benches/compare.sh                 # 3 rounds x 10 s per proxy and concurrency
 #   ROUNDS=5 SECONDS_PER_RUN=15 CONNS="64 1000" benches/compare.sh
+#   LB_BASELINE=/path/to/older/lb benches/compare.sh   # also that binary's engines, in the same rounds
 #
 # Measured per proxy: requests/s and p50/p99 latency (wrk --latency), CPU time of the proxy processes
 # per request (utime+stime from /proc, summed over master and workers), and the memory 10,000 idle
@@ -44,14 +45,15 @@ cleanup() {
 trap cleanup EXIT
 
 B1=19101 B2=19102
-P_LB=19181 P_LBT=19182 P_HAPROXY=19183 P_NGINX=19184
+P_LB=19181 P_LBT=19182 P_HAPROXY=19183 P_NGINX=19184 P_BASE=19185 P_BASET=19186
+LB_BASELINE=${LB_BASELINE:-}
 target/release/examples/fast_backend $B1 $B2 >"$work/backends.log" 2>&1 &
 pids+=($!)
 
-start_proxies() {
-    for engine in event_loop threaded; do
-        port=$P_LB; [ "$engine" = threaded ] && port=$P_LBT
-        cat >"$work/lb-$engine.toml" <<EOF
+# Starts one lb: name, binary, engine, port.
+start_lb() {
+    local name=$1 binary=$2 engine=$3 port=$4
+    cat >"$work/$name.toml" <<EOF
 listen = "127.0.0.1:$port"
 engine = "$engine"
 access_log = false
@@ -62,10 +64,18 @@ url = "http://127.0.0.1:$B1"
 [[backends]]
 url = "http://127.0.0.1:$B2"
 EOF
-        target/release/lb "$work/lb-$engine.toml" >"$work/lb-$engine.log" 2>&1 &
-        pids+=($!)
-        echo $! >"$work/lb-$engine.pid"
-    done
+    "$binary" "$work/$name.toml" >"$work/$name.log" 2>&1 &
+    pids+=($!)
+    echo $! >"$work/$name.pid"
+}
+
+start_proxies() {
+    start_lb lb-event_loop target/release/lb event_loop $P_LB
+    start_lb lb-threaded target/release/lb threaded $P_LBT
+    if [ -n "$LB_BASELINE" ]; then
+        start_lb base-event_loop "$LB_BASELINE" event_loop $P_BASE
+        start_lb base-threaded "$LB_BASELINE" threaded $P_BASET
+    fi
 
     cat >"$work/haproxy.cfg" <<EOF
 global
@@ -119,7 +129,7 @@ EOF
 }
 
 stop_proxies() {
-    for name in lb-event_loop lb-threaded haproxy; do
+    for name in lb-event_loop lb-threaded base-event_loop base-threaded haproxy; do
         kill "$(cat "$work/$name.pid")" 2>/dev/null || true
     done
     [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
@@ -137,13 +147,14 @@ proxy_pids() {
 }
 cpu_ticks() { local t=0; for p in $(proxy_pids "$1"); do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo $t; }
 rss_kib() { local t=0; for p in $(proxy_pids "$1"); do t=$((t + $(awk '/VmRSS/ {print $2}' "/proc/$p/status"))); done; echo $t; }
-port_of() { case $1 in lb-event_loop) echo $P_LB ;; lb-threaded) echo $P_LBT ;; haproxy) echo $P_HAPROXY ;; nginx) echo $P_NGINX ;; esac; }
+port_of() { case $1 in lb-event_loop) echo $P_LB ;; lb-threaded) echo $P_LBT ;; base-event_loop) echo $P_BASE ;; base-threaded) echo $P_BASET ;; haproxy) echo $P_HAPROXY ;; nginx) echo $P_NGINX ;; esac; }
 HZ=$(getconf CLK_TCK)
 to_us() { # wrk latency like 1.23ms / 456.00us / 1.20s -> microseconds
     awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) print n; else if (v ~ /ms$/) print n * 1000; else if (v ~ /s$/) print n * 1000000; else print n }'
 }
 
 proxies="lb-event_loop lb-threaded haproxy nginx"
+[ -n "$LB_BASELINE" ] && proxies="$proxies base-event_loop base-threaded"
 for name in $proxies; do
     curl -sf -o /dev/null "http://127.0.0.1:$(port_of "$name")/" || { echo "$name does not answer"; exit 1; }
 done

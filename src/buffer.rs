@@ -10,7 +10,7 @@
 //! fills up or must take a bigger head; bodies therefore stream through large blocks, while a thousand
 //! connections waiting on their backends hold a small block each.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 /// Size of a small block: nearly every head fits, and a connection waiting on its backend holds this.
 pub const SMALL_BLOCK: usize = 4 * 1024;
@@ -69,6 +69,8 @@ impl BufferPool {
 
 thread_local! {
     static POOL: RefCell<BufferPool> = const { RefCell::new(BufferPool::new()) };
+    /// The pool's large block size, readable without borrowing the pool (asked on every step).
+    static CAPACITY: Cell<usize> = const { Cell::new(LARGE_BLOCK) };
 }
 
 fn with_pool<T>(f: impl FnOnce(&mut BufferPool) -> T) -> T {
@@ -92,6 +94,7 @@ pub fn set_block_sizes(small: usize, large: usize) {
         u32::try_from(large).is_ok(),
         "buffer blocks are addressed with u32 offsets"
     );
+    CAPACITY.with(|c| c.set(large));
     with_pool(|pool| {
         pool.small_size = small;
         pool.large_size = large;
@@ -107,7 +110,7 @@ pub fn blocks_in_use() -> usize {
 
 /// The most a buffer can hold on this thread.
 pub fn capacity() -> usize {
-    with_pool(|pool| pool.large_size)
+    CAPACITY.with(Cell::get)
 }
 
 /// A byte queue over one pooled block: bytes are appended at the end (`space` + `fill`) and taken from

@@ -438,8 +438,8 @@ fn spans_inside(spans: &[(&str, Span)], head_len: usize, buf: &[u8]) -> Result<(
     Ok(())
 }
 
-fn header_spans(headers: &HeaderSpans, spans: &mut Vec<(&str, Span)>) {
-    for h in headers.iter() {
+fn header_spans(buf: &[u8], headers: &HeaderSpans, spans: &mut Vec<(&str, Span)>) {
+    for h in headers.iter(buf) {
         spans.push(("header name", h.name));
         spans.push(("header value", h.value));
     }
@@ -455,7 +455,7 @@ fn layout_holds(buf: &[u8], headers: &HeaderSpans, start: usize) -> Result<(), T
         show(buf)
     );
     let mut previous = start;
-    for h in headers.iter() {
+    for h in headers.iter(buf) {
         let (name, value) = (h.name.start as usize, h.value.start as usize);
         prop_assert!(
             previous < name && !h.name.is_empty() && h.name.end < h.value.start,
@@ -475,7 +475,7 @@ fn request_spans_inside(buf: &[u8], head: &RequestHead) -> Result<(), TestCaseEr
     if let Some(authority) = head.authority {
         spans.push(("authority", authority));
     }
-    header_spans(&head.headers, &mut spans);
+    header_spans(buf, &head.headers, &mut spans);
     spans_inside(&spans, head.head_len, buf)?;
     // `method SP target SP HTTP/1.x`, the target possibly `scheme://authority` then the path.
     let (method, target) = (head.method, head.target);
@@ -501,7 +501,7 @@ fn request_spans_inside(buf: &[u8], head: &RequestHead) -> Result<(), TestCaseEr
 
 fn response_spans_inside(buf: &[u8], head: &ResponseHead) -> Result<(), TestCaseError> {
     let mut spans = vec![("reason", head.reason)];
-    header_spans(&head.headers, &mut spans);
+    header_spans(buf, &head.headers, &mut spans);
     spans_inside(&spans, head.head_len, buf)?;
     // `HTTP/1.x NNN SP reason` up to CR LF or LF, or `HTTP/1.x NNN` and the line end.
     let reason = head.reason.get(buf);
@@ -536,7 +536,7 @@ fn response_spans_inside(buf: &[u8], head: &ResponseHead) -> Result<(), TestCase
 /// The values of every field called `name`, in order.
 fn field_values<'a>(buf: &'a [u8], headers: &HeaderSpans, name: &[u8]) -> Vec<&'a [u8]> {
     headers
-        .iter()
+        .iter(buf)
         .filter(|h| h.name.get(buf).eq_ignore_ascii_case(name))
         .map(|h| h.value.get(buf))
         .collect()

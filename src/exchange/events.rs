@@ -180,9 +180,16 @@ impl Exchange {
                 Ok(_) => {}
             }
         }
+        if matches!(f.stage, Stage::AwaitingResponse) {
+            self.response_head(ctx, now, actions);
+        }
+        // A final head that just arrived usually brought (part of) its body: step that at once, so
+        // that head and body leave in one write.
+        let Phase::Serving(f) = &self.phase else {
+            return;
+        };
         match f.stage {
-            Stage::Connecting { .. } => {}
-            Stage::AwaitingResponse => self.response_head(ctx, now, actions),
+            Stage::Connecting { .. } | Stage::AwaitingResponse => {}
             Stage::Relaying { .. } => self.download(ctx, now, actions),
             Stage::Tunnel { .. } => self.tunnel(actions),
         }

@@ -159,7 +159,7 @@ pub struct Exchange {
     client: SocketAddr,
     phase: Phase,
     /// Requests started on this connection.
-    requests: u64,
+    requests: u32,
     /// Raw bytes from the client: heads, request bodies, pipelined requests.
     client_in: Buffer,
     /// Rewritten request heads and chunk framing for the backend.
@@ -228,7 +228,7 @@ impl Exchange {
         self.client
     }
 
-    pub fn requests(&self) -> u64 {
+    pub fn requests(&self) -> u32 {
         self.requests
     }
 

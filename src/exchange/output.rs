@@ -73,6 +73,10 @@ impl Outbox {
         input: &mut Buffer,
         queued: &mut Buffer,
     ) -> Result<Flow, FramingError> {
+        if self.ready == 0 && matches!(self.relay, Relay::Done) {
+            // Asked after every event of a request; a finished (or absent) body has nothing to step.
+            return Ok(Flow::Complete);
+        }
         loop {
             if self.ready > 0 {
                 return Ok(Flow::Ready);

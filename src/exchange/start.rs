@@ -55,7 +55,7 @@ impl Exchange {
         now: Instant,
         actions: &mut Actions,
     ) {
-        self.requests += 1;
+        self.requests = self.requests.saturating_add(1);
         let buf = self.client_in.data();
         let line = RequestLine::new(head.method(buf), head.target.get(buf));
         let Some(backend) = ctx.pick(self.client.ip(), Tried::default()) else {

@@ -193,6 +193,33 @@ fn a_get_is_forwarded_answered_and_its_connection_pooled() {
     assert_eq!(r.ctx.answered, 1);
 }
 
+/// Each side gets one write per message when the bytes are there: head and body together (`writev`),
+/// not a system call for each.
+#[test]
+fn heads_and_bodies_leave_in_one_write() {
+    let mut r = Run::new("", 1);
+    assert!(
+        r.ex.client_buffer()
+            .append(b"POST /p HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc")
+    );
+    let a = r.ex.on_client_input(&mut r.ctx, r.now);
+    r.actions.extend(a);
+    let a = r.ex.on_connected(false, &mut r.ctx, r.now);
+    r.actions.extend(a);
+    let out = r.ex.backend_output();
+    assert!(out.queued.starts_with(b"POST /p HTTP/1.1\r\n"));
+    assert_eq!(out.payload, b"abc");
+    let n = out.len();
+    let a = r.ex.on_backend_sent(n, &mut r.ctx, r.now);
+    r.actions.extend(a);
+    assert!(r.ex.backend_buffer().append(OK));
+    let a = r.ex.on_backend_input(&mut r.ctx, r.now);
+    r.actions.extend(a);
+    let out = r.ex.client_output();
+    assert_eq!(out.queued, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n");
+    assert_eq!(out.payload, b"hi");
+}
+
 #[test]
 fn pipelined_requests_are_answered_in_order_without_a_new_event() {
     let mut r = Run::new("", 1);

@@ -86,48 +86,138 @@ pub struct HeaderSpan {
     pub value: Span,
 }
 
-/// The header fields of a parsed head, by position.
-#[derive(Clone)]
-pub struct HeaderSpans {
-    spans: [HeaderSpan; MAX_HEADERS],
-    len: usize,
-}
+/// Fields whose positions a parsed head keeps; a head with more has them found again in its bytes.
+const KEPT_FIELDS: usize = 12;
 
-impl Default for HeaderSpans {
-    fn default() -> Self {
-        HeaderSpans {
-            spans: [HeaderSpan::default(); MAX_HEADERS],
-            len: 0,
-        }
-    }
+/// The header fields of a parsed head. The positions of the first fields (as many as nearly every head
+/// has) are kept compactly; beyond that they are found again in the head's bytes when asked, rather
+/// than stored (a hundred stored positions made every parsed head a 1.6 KB value, copied on every
+/// move). The head was validated whole by httparse, so its field lines are exactly
+/// `name ":" OWS value OWS` ending in CRLF or a bare LF, with no folding: a walk over the lines finds
+/// the same names and values.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HeaderSpans {
+    /// From the first field line to the end of the head.
+    block: Span,
+    len: u16,
+    /// `[name start, name end, value start, value end]` of each field, when `len <= KEPT_FIELDS` and
+    /// the head is under 64 KiB (`kept`).
+    fields: [[u16; 4]; KEPT_FIELDS],
+    kept: bool,
 }
 
 impl HeaderSpans {
     fn from_parsed(
         base: &[u8],
         headers: &[httparse::Header<'_>],
+        head_len: usize,
     ) -> Result<HeaderSpans, HeadError> {
-        let mut spans = HeaderSpans::default();
-        for (slot, h) in spans.spans.iter_mut().zip(headers) {
-            *slot = HeaderSpan {
-                name: Span::of(base, h.name.as_bytes())?,
-                value: Span::of(base, h.value)?,
-            };
+        let end = u32::try_from(head_len).map_err(|_| HeadError::TooLarge)?;
+        let start = match headers.first() {
+            Some(first) => Span::of(base, first.name.as_bytes())?.start,
+            None => end,
+        };
+        let mut spans = HeaderSpans {
+            block: Span { start, end },
+            len: u16::try_from(headers.len()).map_err(|_| HeadError::TooManyHeaders)?,
+            fields: [[0; 4]; KEPT_FIELDS],
+            kept: false,
+        };
+        if headers.len() <= KEPT_FIELDS && head_len <= usize::from(u16::MAX) {
+            for (slot, h) in spans.fields.iter_mut().zip(headers) {
+                let name = Span::of(base, h.name.as_bytes())?;
+                let value = Span::of(base, h.value)?;
+                // Below 64 KiB, as checked above.
+                *slot = [name.start, name.end, value.start, value.end].map(|x| x as u16);
+            }
+            spans.kept = true;
         }
-        spans.len = headers.len().min(MAX_HEADERS);
         Ok(spans)
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &HeaderSpan> {
-        self.spans[..self.len].iter()
+    /// The fields, in order, as positions in `base` (the buffer the head was parsed from).
+    pub fn iter<'a>(&'a self, base: &'a [u8]) -> HeaderIter<'a> {
+        HeaderIter {
+            base,
+            kept: if self.kept {
+                &self.fields[..usize::from(self.len)]
+            } else {
+                &[]
+            },
+            pos: self.block.start as usize,
+            end: (self.block.end as usize).min(base.len()),
+            left: if self.kept { 0 } else { self.len },
+        }
     }
 
     pub fn len(&self) -> usize {
-        self.len
+        usize::from(self.len)
     }
 
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+}
+
+/// The fields of a head: the kept positions, or one line at a time (see [`HeaderSpans`]).
+pub struct HeaderIter<'a> {
+    base: &'a [u8],
+    kept: &'a [[u16; 4]],
+    pos: usize,
+    end: usize,
+    left: u16,
+}
+
+impl Iterator for HeaderIter<'_> {
+    type Item = HeaderSpan;
+
+    fn next(&mut self) -> Option<HeaderSpan> {
+        if let Some((first, rest)) = self.kept.split_first() {
+            self.kept = rest;
+            let [name_start, name_end, value_start, value_end] = first.map(u32::from);
+            return Some(HeaderSpan {
+                name: Span {
+                    start: name_start,
+                    end: name_end,
+                },
+                value: Span {
+                    start: value_start,
+                    end: value_end,
+                },
+            });
+        }
+        if self.left == 0 {
+            return None;
+        }
+        let block = self.base.get(self.pos..self.end)?;
+        let line_len = memchr::memchr(b'\n', block)?;
+        let line = &block[..line_len];
+        // Names are short: a plain scan beats a call into memchr.
+        let colon = line.iter().position(|&b| b == b':')?;
+        let after = &line[colon + 1..];
+        let leading = after
+            .iter()
+            .position(|&b| b != b' ' && b != b'\t')
+            .unwrap_or(after.len());
+        let value = &after[leading..];
+        let trailing = value
+            .iter()
+            .rposition(|&b| !matches!(b, b' ' | b'\t' | b'\r'))
+            .map_or(0, |last| last + 1);
+        let name_start = self.pos as u32;
+        let value_start = (self.pos + colon + 1 + leading) as u32;
+        self.pos += line_len + 1;
+        self.left -= 1;
+        Some(HeaderSpan {
+            name: Span {
+                start: name_start,
+                end: name_start + colon as u32,
+            },
+            value: Span {
+                start: value_start,
+                end: value_start + trailing as u32,
+            },
+        })
     }
 }
 
@@ -312,7 +402,7 @@ fn is_hop_by_hop(name: &[u8]) -> bool {
 /// True when some `Connection` field of the head lists `name` (which makes `name` hop-by-hop too).
 fn listed_in_connection(base: &[u8], headers: &HeaderSpans, name: &[u8]) -> bool {
     headers
-        .iter()
+        .iter(base)
         .filter(|h| h.name.get(base).eq_ignore_ascii_case(b"connection"))
         .any(|h| {
             h.value
@@ -552,6 +642,45 @@ mod tests {
                 .unwrap()
                 .contains("Retry-After: 1\r\n")
         );
+    }
+
+    #[test]
+    fn fields_found_again_are_httparse_fields() {
+        let heads: &[&[u8]] = &[
+            b"GET / HTTP/1.1\r\nHost: a\r\nX:  spaced  value \t\r\nEmpty:\r\nE2: \r\n\r\n",
+            b"GET / HTTP/1.1\nHost: a\nX-Obs: \xc3\x87a\n\n",
+            b"\r\nGET / HTTP/1.1\r\nA:b:c\r\nB: x\ty\r\n\r\nbody",
+            b"GET / HTTP/1.1\r\n\r\n",
+        ];
+        for raw in heads {
+            let mut slots = [httparse::EMPTY_HEADER; 16];
+            let mut request = httparse::Request::new(&mut slots);
+            let Ok(httparse::Status::Complete(head_len)) = request.parse(raw) else {
+                panic!("{raw:?}");
+            };
+            let spans = HeaderSpans::from_parsed(raw, request.headers, head_len).unwrap();
+            let found: Vec<(&[u8], &[u8])> = spans
+                .iter(raw)
+                .map(|h| (h.name.get(raw), h.value.get(raw)))
+                .collect();
+            let expected: Vec<(&[u8], &[u8])> = request
+                .headers
+                .iter()
+                .map(|h| (h.name.as_bytes(), h.value))
+                .collect();
+            assert_eq!(found, expected, "{:?}", String::from_utf8_lossy(raw));
+            assert_eq!(spans.len(), expected.len());
+            // The same fields found by walking the lines, as for heads with many fields.
+            let walked = HeaderSpans {
+                kept: false,
+                ..spans
+            };
+            let again: Vec<(&[u8], &[u8])> = walked
+                .iter(raw)
+                .map(|h| (h.name.get(raw), h.value.get(raw)))
+                .collect();
+            assert_eq!(again, expected, "{:?}", String::from_utf8_lossy(raw));
+        }
     }
 
     #[test]

@@ -116,7 +116,7 @@ pub fn parse_response_limited(
         status,
         reason: reason_span(buf, head_len),
         version,
-        headers: HeaderSpans::from_parsed(buf, response.headers)?,
+        headers: HeaderSpans::from_parsed(buf, response.headers, head_len)?,
         framing,
         // Content-Length alongside Transfer-Encoding is a smuggling signal, and Transfer-Encoding in
         // HTTP/1.0 is faulty framing (RFC 9112 6.1): never reuse such a connection.
@@ -236,7 +236,7 @@ pub fn write_response_head(
     w.put(b" ");
     w.put(head.reason.get(buf));
     w.put(b"\r\n");
-    for h in head.headers.iter() {
+    for h in head.headers.iter(buf) {
         let name = h.name.get(buf);
         let keep = if name.eq_ignore_ascii_case(b"upgrade") {
             tunnel

@@ -45,7 +45,8 @@ struct BackendEnd {
 }
 
 pub(super) struct Conn {
-    key: usize,
+    /// The slab key (a process cannot hold 2^32 sockets, so it fits).
+    key: u32,
     client: End,
     backend: Option<BackendEnd>,
     exchange: Exchange,
@@ -66,7 +67,7 @@ impl Conn {
             ..Readiness::default()
         };
         Conn {
-            key,
+            key: key as u32,
             client: End::new(stream, token, ready),
             backend: None,
             exchange: Exchange::new(id, addr, now),
@@ -105,7 +106,7 @@ impl Conn {
         let at = self.exchange.deadline(&sh.upstream.config);
         if self.deadline.due() != Some(at) {
             let key = TimerKey {
-                owner: TimerOwner::Conn(self.key),
+                owner: TimerOwner::Conn(self.key as usize),
                 generation: self.id(),
             };
             self.deadline.set(at, &mut sh.timers, key);
@@ -325,7 +326,7 @@ impl Conn {
         if pooled != Pooled::Never
             && let Some(idle) = sh.take_idle(slot, pooled == Pooled::Verified)
         {
-            sh.set_owner(idle.token, Owner::Backend(self.key));
+            sh.set_owner(idle.token, Owner::Backend(self.key as usize));
             // A pooled socket is writable; a response will announce itself with a new edge.
             let ready = Readiness {
                 writable: true,
@@ -341,7 +342,7 @@ impl Conn {
         }
         let registered = TcpStream::connect(backend.config.addr).and_then(|stream| {
             let interest = Interest::READABLE | Interest::WRITABLE;
-            sh.register(stream, Owner::Backend(self.key), interest)
+            sh.register(stream, Owner::Backend(self.key as usize), interest)
                 .ok_or_else(|| io::Error::other("cannot register the socket"))
         });
         match registered {
@@ -417,7 +418,7 @@ mod tests {
     #[test]
     fn an_idle_connection_stays_small() {
         let size = std::mem::size_of::<super::Conn>();
-        assert!(size <= 320, "Conn grew to {size} bytes");
+        assert!(size <= 312, "Conn grew to {size} bytes");
         assert!(std::mem::size_of::<crate::buffer::Buffer>() <= 24);
     }
 }

@@ -164,6 +164,11 @@ pub struct Server {
     accept_paused: bool,
     /// Connections that used up their drive budget with work left: (slab key, id).
     yielded: Vec<(usize, u64)>,
+    /// The time, read once after each poll: everything handled in one batch of events shares it (the
+    /// clock is read once per batch, not per connection; deadlines are milliseconds apart at least).
+    now: Instant,
+    /// The waker fired: another thread sent a command.
+    woken: bool,
     commands: Receiver<Command>,
     control: Control,
 }
@@ -226,6 +231,8 @@ impl Server {
             listener_ready: false,
             accept_paused: false,
             yielded: Vec::new(),
+            now: Instant::now(),
+            woken: false,
             commands,
             control: Control::new(commands_in, Some(waker)),
         })
@@ -251,16 +258,19 @@ impl Server {
         crate::buffer::keep_free_blocks(FREE_BLOCKS);
         let mut events = Events::with_capacity(1024);
         let mut resume = Vec::new();
-        let now = Instant::now();
-        self.shared.start_probers(now);
+        self.now = Instant::now();
+        self.shared.start_probers(self.now);
         Deadline::default().set(
-            now + Duration::from_secs(1),
+            self.now + Duration::from_secs(1),
             &mut self.shared.timers,
             TICK_TIMER,
         );
+        // Commands sent before the loop started (the waker has fired for them already).
+        self.woken = true;
         loop {
             let timeout = if self.yielded.is_empty() {
-                self.shared.timers.next_timeout(Instant::now())
+                // Measured from the batch's time: a wake-up is late by at most the batch's work.
+                self.shared.timers.next_timeout(self.now)
             } else {
                 Some(Duration::ZERO)
             };
@@ -269,6 +279,7 @@ impl Server {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
+            self.now = Instant::now();
             for event in events.iter() {
                 self.dispatch(event);
             }
@@ -279,7 +290,7 @@ impl Server {
                 }
             }
             self.run_timers();
-            if self.handle_commands() {
+            if std::mem::take(&mut self.woken) && self.handle_commands() {
                 log::info!(
                     "event loop stopping with {} open client connections",
                     self.conns.len()
@@ -298,7 +309,7 @@ impl Server {
                 self.listener_ready = true;
                 self.accept_clients();
             }
-            WAKER => {}
+            WAKER => self.woken = true,
             ADMIN_LISTENER => self.accept_admin(),
             SIGNALS => self.on_signals(),
             Token(t) => {
@@ -324,7 +335,7 @@ impl Server {
                     }
                     Owner::Idle(slot) => self.shared.check_idle(slot, Token(t)),
                     Owner::Probe(slot) => {
-                        let now = Instant::now();
+                        let now = self.now;
                         let shared = &mut self.shared;
                         if let Err(cause) =
                             fault::contain(|| shared.on_probe_event(slot, event, now))
@@ -372,7 +383,7 @@ impl Server {
     }
 
     fn add_client(&mut self, stream: TcpStream, addr: SocketAddr) {
-        let now = Instant::now();
+        let now = self.now;
         if let Err(e) = stream.set_nodelay(true) {
             log::debug!("set_nodelay on client {addr}: {e}");
         }
@@ -393,7 +404,7 @@ impl Server {
 
     /// Advances one connection as far as its sockets allow, then re-arms its deadline or removes it.
     fn drive(&mut self, key: usize) {
-        let now = Instant::now();
+        let now = self.now;
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
@@ -470,7 +481,7 @@ impl Server {
     }
 
     fn run_timers(&mut self) {
-        let now = Instant::now();
+        let now = self.now;
         while let Some((at, key)) = self.shared.timers.pop_due(now) {
             match key.owner {
                 TimerOwner::Accept => self.resume_accepting(),

@@ -47,6 +47,8 @@ struct BackendEnd {
 pub(super) struct Conn {
     /// The slab key (a process cannot hold 2^32 sockets, so it fits).
     key: u32,
+    /// The batch of events this connection was last queued in for its write pass.
+    pub(super) batch: u32,
     client: End,
     backend: Option<BackendEnd>,
     exchange: Exchange,
@@ -68,6 +70,7 @@ impl Conn {
         };
         Conn {
             key: key as u32,
+            batch: 0,
             client: End::new(stream, token, ready),
             backend: None,
             exchange: Exchange::new(id, addr, now),
@@ -113,14 +116,25 @@ impl Conn {
         }
     }
 
-    /// Moves bytes as far as the sockets allow, within the drive budget.
-    pub(super) fn drive(&mut self, sh: &mut Shared, now: Instant) -> Result<Work, Close> {
+    /// Moves bytes as far as the sockets allow, within the drive budget; in the read pass of a batch
+    /// (see the module's notes) it only reads and lets the exchange act on what arrived.
+    pub(super) fn drive(
+        &mut self,
+        sh: &mut Shared,
+        pass: Pass,
+        now: Instant,
+    ) -> Result<Work, Close> {
         let mut work = Work::Yielded;
         for _ in 0..DRIVE_BUDGET {
-            let progressed = self.read_client(sh, now)?
-                | self.read_backend(sh, now)?
-                | self.write_backend(sh, now)?
-                | self.write_client(sh, now)?;
+            let progressed = match pass {
+                Pass::Reads => self.read_client(sh, now)? | self.read_backend(sh, now)?,
+                Pass::Full => {
+                    self.read_client(sh, now)?
+                        | self.read_backend(sh, now)?
+                        | self.write_backend(sh, now)?
+                        | self.write_client(sh, now)?
+                }
+            };
             if !progressed {
                 work = Work::Done;
                 break;

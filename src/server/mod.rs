@@ -5,6 +5,15 @@
 //!
 //! This is a driver: what to do with a connection's bytes is the exchange core's decision
 //! (`crate::exchange`); `client.rs` turns readiness into its events and carries out its actions.
+//!
+//! A batch of events is served in two passes: first every connection with an event reads what arrived
+//! and its exchange acts on it (heads parsed, backends picked, responses planned); then each writes
+//! what it now has, in the order of their first event. Writing at once after each read woke the peers
+//! (clients, backends) in the middle of the batch, and their answers trickled back: batches were small
+//! and uneven (at 64 connections, 27 / 39 / 63 events at the 10th / 50th / 90th percentile), and each
+//! request cost more wake-ups. Writing after the batch keeps them even (45 / 49 / 52, as HAProxy's
+//! 53 / 55 / 57), for 11% more requests per second and a lower tail at the same CPU per request
+//! (README, "Where the tail comes from").
 //! `pool.rs` keeps the socket bookkeeping and the idle backend connections, `probe.rs` the health
 //! checks, `admin.rs` the admin API's connections, `control.rs` signals, reloads and draining. Other
 //! threads talk to the loop only through [`Control`]: a channel plus a waker.
@@ -64,6 +73,15 @@ const DRAIN_TIMER: TimerKey = TimerKey {
     owner: TimerOwner::Drain,
     generation: 0,
 };
+
+/// Which steps a `drive` call takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    /// The first pass over a batch: reads, and what the exchange does with them.
+    Reads,
+    /// Reads and writes.
+    Full,
+}
 
 /// Whether a `drive` call left work behind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,6 +187,11 @@ pub struct Server {
     now: Instant,
     /// The waker fired: another thread sent a command.
     woken: bool,
+    /// The current batch of events, counted.
+    batch: u32,
+    /// Connections with an event in the current batch, in the order of their first one, for the
+    /// write pass: (slab key, id).
+    batch_ready: Vec<(usize, u64)>,
     commands: Receiver<Command>,
     control: Control,
 }
@@ -233,6 +256,8 @@ impl Server {
             yielded: Vec::new(),
             now: Instant::now(),
             woken: false,
+            batch: 0,
+            batch_ready: Vec::new(),
             commands,
             control: Control::new(commands_in, Some(waker)),
         })
@@ -280,13 +305,21 @@ impl Server {
                 Err(e) => return Err(e),
             }
             self.now = Instant::now();
+            self.batch = self.batch.wrapping_add(1);
             for event in events.iter() {
                 self.dispatch(event);
             }
+            let mut ready = std::mem::take(&mut self.batch_ready);
+            for (key, id) in ready.drain(..) {
+                if self.conns.get(key).is_some_and(|c| c.id() == id) {
+                    self.drive(key, Pass::Full);
+                }
+            }
+            self.batch_ready = ready;
             std::mem::swap(&mut resume, &mut self.yielded);
             for (key, id) in resume.drain(..) {
                 if self.conns.get(key).is_some_and(|c| c.id() == id) {
-                    self.drive(key);
+                    self.drive(key, Pass::Full);
                 }
             }
             self.run_timers();
@@ -324,13 +357,13 @@ impl Server {
                     Owner::Client(key) => {
                         if let Some(conn) = self.conns.get_mut(key) {
                             conn.client_event(event);
-                            self.drive(key);
+                            self.read_pass(key);
                         }
                     }
                     Owner::Backend(key) => {
                         if let Some(conn) = self.conns.get_mut(key) {
                             conn.backend_event(event);
-                            self.drive(key);
+                            self.read_pass(key);
                         }
                     }
                     Owner::Idle(slot) => self.shared.check_idle(slot, Token(t)),
@@ -402,8 +435,20 @@ impl Server {
         conn.refresh_deadline(&mut self.shared);
     }
 
+    /// An event for connection `key` in the current batch: its read pass now, its write pass queued.
+    fn read_pass(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if conn.batch != self.batch {
+            conn.batch = self.batch;
+            self.batch_ready.push((key, conn.id()));
+        }
+        self.drive(key, Pass::Reads);
+    }
+
     /// Advances one connection as far as its sockets allow, then re-arms its deadline or removes it.
-    fn drive(&mut self, key: usize) {
+    fn drive(&mut self, key: usize, pass: Pass) {
         let now = self.now;
         let Some(conn) = self.conns.get_mut(key) else {
             return;
@@ -411,7 +456,7 @@ impl Server {
         let id = conn.id();
         let shared = &mut self.shared;
         let result = fault::contain(|| {
-            let work = conn.drive(shared, now)?;
+            let work = conn.drive(shared, pass, now)?;
             conn.refresh_deadline(shared);
             Ok(work)
         });
@@ -430,7 +475,7 @@ impl Server {
         };
         let shared = &mut self.shared;
         match fault::contain(|| conn.on_timeout(shared, now)) {
-            Ok(Ok(())) => self.drive(key),
+            Ok(Ok(())) => self.drive(key, Pass::Full),
             Ok(Err(how)) => self.remove(key, how),
             Err(cause) => self.contain_panic(key, &cause),
         }

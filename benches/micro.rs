@@ -120,11 +120,12 @@ fn main() {
             let ip =
                 std::net::IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 | (client & 0xffff)));
             let backend = balancer.pick(black_box(ip), Tried::default()).unwrap();
-            let latency = Duration::from_micros(200 + backend.slot as u64);
+            let slot = backend.slot;
+            let latency = Duration::from_micros(200 + slot as u64);
             backend
                 .start()
                 .finish(Outcome::Success { latency }, "response");
-            backend.slot
+            slot
         });
         let total: u64 = balancer.snapshot().iter().map(|b| b.success_count).sum();
         assert!(

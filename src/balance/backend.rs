@@ -148,12 +148,12 @@ impl Backend {
         }
     }
 
-    /// Counts a request sent to this backend; the guard records how it ends.
-    pub fn start(self: &Arc<Self>) -> InFlight {
+    /// Counts a request sent to this backend; the guard (which keeps this handle) records how it ends.
+    pub fn start(self: Arc<Self>) -> InFlight {
         self.state.active.fetch_add(1, Ordering::Relaxed);
         self.state.requests.fetch_add(1, Ordering::Relaxed);
         InFlight {
-            backend: self.clone(),
+            backend: self,
             open: true,
         }
     }

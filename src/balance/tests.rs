@@ -113,7 +113,7 @@ fn least_connections_weighs_by_capacity_and_rotates_ties() {
     // Requests started through the balancer count.
     let mut b = balancer(&[1, 1], Algorithm::LeastConnections);
     let first = b.pick(CLIENT, NONE).unwrap();
-    let _busy = first.start();
+    let _busy = first.clone().start();
     let second = b.pick(CLIENT, NONE).unwrap();
     assert_ne!(first.slot, second.slot, "the busy backend is avoided");
 }
@@ -270,7 +270,7 @@ fn stats_add_up_and_failures_take_a_backend_down() {
         .remove(0)
         .finish(Outcome::ErrorResponse { latency: ms(1) }, "test");
     flights.remove(0).finish(Outcome::Failure, "test");
-    drop(only.start()); // abandoned: taken back out
+    drop(only.clone().start()); // abandoned: taken back out
     let s = only.stats();
     assert_eq!((s.requests, s.successes, s.errors), (3, 1, 2));
     assert_eq!(s.requests, s.successes + s.errors);
@@ -278,9 +278,9 @@ fn stats_add_up_and_failures_take_a_backend_down() {
     assert_eq!(only.active(), 0);
     // A 5xx answer is not a health failure; connection failures are.
     assert!(only.healthy());
-    only.start().finish(Outcome::Failure, "test");
+    only.clone().start().finish(Outcome::Failure, "test");
     assert!(only.healthy());
-    only.start().finish(Outcome::Failure, "test");
+    only.clone().start().finish(Outcome::Failure, "test");
     assert!(!only.healthy(), "down after fall = 3 failures in a row");
     assert_eq!(pick(&mut b, CLIENT, NONE), None);
     let snap = &b.snapshot()[0];

@@ -3,7 +3,7 @@
 
 use crate::balance::{Backend, Tried};
 use crate::config::Config;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 /// How a connection ends.
@@ -30,10 +30,11 @@ pub enum Pooled {
 /// What the driver must do for the exchange.
 #[derive(Debug)]
 pub enum Action {
-    /// Get a connection to `backend` for the current attempt, then report [`Exchange::on_connected`]
-    /// or [`Exchange::on_connect_failed`].
+    /// Get a connection to the backend in `slot` (at `addr`) for the current attempt, then report
+    /// [`Exchange::on_connected`] or [`Exchange::on_connect_failed`].
     Connect {
-        backend: Arc<Backend>,
+        slot: usize,
+        addr: SocketAddr,
         pooled: Pooled,
     },
     /// The current backend connection is done with: keep it for another request if `reuse`, else close.

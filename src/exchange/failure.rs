@@ -138,9 +138,9 @@ impl Exchange {
                 "backend {url}: pooled connection failed ({reason}); retrying on a new connection"
             );
             // Not the backend's failure: the request is counted again on the new connection.
-            f.attempt.inflight = backend.start();
+            f.attempt.inflight = backend.clone().start();
             actions.push(Action::ReleaseBackend { reuse: false });
-            self.new_attempt(backend, Pooled::Never, now, actions);
+            self.new_attempt(&backend, Pooled::Never, now, actions);
             return;
         }
         f.attempt.inflight.finish(Outcome::Failure, reason);
@@ -155,10 +155,10 @@ impl Exchange {
                 ::log::warn!("backend {url}: {reason}; request retried on another backend");
             }
             f.attempt.number += 1;
-            f.attempt.inflight = next.start();
+            f.attempt.inflight = next.clone().start();
             actions.push(Action::ReleaseBackend { reuse: false });
             let pooled = super::start::pooled(&f.request);
-            self.new_attempt(next, pooled, now, actions);
+            self.new_attempt(&next, pooled, now, actions);
             return;
         }
         let connecting = matches!(failure, Failure::Connect | Failure::ConnectTimeout);
@@ -197,12 +197,12 @@ impl Exchange {
     /// Starts another attempt of the current request on `backend` (already counted in flight).
     fn new_attempt(
         &mut self,
-        backend: Arc<Backend>,
+        backend: &Backend,
         pooled: Pooled,
         now: Instant,
         actions: &mut Actions,
     ) {
-        if !self.rewrite_request_head(&backend) {
+        if !self.rewrite_request_head(backend) {
             self.close(Close::Abort, actions);
             return;
         }
@@ -214,6 +214,10 @@ impl Exchange {
         f.attempt.backend_eof = false;
         f.upload = Outbox::new(f.upload.relay);
         f.stage = Stage::Connecting { since: now };
-        actions.push(Action::Connect { backend, pooled });
+        actions.push(Action::Connect {
+            slot: backend.slot,
+            addr: backend.config.addr,
+            pooled,
+        });
     }
 }

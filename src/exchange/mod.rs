@@ -35,7 +35,6 @@ use crate::http::{ErrorResponse, Version};
 use output::{Flow, Outbox};
 use std::cell::RefCell;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How long a closing client connection is drained after our last byte, so that a reset caused by its

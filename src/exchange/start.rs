@@ -92,6 +92,7 @@ impl Exchange {
             Framing::Chunked => Relay::Chunked(ChunkedDecoder::new(true)),
         };
         let pooled = pooled(&request);
+        let (slot, addr) = (backend.slot, backend.config.addr);
         self.phase = Phase::Serving(boxed(Flight {
             started: now,
             line,
@@ -111,7 +112,7 @@ impl Exchange {
             response_bytes: 0,
             final_head: FinalHead::NotYet,
         }));
-        actions.push(Action::Connect { backend, pooled });
+        actions.push(Action::Connect { slot, addr, pooled });
         fault::inject(line.target(), fault::Stage::Request);
     }
 
@@ -192,7 +193,7 @@ impl Exchange {
             !request_cut && flight.upload.finished(&self.to_backend),
             !self.backend_in.is_empty(),
             flight.attempt.backend_eof,
-        );
+        ) && !backend.removed();
         actions.push(Action::ReleaseBackend { reuse });
         recycle(flight);
         self.backend_in.clear();

@@ -5,6 +5,7 @@ use super::*;
 use crate::balance::Balancer;
 use crate::random::Rng;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 struct Fake {
     config: Config,
@@ -140,8 +141,8 @@ impl Run {
         self.actions
             .drain(..)
             .map(|a| match a {
-                Action::Connect { backend, pooled } => {
-                    format!("connect {} {pooled:?}", backend.slot).to_lowercase()
+                Action::Connect { slot, pooled, .. } => {
+                    format!("connect {slot} {pooled:?}").to_lowercase()
                 }
                 Action::ReleaseBackend { reuse: true } => "release reuse".into(),
                 Action::ReleaseBackend { reuse: false } => "release close".into(),

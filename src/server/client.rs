@@ -303,7 +303,9 @@ impl Conn {
     fn apply(&mut self, actions: Actions, sh: &mut Shared, now: Instant) -> Result<(), Close> {
         for action in actions {
             match action {
-                Action::Connect { backend, pooled } => self.connect(&backend, pooled, sh, now)?,
+                Action::Connect { slot, addr, pooled } => {
+                    self.connect(slot, addr, pooled, sh, now)?
+                }
                 Action::ReleaseBackend { reuse } => self.release_backend(reuse, sh),
                 Action::ShutdownBackend => {
                     if let Some(backend) = self.backend.as_mut()
@@ -330,13 +332,13 @@ impl Conn {
     /// connect whose outcome arrives as an event.
     fn connect(
         &mut self,
-        backend: &Backend,
+        slot: usize,
+        addr: SocketAddr,
         pooled: Pooled,
         sh: &mut Shared,
         now: Instant,
     ) -> Result<(), Close> {
         self.release_backend(false, sh);
-        let slot = backend.slot;
         if pooled != Pooled::Never
             && let Some(idle) = sh.take_idle(slot, pooled == Pooled::Verified)
         {
@@ -354,7 +356,7 @@ impl Conn {
             let actions = self.exchange.on_connected(true, &mut sh.upstream, now);
             return self.apply(actions, sh, now);
         }
-        let registered = TcpStream::connect(backend.config.addr).and_then(|stream| {
+        let registered = TcpStream::connect(addr).and_then(|stream| {
             let interest = Interest::READABLE | Interest::WRITABLE;
             sh.register(stream, Owner::Backend(self.key as usize), interest)
                 .ok_or_else(|| io::Error::other("cannot register the socket"))

@@ -83,8 +83,8 @@ fn timed_out(e: &io::Error) -> bool {
 struct Conn<'a> {
     engine: Engine<'a>,
     client: End,
-    /// The backend connection of the current attempt, and which backend it is.
-    backend: Option<(End, Arc<Backend>)>,
+    /// The backend connection of the current attempt, and the slot of its backend.
+    backend: Option<(End, usize)>,
     exchange: Exchange,
 }
 
@@ -264,7 +264,7 @@ impl Conn<'_> {
     fn apply(&mut self, actions: Actions) -> Result<(), Close> {
         for action in actions {
             match action {
-                Action::Connect { backend, pooled } => self.connect(backend, pooled)?,
+                Action::Connect { slot, addr, pooled } => self.connect(slot, addr, pooled)?,
                 Action::ReleaseBackend { reuse } => self.release_backend(reuse),
                 Action::ShutdownBackend => {
                     if let Some((side, _)) = self.backend.as_mut() {
@@ -283,25 +283,25 @@ impl Conn<'_> {
     }
 
     /// Gets a connection to `backend`: a pooled one if allowed and available, else a new one.
-    fn connect(&mut self, backend: Arc<Backend>, pooled: Pooled) -> Result<(), Close> {
+    fn connect(&mut self, slot: usize, addr: SocketAddr, pooled: Pooled) -> Result<(), Close> {
         self.release_backend(false);
         let state = self.engine.state;
         // Always checked first: unlike the event loop, this engine hears nothing from an idle pooled
         // connection, so stray bytes or a close since it was pooled are only seen by looking.
         if pooled != Pooled::Never
-            && let Some(stream) = state.take_idle(backend.slot, true)
+            && let Some(stream) = state.take_idle(slot, true)
         {
-            self.backend = Some((End::new(stream), backend));
+            self.backend = Some((End::new(stream), slot));
             let actions = self
                 .exchange
                 .on_connected(true, &mut self.engine, Instant::now());
             return self.apply(actions);
         }
         let timeout = self.engine.config.timeouts.connect;
-        let actions = match TcpStream::connect_timeout(&backend.config.addr, timeout) {
+        let actions = match TcpStream::connect_timeout(&addr, timeout) {
             Ok(stream) => {
                 let _ = stream.set_nodelay(true);
-                self.backend = Some((End::new(stream), backend));
+                self.backend = Some((End::new(stream), slot));
                 self.exchange
                     .on_connected(false, &mut self.engine, Instant::now())
             }
@@ -322,18 +322,18 @@ impl Conn<'_> {
         self.apply(actions)
     }
 
-    /// Pools the backend connection (if `reuse` and its backend is still configured) or closes it.
+    /// Pools the backend connection (if `reuse`) or closes it.
     fn release_backend(&mut self, reuse: bool) {
-        let Some((side, backend)) = self.backend.take() else {
+        let Some((side, slot)) = self.backend.take() else {
             return;
         };
-        if reuse && !backend.removed() {
+        if reuse {
             let stream = side.transport.into_socket();
             // Pooled sockets wait without a timeout; the next user sets its own.
             let _ = stream.set_read_timeout(None);
             let _ = stream.set_write_timeout(None);
             let max = self.engine.config.max_connections;
-            self.engine.state.put_idle(backend.slot, stream, max);
+            self.engine.state.put_idle(slot, stream, max);
         }
     }
 

@@ -8,7 +8,7 @@
 #   LB_BASELINE=/path/to/older/lb benches/compare.sh   # also that binary's engines, in the same rounds
 #
 # Measured per proxy: requests/s and p50/p99 latency (wrk --latency), CPU time of the proxy processes
-# per request (utime+stime from /proc, summed over master and workers), and the memory 10,000 idle
+# per request (utime+stime from /proc, summed over master and workers, and utime alone), and the memory 10,000 idle
 # keep-alive client connections add (RSS difference).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -145,7 +145,15 @@ proxy_pids() {
         *) cat "$work/$1.pid" ;;
     esac
 }
-cpu_ticks() { local t=0; for p in $(proxy_pids "$1"); do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo $t; }
+# utime and stime of a proxy's processes, in clock ticks: "USER SYSTEM".
+cpu_ticks() {
+    local u=0 s=0
+    for p in $(proxy_pids "$1"); do
+        read -r pu ps < <(awk '{print $14, $15}' "/proc/$p/stat")
+        u=$((u + pu)) s=$((s + ps))
+    done
+    echo "$u $s"
+}
 rss_kib() { local t=0; for p in $(proxy_pids "$1"); do t=$((t + $(awk '/VmRSS/ {print $2}' "/proc/$p/status"))); done; echo $t; }
 port_of() { case $1 in lb-event_loop) echo $P_LB ;; lb-threaded) echo $P_LBT ;; base-event_loop) echo $P_BASE ;; base-threaded) echo $P_BASET ;; haproxy) echo $P_HAPROXY ;; nginx) echo $P_NGINX ;; esac; }
 HZ=$(getconf CLK_TCK)
@@ -176,10 +184,13 @@ for round in $(seq "$ROUNDS"); do
             p50=$(to_us "$(echo "$out" | awk '$1 == "50%" {print $2}')")
             p99=$(to_us "$(echo "$out" | awk '$1 == "99%" {print $2}')")
             errors=$(echo "$out" | awk '/Non-2xx|Socket errors/ {print}' | tr '\n' ' ')
-            cpu_us=$(awk -v a="$before" -v b="$after" -v hz="$HZ" -v n="$total" 'BEGIN { printf "%.2f", (b - a) * 1000000 / hz / n }')
-            printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$conns" "$rps" "$p50" "$p99" "$cpu_us" "$errors" >>"$results"
-            printf 'round %s  %-14s c=%-5s %10s req/s  p50 %8sus  p99 %8sus  cpu %6sus/req %s\n' \
-                "$round" "$name" "$conns" "$rps" "$p50" "$p99" "$cpu_us" "$errors"
+            read -r ub sb <<<"$before"
+            read -r ua sa <<<"$after"
+            cpu_us=$(awk -v a=$((ub + sb)) -v b=$((ua + sa)) -v hz="$HZ" -v n="$total" 'BEGIN { printf "%.2f", (b - a) * 1000000 / hz / n }')
+            user_us=$(awk -v a="$ub" -v b="$ua" -v hz="$HZ" -v n="$total" 'BEGIN { printf "%.2f", (b - a) * 1000000 / hz / n }')
+            printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$conns" "$rps" "$p50" "$p99" "$cpu_us" "$user_us" "$errors" >>"$results"
+            printf 'round %s  %-14s c=%-5s %10s req/s  p50 %8sus  p99 %8sus  cpu %6sus/req (user %5s) %s\n' \
+                "$round" "$name" "$conns" "$rps" "$p50" "$p99" "$cpu_us" "$user_us" "$errors"
         done
     done
 done
@@ -208,14 +219,14 @@ done
 
 echo
 echo "== medians over $ROUNDS rounds (ratios against HAProxy at the same concurrency)"
-printf '%-14s %6s %12s %10s %10s %12s %10s %10s\n' proxy conns "req/s" "p50 us" "p99 us" "cpu us/req" "rps/HAP" "cpu/HAP"
+printf '%-14s %6s %12s %10s %10s %12s %12s %10s %10s\n' proxy conns "req/s" "p50 us" "p99 us" "cpu us/req" "user us/req" "rps/HAP" "cpu/HAP"
 for conns in $CONNS; do
     hap_rps=$(awk -F'\t' -v c="$conns" '$1 == "haproxy" && $2 == c {print $3}' "$results" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
     hap_cpu=$(awk -F'\t' -v c="$conns" '$1 == "haproxy" && $2 == c {print $6}' "$results" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
     for name in $proxies; do
         med() { awk -F'\t' -v n="$name" -v c="$conns" -v f="$1" '$1 == n && $2 == c {print $f}' "$results" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-        rps=$(med 3); p50=$(med 4); p99=$(med 5); cpu=$(med 6)
-        printf '%-14s %6s %12s %10s %10s %12s %10s %10s\n' "$name" "$conns" "$rps" "$p50" "$p99" "$cpu" \
+        rps=$(med 3); p50=$(med 4); p99=$(med 5); cpu=$(med 6); user=$(med 7)
+        printf '%-14s %6s %12s %10s %10s %12s %12s %10s %10s\n' "$name" "$conns" "$rps" "$p50" "$p99" "$cpu" "$user" \
             "$(awk -v a="$rps" -v b="$hap_rps" 'BEGIN { printf "%.2f", a / b }')" \
             "$(awk -v a="$cpu" -v b="$hap_cpu" 'BEGIN { printf "%.2f", a / b }')"
     done

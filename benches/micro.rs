@@ -45,6 +45,7 @@ fn measure(mut op: impl FnMut() -> usize) -> Duration {
 fn main() {
     let info = ForwardInfo {
         client_ip: "192.0.2.10".parse().unwrap(),
+        secure: false,
         default_host: b"10.0.0.1:8001",
     };
     let mut out = vec![0u8; 16 * 1024];

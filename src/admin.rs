@@ -19,10 +19,20 @@ pub struct Overview {
     pub total_requests: u64,
     /// Panics contained at a connection's boundary since start.
     pub internal_errors: u64,
+    /// TLS connections closed before their handshake finished.
+    pub tls_handshake_failures: u64,
     pub uptime_seconds: f64,
     pub algorithm: &'static str,
     pub engine: &'static str,
     pub version: &'static str,
+}
+
+/// The engine-wide counters both engines keep.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub total_requests: u64,
+    pub internal_errors: u64,
+    pub tls_handshake_failures: u64,
 }
 
 impl Overview {
@@ -32,16 +42,16 @@ impl Overview {
         config: &crate::config::Config,
         open_connections: usize,
         requests_per_second: f64,
-        total_requests: u64,
-        internal_errors: u64,
+        counts: Counts,
         started: std::time::Instant,
     ) -> Overview {
         Overview {
             backends: balancer.snapshot(),
             open_connections,
             requests_per_second,
-            total_requests,
-            internal_errors,
+            total_requests: counts.total_requests,
+            internal_errors: counts.internal_errors,
+            tls_handshake_failures: counts.tls_handshake_failures,
             uptime_seconds: started.elapsed().as_secs_f64(),
             algorithm: config.algorithm.name(),
             engine: config.engine.name(),
@@ -329,6 +339,7 @@ struct Stats<'a> {
     requests_per_second: f64,
     total_requests: u64,
     internal_errors: u64,
+    tls_handshake_failures: u64,
     backends: Vec<BackendStats<'a>>,
 }
 
@@ -372,6 +383,7 @@ pub fn stats_json(o: &Overview) -> String {
         requests_per_second: json_number(o.requests_per_second),
         total_requests: o.total_requests,
         internal_errors: o.internal_errors,
+        tls_handshake_failures: o.tls_handshake_failures,
         backends: o
             .backends
             .iter()
@@ -477,6 +489,11 @@ pub fn metrics_text(o: &Overview) -> String {
     );
     let _ = writeln!(
         out,
+        "# HELP lb_tls_handshake_failures_total TLS connections closed before their handshake finished.\n# TYPE lb_tls_handshake_failures_total counter\nlb_tls_handshake_failures_total {}",
+        o.tls_handshake_failures
+    );
+    let _ = writeln!(
+        out,
         "# HELP lb_uptime_seconds Seconds since the balancer started.\n# TYPE lb_uptime_seconds gauge\nlb_uptime_seconds {}",
         json_number(o.uptime_seconds)
     );
@@ -524,6 +541,7 @@ mod tests {
                 requests_per_second: 12.5,
                 total_requests: 20,
                 internal_errors: 0,
+                tls_handshake_failures: 4,
                 uptime_seconds: 7.25,
                 algorithm: "round_robin",
                 engine: "event_loop",
@@ -619,6 +637,7 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&json).unwrap();
         assert_eq!(v["open_connections"], 3);
         assert_eq!(v["requests_per_second"], 12.5);
+        assert_eq!(v["tls_handshake_failures"], 4);
         assert_eq!(v["backends"][1]["url"], "http://b\"q:2");
         for field in [
             "url",
@@ -649,6 +668,12 @@ mod tests {
         assert_eq!(requests[0].labels.get("backend"), Some("http://a:1"));
         assert!(matches!(requests[0].value, prometheus_parse::Value::Counter(v) if v == 10.0));
         assert!(scrape.docs.contains_key("lb_open_connections"));
+        let failures = scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == "lb_tls_handshake_failures_total")
+            .expect("the TLS handshake failure counter");
+        assert!(matches!(failures.value, prometheus_parse::Value::Counter(v) if v == 4.0));
         assert!(
             text.contains("backend=\"http://b\\\"q:2\""),
             "quotes escaped in labels"

@@ -21,6 +21,8 @@ pub struct Snapshot {
     pub timers: usize,
     /// Panics contained at a connection's boundary since start (`lb_internal_errors_total`).
     pub internal_errors: u64,
+    /// TLS connections closed before their handshake finished (`lb_tls_handshake_failures_total`).
+    pub tls_handshake_failures: u64,
 }
 
 pub enum Command {

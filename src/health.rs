@@ -84,6 +84,8 @@ pub enum ProbeResult {
     TimedOut,
     Refused,
     ConnectionError,
+    /// The TLS handshake with an `https://` backend failed (its certificate, most often).
+    TlsHandshake,
     InvalidResponse,
 }
 
@@ -101,6 +103,7 @@ impl fmt::Display for ProbeResult {
             ProbeResult::TimedOut => f.write_str("timed out"),
             ProbeResult::Refused => f.write_str("connection refused"),
             ProbeResult::ConnectionError => f.write_str("connection error"),
+            ProbeResult::TlsHandshake => f.write_str("TLS handshake failed"),
             ProbeResult::InvalidResponse => f.write_str("invalid response"),
         }
     }

@@ -11,8 +11,10 @@
 //! - [`exchange`]: the policy of one client connection as a state machine without I/O — events in
 //!   (bytes arrived or written, EOF, connected, timeout), actions out (connect, pool, close) —
 //!   with the retry, reuse and close policies ([`exchange::policy`]) and the access log;
-//! - [`transport`], [`io`]: the byte streams drivers move data over (plain TCP; TLS goes here), and
-//!   the read/write primitives;
+//! - [`tls`]: certificates, keys and rustls configurations built at load time, certificate choice by
+//!   SNI, and the TLS session drivers read and write through;
+//! - [`transport`], [`io`]: the byte streams drivers move data over (plain TCP or TLS), and the
+//!   read/write primitives;
 //! - [`admin`]: the admin API (stats JSON, Prometheus metrics, dashboard, runtime changes) as a pure
 //!   function of a request and the balancer's state;
 //! - [`reload`], [`listen`], [`control`], [`fault`]: what both engines share around the exchange —
@@ -42,6 +44,7 @@ pub mod reload;
 pub mod server;
 pub mod threaded;
 pub mod timer;
+pub mod tls;
 pub mod transport;
 
 use config::{Config, Engine};
@@ -54,19 +57,34 @@ pub fn run(config: Config, config_path: &Path) -> std::io::Result<()> {
         Engine::EventLoop => {
             let mut server = server::Server::bind(config.clone())?;
             server.handle_signals(config_path.to_path_buf())?;
-            log_start(&config, server.local_addr(), server.admin_addr());
+            log_start(
+                &config,
+                server.local_addr(),
+                server.tls_addr(),
+                server.admin_addr(),
+            );
             server.run()
         }
         Engine::Threaded => {
             let mut engine = threaded::Threaded::bind(config.clone())?;
             engine.handle_signals(config_path.to_path_buf())?;
-            log_start(&config, engine.local_addr(), engine.admin_addr());
+            log_start(
+                &config,
+                engine.local_addr(),
+                engine.tls_addr(),
+                engine.admin_addr(),
+            );
             engine.run()
         }
     }
 }
 
-fn log_start(config: &Config, listen: std::net::SocketAddr, admin: Option<std::net::SocketAddr>) {
+fn log_start(
+    config: &Config,
+    listen: std::net::SocketAddr,
+    tls: Option<std::net::SocketAddr>,
+    admin: Option<std::net::SocketAddr>,
+) {
     config.log_warnings();
     let urls: Vec<&str> = config.backends.iter().map(|b| b.url.as_str()).collect();
     log::info!(
@@ -77,6 +95,20 @@ fn log_start(config: &Config, listen: std::net::SocketAddr, admin: Option<std::n
         urls.len(),
         urls.join(", ")
     );
+    if let (Some(addr), Some(settings)) = (tls, &config.tls) {
+        log::info!(
+            "HTTPS on {addr} (TLS {}+, plain HTTP {})",
+            settings.min_version.name(),
+            if settings.redirect_http {
+                "redirected to HTTPS"
+            } else {
+                "served too"
+            }
+        );
+        for line in settings.describe() {
+            log::info!("TLS {line}");
+        }
+    }
     if let Some(admin) = admin {
         log::info!("admin API and dashboard on http://{admin}/");
     }

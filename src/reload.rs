@@ -21,6 +21,23 @@ pub fn check(old: &Config, new: &Config, listening: SocketAddr) {
     if new.engine != old.engine {
         log::warn!("reload: engine changed; that takes a restart");
     }
+    match (&old.tls, &new.tls) {
+        (Some(old_tls), Some(new_tls)) if old_tls.listen != new_tls.listen => log::warn!(
+            "reload: tls.listen changed to {}; that takes a restart (still on {})",
+            new_tls.listen,
+            old_tls.listen
+        ),
+        (None, Some(_)) => log::warn!("reload: [tls] added; the HTTPS listener takes a restart"),
+        (Some(_), None) => log::warn!(
+            "reload: [tls] removed; HTTPS stays on with the previous certificates until a restart"
+        ),
+        _ => {}
+    }
+    if let (Some(_), Some(tls)) = (&old.tls, &new.tls) {
+        for line in tls.describe() {
+            log::info!("reload: TLS {line}");
+        }
+    }
     if std::env::var_os("RUST_LOG").is_none() {
         log::set_max_level(new.log_level.to_filter());
     }

@@ -589,6 +589,7 @@ fn request_rewrite_agrees(
 ) -> Result<(), TestCaseError> {
     let info = ForwardInfo {
         client_ip,
+        secure: false,
         default_host: DEFAULT_HOST,
     };
     let mut out = vec![0u8; 2 * buf.len() + 512];

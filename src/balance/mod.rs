@@ -106,9 +106,9 @@ pub struct Reconfigured {
     /// New backends, or removed ones configured again (their figures start afresh).
     pub added: Vec<usize>,
     pub removed: Vec<usize>,
-    /// Kept backends whose address or health-check settings changed.
+    /// Kept backends whose address, TLS or health-check settings changed.
     pub changed: Vec<usize>,
-    /// Kept backends whose address changed (their pooled connections point at the old one).
+    /// Kept backends whose address or TLS settings changed (their pooled connections are stale).
     pub moved: Vec<usize>,
 }
 
@@ -234,10 +234,13 @@ impl Balancer {
                     if config.capacity != old.config.capacity {
                         old.set_capacity(config.capacity);
                     }
-                    if config.addr != old.config.addr {
+                    // Pooled connections went to the old address, or are sessions with the old TLS
+                    // settings: they go.
+                    if config.addr != old.config.addr || config.tls != old.config.tls {
                         changes.moved.push(slot);
                     }
                     if config.addr != old.config.addr
+                        || config.tls != old.config.tls
                         || config.health_check_path != old.config.health_check_path
                         || config.health_check_interval != old.config.health_check_interval
                         || config.health_check_timeout != old.config.health_check_timeout

@@ -3,14 +3,16 @@
 //! knows it). Backend host names are resolved here, once, so that the event loop never performs a DNS
 //! lookup.
 
+mod tls;
 mod values;
 
 use serde::Deserialize;
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
+pub use tls::{BackendTls, TlsListener};
 pub use values::{BackendUrl, parse_backend_url, parse_duration};
 use values::{
     at_least_one, backend_url, optional_positive_duration, optional_url_path, positive_duration,
@@ -111,6 +113,8 @@ pub struct Config {
     pub timeouts: Timeouts,
     pub health_check: HealthCheck,
     pub admin: Option<Admin>,
+    /// The HTTPS listener, when `[tls]` is present.
+    pub tls: Option<TlsListener>,
     pub backends: Vec<BackendConfig>,
     /// Settings that work but probably not as the operator meant, each naming its keys: logged at
     /// start and on reload, printed by `--check`.
@@ -194,6 +198,8 @@ pub struct BackendConfig {
     /// `[health_check] timeout`, capped at this backend's interval: a probe never outlives the period
     /// it belongs to.
     pub health_check_timeout: Duration,
+    /// `https://` backends: how they are reached over TLS.
+    pub tls: Option<BackendTls>,
 }
 
 #[derive(Deserialize)]
@@ -223,6 +229,8 @@ struct RawConfig {
     #[serde(default)]
     admin: Option<Admin>,
     #[serde(default)]
+    tls: Option<tls::RawTls>,
+    #[serde(default)]
     backends: Vec<RawBackend>,
 }
 
@@ -237,6 +245,12 @@ struct RawBackend {
     health_check_url: Option<String>,
     #[serde(default, deserialize_with = "optional_positive_duration")]
     health_check_period: Option<Duration>,
+    #[serde(default)]
+    tls_ca: Option<PathBuf>,
+    #[serde(default)]
+    tls_server_name: Option<String>,
+    #[serde(default)]
+    tls_verify: Option<bool>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -300,14 +314,16 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 impl Config {
-    /// Reads, parses, validates and resolves a configuration file.
+    /// Reads, parses, validates and resolves a configuration file. Relative paths in it (certificates,
+    /// keys, CAs) are taken from the file's folder.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let display = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: display.clone(),
             error,
         })?;
-        Config::parse_named(&text, &display)
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::parse_named(&text, &display, base)
     }
 
     /// Logs each of [`Config::warnings`] at warn level.
@@ -317,12 +333,12 @@ impl Config {
         }
     }
 
-    /// Parses configuration text (used by tests and by `load`).
+    /// Parses configuration text; relative paths are taken from the current folder.
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        Config::parse_named(text, "<config>")
+        Config::parse_named(text, "<config>", Path::new("."))
     }
 
-    fn parse_named(text: &str, name: &str) -> Result<Config, ConfigError> {
+    fn parse_named(text: &str, name: &str, base: &Path) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: name.to_string(),
             message: e.to_string(),
@@ -340,59 +356,24 @@ impl Config {
                 raw.health_check.timeout, raw.health_check.interval, raw.health_check.interval
             ));
         }
-        if let Some(admin) = &raw.admin
-            && admin.listen == raw.listen
-            && raw.listen.port() != 0
-        {
-            return Err(ConfigError::Invalid {
-                key: "admin.listen".into(),
-                message: format!(
-                    "{} is also `listen`: the two need different addresses",
-                    admin.listen
-                ),
-            });
-        }
+        check_listeners(&raw)?;
+        let tls = match raw.tls {
+            Some(raw_tls) => Some(tls::listener(raw_tls, base)?),
+            None => None,
+        };
+        let mut system_roots = None;
         let mut backends = Vec::with_capacity(raw.backends.len());
         for (index, b) in raw.backends.into_iter().enumerate() {
-            let key = format!("backends[{index}]");
-            let addr =
-                resolve(&b.url.host, b.url.port).map_err(|message| ConfigError::Invalid {
-                    key: format!("{key}.url"),
-                    message,
-                })?;
-            let url = b.url.text.trim_end_matches('/').to_string();
-            if let Some(earlier) = backends.iter().position(|o: &BackendConfig| o.url == url) {
-                // A backend is known by its URL (statistics, reloads, the admin API's changes).
-                return Err(ConfigError::Invalid {
-                    key: format!("{key}.url"),
-                    message: format!(
-                        "{url} is already backends[{earlier}]: list it once, with the combined capacity"
-                    ),
-                });
-            }
-            if let Some(earlier) = backends.iter().position(|o: &BackendConfig| o.addr == addr) {
-                warnings.push(format!(
-                    "{key}.url ({url}) resolves to {addr}, as backends[{earlier}] does: that server gets both shares"
-                ));
-            }
-            let interval = b.health_check_period.unwrap_or(raw.health_check.interval);
-            if b.health_check_period.is_some() && raw.health_check.timeout > interval {
-                warnings.push(format!(
-                    "{key}.health_check_period ({interval:?}) is shorter than health_check.timeout ({:?}): its probes time out after {interval:?}",
-                    raw.health_check.timeout
-                ));
-            }
-            backends.push(BackendConfig {
-                url,
-                authority: b.url.authority,
-                addr,
-                capacity: b.capacity,
-                health_check_path: b
-                    .health_check_url
-                    .unwrap_or_else(|| raw.health_check.path.clone()),
-                health_check_interval: interval,
-                health_check_timeout: raw.health_check.timeout.min(interval),
-            });
+            let backend = backend_config(
+                index,
+                b,
+                &raw.health_check,
+                &backends,
+                base,
+                &mut system_roots,
+                &mut warnings,
+            )?;
+            backends.push(backend);
         }
         Ok(Config {
             listen: raw.listen,
@@ -405,10 +386,91 @@ impl Config {
             timeouts: raw.timeouts,
             health_check: raw.health_check,
             admin: raw.admin,
+            tls,
             backends,
             warnings,
         })
     }
+}
+
+/// The listeners need addresses of their own.
+fn check_listeners(raw: &RawConfig) -> Result<(), ConfigError> {
+    let admin = raw.admin.as_ref().map(|a| a.listen);
+    let tls = raw.tls.as_ref().map(|t| t.listen());
+    let clashes = [
+        ("admin.listen", admin, Some(raw.listen), "`listen`"),
+        ("tls.listen", tls, Some(raw.listen), "`listen`"),
+        ("tls.listen", tls, admin, "`admin.listen`"),
+    ];
+    for (key, addr, other, other_name) in clashes {
+        if let (Some(addr), Some(other)) = (addr, other)
+            && addr == other
+            && addr.port() != 0
+        {
+            return Err(ConfigError::Invalid {
+                key: key.into(),
+                message: format!("{addr} is also {other_name}: the two need different addresses"),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Backend `index` as configured, checked against the ones before it (`earlier`).
+fn backend_config(
+    index: usize,
+    b: RawBackend,
+    health_check: &HealthCheck,
+    earlier: &[BackendConfig],
+    base: &Path,
+    system_roots: &mut Option<rustls::RootCertStore>,
+    warnings: &mut Vec<String>,
+) -> Result<BackendConfig, ConfigError> {
+    let key = format!("backends[{index}]");
+    let addr = resolve(&b.url.host, b.url.port).map_err(|message| ConfigError::Invalid {
+        key: format!("{key}.url"),
+        message,
+    })?;
+    let url = b.url.text.trim_end_matches('/').to_string();
+    if let Some(first) = earlier.iter().position(|o| o.url == url) {
+        // A backend is known by its URL (statistics, reloads, the admin API's changes).
+        return Err(ConfigError::Invalid {
+            key: format!("{key}.url"),
+            message: format!(
+                "{url} is already backends[{first}]: list it once, with the combined capacity"
+            ),
+        });
+    }
+    if let Some(first) = earlier.iter().position(|o| o.addr == addr) {
+        warnings.push(format!(
+            "{key}.url ({url}) resolves to {addr}, as backends[{first}] does: that server gets both shares"
+        ));
+    }
+    let interval = b.health_check_period.unwrap_or(health_check.interval);
+    if b.health_check_period.is_some() && health_check.timeout > interval {
+        warnings.push(format!(
+            "{key}.health_check_period ({interval:?}) is shorter than health_check.timeout ({:?}): its probes time out after {interval:?}",
+            health_check.timeout
+        ));
+    }
+    let tls_keys = tls::BackendTlsKeys {
+        ca: b.tls_ca,
+        server_name: b.tls_server_name,
+        verify: b.tls_verify,
+    };
+    let tls = tls::backend(&key, &b.url, tls_keys, base, system_roots, warnings)?;
+    Ok(BackendConfig {
+        url,
+        authority: b.url.authority,
+        addr,
+        capacity: b.capacity,
+        health_check_path: b
+            .health_check_url
+            .unwrap_or_else(|| health_check.path.clone()),
+        health_check_interval: interval,
+        health_check_timeout: health_check.timeout.min(interval),
+        tls,
+    })
 }
 
 /// Resolves a host once; IPv4 answers are preferred because backends are usually dual-stack names
@@ -472,6 +534,8 @@ mod tests {
             ("http://[::1]:9000", "::1", 9000),
             ("http://[::1]", "::1", 80),
             ("http://app.internal:81/", "app.internal", 81),
+            ("https://127.0.0.1:8001", "127.0.0.1", 8001),
+            ("https://app.internal", "app.internal", 443),
         ];
         for (text, host, port) in ok {
             let url = parse_backend_url(text).unwrap_or_else(|e| panic!("{text}: {e}"));
@@ -479,7 +543,8 @@ mod tests {
         }
         let bad = [
             "127.0.0.1:8001",
-            "https://127.0.0.1:8001",
+            "https://",
+            "https://host:80/api",
             "http://",
             "http://:80",
             "http://host:0",

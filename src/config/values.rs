@@ -130,25 +130,25 @@ pub(super) fn optional_url_path<'de, D: Deserializer<'de>>(
     url_path(d).map(Some)
 }
 
-/// A parsed `http://host[:port][/]` backend URL, not yet resolved.
+/// A parsed `http://host[:port][/]` or `https://host[:port][/]` backend URL, not yet resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendUrl {
     pub text: String,
     pub host: String,
     pub port: u16,
     pub authority: String,
+    /// `https://`: the backend is reached over TLS.
+    pub tls: bool,
 }
 
-/// Parses a backend URL. Only plain HTTP with no path is accepted: the balancer forwards the client's
-/// request target unchanged, so a path prefix in the backend URL would be silently ignored.
+/// Parses a backend URL. No path is accepted: the balancer forwards the client's request target
+/// unchanged, so a path prefix in the backend URL would be silently ignored.
 pub fn parse_backend_url(text: &str) -> Result<BackendUrl, String> {
-    let expected = "expected http://host:port, e.g. \"http://127.0.0.1:8001\"";
-    let rest = if let Some(rest) = text.strip_prefix("http://") {
-        rest
-    } else if text.starts_with("https://") {
-        return Err(format!(
-            "invalid backend URL {text:?}: https backends are not supported; {expected}"
-        ));
+    let expected = "expected http://host:port or https://host:port, e.g. \"http://127.0.0.1:8001\"";
+    let (rest, tls) = if let Some(rest) = text.strip_prefix("http://") {
+        (rest, false)
+    } else if let Some(rest) = text.strip_prefix("https://") {
+        (rest, true)
     } else {
         return Err(format!("invalid backend URL {text:?}: {expected}"));
     };
@@ -181,6 +181,7 @@ pub fn parse_backend_url(text: &str) -> Result<BackendUrl, String> {
         ));
     }
     let port = match port_text {
+        None if tls => 443,
         None => 80,
         Some(p) => match p.parse::<u16>() {
             Ok(port) if port > 0 && p.bytes().all(|b| b.is_ascii_digit()) => port,
@@ -192,6 +193,7 @@ pub fn parse_backend_url(text: &str) -> Result<BackendUrl, String> {
         host: host.to_string(),
         port,
         authority: authority.to_string(),
+        tls,
     })
 }
 

@@ -87,4 +87,7 @@ pub trait Context {
     fn draining(&self) -> bool;
     /// A request was answered, by a backend or by lb itself (the requests-per-second meter).
     fn count_request(&mut self);
+    /// Where plain-HTTP requests are redirected (`[tls] redirect_http`): the HTTPS listener's port as
+    /// bound. `None` to serve them.
+    fn https_redirect_port(&self) -> Option<u16>;
 }

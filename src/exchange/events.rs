@@ -3,6 +3,8 @@
 //! responses finished, tunnels half-closed — whatever the bytes now allow.
 
 use super::*;
+use crate::http::redirect;
+use crate::http::request::RequestHead;
 
 impl Exchange {
     /// Bytes from the client were appended to [`Exchange::client_buffer`].
@@ -299,6 +301,14 @@ impl Exchange {
         now: Instant,
         actions: &mut Actions,
     ) {
+        self.abandon_for_own_response(actions);
+        self.to_client.append(response.bytes());
+        self.own_response_queued(response.status(), response.bytes().len(), ctx, now);
+    }
+
+    /// Drops what the current request had going (its backend connection, a response not yet begun)
+    /// before a response of ours.
+    fn abandon_for_own_response(&mut self, actions: &mut Actions) {
         if let Phase::Serving(flight) = std::mem::replace(&mut self.phase, Phase::Closed) {
             actions.push(Action::ReleaseBackend { reuse: false });
             match flight.final_head {
@@ -311,14 +321,54 @@ impl Exchange {
         } else {
             self.to_client.clear();
         }
+    }
+
+    /// A response of ours (`bytes` long) is queued: counted, logged, and the connection closes after it.
+    fn own_response_queued(
+        &mut self,
+        status: u16,
+        bytes: usize,
+        ctx: &mut impl Context,
+        now: Instant,
+    ) {
         ctx.count_request();
-        self.to_client.append(response.bytes());
         if ctx.config().access_log {
-            log::own(self.client, response.status(), response.bytes().len());
+            log::own(self.client, status, bytes);
         }
         self.phase = Phase::Closing {
             since: now,
             shut: false,
         };
+    }
+
+    /// A plain-HTTP request while `[tls] redirect_http` is on: `308` to the same URL over HTTPS.
+    pub(super) fn redirect_to_https(
+        &mut self,
+        head: &RequestHead,
+        port: u16,
+        ctx: &mut impl Context,
+        now: Instant,
+        actions: &mut Actions,
+    ) {
+        let buf = self.client_in.data();
+        let Some(host) = head.host(buf) else {
+            ::log::info!(
+                "{} rejected request: no Host to redirect to HTTPS -> 400",
+                self.client
+            );
+            self.respond(ErrorResponse::BadRequest, ctx, now, actions);
+            return;
+        };
+        let target = head.target.get(buf);
+        self.to_client.clear();
+        let written = self
+            .to_client
+            .write_with(|out| redirect::write_https_redirect(host, target, port, out));
+        if !written {
+            self.respond(ErrorResponse::HeadTooLarge, ctx, now, actions);
+            return;
+        }
+        let bytes = self.to_client.len();
+        self.own_response_queued(308, bytes, ctx, now);
     }
 }

@@ -156,6 +156,8 @@ pub struct Exchange {
     /// Unique for the life of the process: names the connection in logs.
     pub id: u64,
     client: SocketAddr,
+    /// The client came through the HTTPS listener.
+    secure: bool,
     phase: Phase,
     /// Requests started on this connection.
     requests: u32,
@@ -205,10 +207,12 @@ fn recycle(mut flight: Box<Flight>) {
 }
 
 impl Exchange {
-    pub fn new(id: u64, client: SocketAddr, now: Instant) -> Exchange {
+    /// A new client connection; `secure` when it came through the HTTPS listener.
+    pub fn new(id: u64, client: SocketAddr, secure: bool, now: Instant) -> Exchange {
         Exchange {
             id,
             client,
+            secure,
             phase: Phase::ReadingHead {
                 since: now,
                 head_started: None,
@@ -229,6 +233,15 @@ impl Exchange {
 
     pub fn requests(&self) -> u32 {
         self.requests
+    }
+
+    /// How the current attempt's backend is reached over TLS (`None` for a plain one), for a driver
+    /// making a new connection to it.
+    pub fn backend_tls(&self) -> Option<&crate::config::BackendTls> {
+        match &self.phase {
+            Phase::Serving(f) => f.attempt.inflight.backend().config.tls.as_ref(),
+            _ => None,
+        }
     }
 
     /// A short name of the phase, for logs.

@@ -56,6 +56,12 @@ impl Exchange {
         actions: &mut Actions,
     ) {
         self.requests = self.requests.saturating_add(1);
+        if !self.secure
+            && let Some(port) = ctx.https_redirect_port()
+        {
+            self.redirect_to_https(head, port, ctx, now, actions);
+            return;
+        }
         let buf = self.client_in.data();
         let line = RequestLine::new(head.method(buf), head.target.get(buf));
         let Some(backend) = ctx.pick(self.client.ip(), Tried::default()) else {
@@ -121,6 +127,7 @@ impl Exchange {
         self.to_backend.clear();
         let info = ForwardInfo {
             client_ip: self.client.ip(),
+            secure: self.secure,
             default_host: backend.config.authority.as_bytes(),
         };
         let client_in = &self.client_in;

@@ -27,6 +27,9 @@ impl Context for Fake {
     fn count_request(&mut self) {
         self.answered += 1;
     }
+    fn https_redirect_port(&self) -> Option<u16> {
+        None
+    }
 }
 
 fn fake(settings: &str, backends: usize) -> Fake {
@@ -63,7 +66,7 @@ impl Run {
     fn new(settings: &str, backends: usize) -> Run {
         let now = Instant::now();
         Run {
-            ex: Exchange::new(1, CLIENT.parse().unwrap(), now),
+            ex: Exchange::new(1, CLIENT.parse().unwrap(), false, now),
             ctx: fake(settings, backends),
             now,
             actions: Vec::new(),

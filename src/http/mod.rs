@@ -5,6 +5,7 @@
 //! framing and what is payload. Canned error responses live here too.
 
 pub mod body;
+pub mod redirect;
 pub mod request;
 pub mod response;
 

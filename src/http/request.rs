@@ -47,6 +47,21 @@ impl RequestHead {
     pub fn has_body(&self) -> bool {
         !matches!(self.framing, Framing::Empty)
     }
+
+    /// The host the client asked for: an absolute-form target's authority, else the `Host` field.
+    pub fn host<'a>(&self, buf: &'a [u8]) -> Option<&'a [u8]> {
+        if let Some(authority) = self.authority {
+            return Some(authority.get(buf));
+        }
+        if !self.has_host {
+            return None;
+        }
+        self.headers
+            .iter(buf)
+            .find(|h| h.name.get(buf).eq_ignore_ascii_case(b"host"))
+            .map(|h| trim_ows(h.value.get(buf)))
+            .filter(|v| !v.is_empty())
+    }
 }
 
 /// What a rejected request gets back.
@@ -265,6 +280,8 @@ fn valid_host(value: &[u8]) -> bool {
 /// Per-hop facts the rewritten head needs.
 pub struct ForwardInfo<'a> {
     pub client_ip: IpAddr,
+    /// The client came over TLS: `X-Forwarded-Proto: https`.
+    pub secure: bool,
     /// `Host` for requests that carry none (HTTP/1.0): the backend's `host:port`.
     pub default_host: &'a [u8],
 }
@@ -338,7 +355,11 @@ pub fn write_request_head(
     if !forwarded_for_written {
         write_forwarded_for(&mut w, buf, head, info.client_ip);
     }
-    w.put(b"X-Forwarded-Proto: http\r\n\r\n");
+    w.put(if info.secure {
+        b"X-Forwarded-Proto: https\r\n\r\n"
+    } else {
+        b"X-Forwarded-Proto: http\r\n\r\n"
+    });
     w.finish()
 }
 
@@ -418,6 +439,7 @@ mod tests {
         let mut out = [0u8; 4096];
         let info = ForwardInfo {
             client_ip: "192.0.2.7".parse().unwrap(),
+            secure: false,
             default_host: b"10.0.0.1:8001",
         };
         let n = write_request_head(raw.as_bytes(), &head, &info, &mut out).unwrap();
@@ -876,6 +898,7 @@ mod tests {
         let mut out = [0u8; 4096];
         let info = ForwardInfo {
             client_ip: "192.0.2.7".parse().unwrap(),
+            secure: false,
             default_host: b"h",
         };
         let n = write_request_head(at_limit.as_bytes(), &head, &info, &mut out).unwrap();
@@ -898,6 +921,7 @@ mod tests {
         let head = parse(raw).unwrap().unwrap();
         let info = ForwardInfo {
             client_ip: "::1".parse().unwrap(),
+            secure: false,
             default_host: b"x",
         };
         let mut small = [0u8; 20];
@@ -905,5 +929,37 @@ mod tests {
             write_request_head(raw.as_bytes(), &head, &info, &mut small),
             None
         );
+    }
+
+    #[test]
+    fn https_requests_are_marked_and_name_their_host() {
+        let raw = "GET /x HTTP/1.1\r\nHost: site.test:8443\r\nX-Forwarded-Proto: http\r\n\r\n";
+        let head = parse(raw).unwrap().unwrap();
+        let mut out = [0u8; 1024];
+        let info = ForwardInfo {
+            client_ip: "192.0.2.7".parse().unwrap(),
+            secure: true,
+            default_host: b"b",
+        };
+        let n = write_request_head(raw.as_bytes(), &head, &info, &mut out).unwrap();
+        assert_eq!(
+            std::str::from_utf8(&out[..n]).unwrap(),
+            "GET /x HTTP/1.1\r\nHost: site.test:8443\r\nX-Forwarded-For: 192.0.2.7\r\nX-Forwarded-Proto: https\r\n\r\n"
+        );
+        let cases: &[(&str, Option<&str>)] = &[
+            (raw, Some("site.test:8443")),
+            (
+                "GET http://abs.test/p HTTP/1.1\r\nHost: other\r\n\r\n",
+                Some("abs.test"),
+            ),
+            ("GET / HTTP/1.0\r\n\r\n", None),
+        ];
+        for (raw, host) in cases {
+            let head = parse(raw).unwrap().unwrap();
+            let found = head
+                .host(raw.as_bytes())
+                .map(|h| std::str::from_utf8(h).unwrap());
+            assert_eq!(found, *host, "{raw:?}");
+        }
     }
 }

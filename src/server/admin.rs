@@ -52,8 +52,11 @@ impl Shared {
             &u.config,
             open_connections,
             u.meter.per_second,
-            u.meter.total,
-            self.internal_errors,
+            crate::admin::Counts {
+                total_requests: u.meter.total,
+                internal_errors: self.internal_errors,
+                tls_handshake_failures: self.tls_handshake_failures,
+            },
             u.meter.started,
         )
     }
@@ -142,8 +145,8 @@ impl Server {
     }
 
     fn close_admin(&mut self, key: usize) {
-        let conn = self.admins.remove(key);
-        self.shared.close_stream(conn.stream, conn.token);
+        let mut conn = self.admins.remove(key);
+        self.shared.close_stream(&mut conn.stream, conn.token);
     }
 
     fn drive_admin(&mut self, key: usize) {

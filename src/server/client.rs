@@ -1,12 +1,15 @@
 //! One client connection in the loop: its sockets, their readiness, and its exchange. `drive` turns
 //! readiness into the exchange's events (bytes read, bytes written, EOF, errors, connected) and
 //! carries out the actions it answers with (connect, release the backend connection, half-close,
-//! close), as far as the sockets allow.
+//! close), as far as the sockets allow. Either side may be a TLS session: its records that the socket
+//! did not take are flushed before anything new is written, and a backend session's handshake is part
+//! of connecting (the exchange hears "connected" once it is done, or a failed connect with its reason).
 
 use super::pool::blocked_writing;
 use super::*;
 use crate::exchange::{Action, Actions, Exchange, Pooled};
-use crate::io::{Filled, fill, send};
+use crate::io::{Filled, send};
+use crate::tls::TlsStream;
 use crate::transport::Transport;
 
 /// One side's socket in the loop.
@@ -17,9 +20,9 @@ struct End {
 }
 
 impl End {
-    fn new(stream: TcpStream, token: Token, ready: Readiness) -> End {
+    fn new(transport: Transport<TcpStream>, token: Token, ready: Readiness) -> End {
         End {
-            transport: Transport::plain(stream),
+            transport,
             token,
             ready,
         }
@@ -27,12 +30,26 @@ impl End {
 
     /// Reads into `buf` as far as readiness allows, updating the readiness bits.
     fn fill(&mut self, buf: &mut crate::buffer::Buffer) -> io::Result<Filled> {
-        let filled = fill(&mut self.transport, buf, self.ready.hup, false)?;
+        let filled = self.transport.fill(buf, self.ready.hup, false)?;
         if filled.would_block || filled.eof {
             self.ready.readable = false;
         }
         self.ready.read_closed |= filled.eof;
         Ok(filled)
+    }
+
+    /// Writes the records a TLS session still owes. False when the socket would block (writability is
+    /// then watched).
+    fn flush(&mut self, registry: &Registry) -> io::Result<bool> {
+        if !self.transport.wants_flush() {
+            return Ok(true);
+        }
+        if self.transport.flush_pending()? {
+            return Ok(true);
+        }
+        let stream = self.transport.socket_mut();
+        blocked_writing(registry, stream, self.token, &mut self.ready);
+        Ok(false)
     }
 }
 
@@ -42,6 +59,14 @@ struct BackendEnd {
     slot: usize,
     /// A non-blocking connect is in progress.
     connecting: bool,
+    /// Connected; the TLS handshake is in progress.
+    handshaking: bool,
+}
+
+impl BackendEnd {
+    fn ready_for_requests(&self) -> bool {
+        !self.connecting && !self.handshaking
+    }
 }
 
 pub(super) struct Conn {
@@ -59,7 +84,7 @@ impl Conn {
     pub(super) fn new(
         key: usize,
         id: u64,
-        stream: TcpStream,
+        transport: Transport<TcpStream>,
         token: Token,
         addr: SocketAddr,
         now: Instant,
@@ -68,12 +93,13 @@ impl Conn {
             writable: true,
             ..Readiness::default()
         };
+        let secure = transport.is_tls();
         Conn {
             key: key as u32,
             batch: 0,
-            client: End::new(stream, token, ready),
+            client: End::new(transport, token, ready),
             backend: None,
-            exchange: Exchange::new(id, addr, now),
+            exchange: Exchange::new(id, addr, secure, now),
             deadline: Deadline::default(),
         }
     }
@@ -178,6 +204,9 @@ impl Conn {
         if backend.connecting {
             return self.check_connect(sh, now);
         }
+        if backend.handshaking {
+            return self.advance_handshake(sh, now);
+        }
         if !backend.end.ready.readable || !self.exchange.wants_backend_input() {
             return Ok(false);
         }
@@ -207,14 +236,21 @@ impl Conn {
             let Some(backend) = self.backend.as_mut() else {
                 return Ok(progressed);
             };
-            if backend.connecting || !backend.end.ready.writable {
+            if !backend.ready_for_requests() || !backend.end.ready.writable {
                 return Ok(progressed);
             }
-            let out = self.exchange.backend_output();
-            if out.is_empty() {
-                return Ok(progressed);
-            }
-            let actions = match send(&mut backend.end.transport, out) {
+            let result = match backend.end.flush(&sh.registry) {
+                Ok(false) => return Ok(progressed),
+                Ok(true) => {
+                    let out = self.exchange.backend_output();
+                    if out.is_empty() {
+                        return Ok(progressed);
+                    }
+                    send(&mut backend.end.transport, out)
+                }
+                Err(e) => Err(e),
+            };
+            let actions = match result {
                 Ok(n) => self.exchange.on_backend_sent(n, &mut sh.upstream, now),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     let end = &mut backend.end;
@@ -234,11 +270,18 @@ impl Conn {
     fn write_client(&mut self, sh: &mut Shared, now: Instant) -> Result<bool, Close> {
         let mut progressed = false;
         while self.client.ready.writable {
-            let out = self.exchange.client_output();
-            if out.is_empty() {
-                break;
-            }
-            let actions = match send(&mut self.client.transport, out) {
+            let result = match self.client.flush(&sh.registry) {
+                Ok(false) => break,
+                Ok(true) => {
+                    let out = self.exchange.client_output();
+                    if out.is_empty() {
+                        break;
+                    }
+                    send(&mut self.client.transport, out)
+                }
+                Err(e) => Err(e),
+            };
+            let actions = match result {
                 Ok(n) => self.exchange.on_client_sent(n, &mut sh.upstream, now),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     let end = &mut self.client;
@@ -278,17 +321,12 @@ impl Conn {
         };
         let actions = match failure {
             None => {
-                // Connected: from now on only reads are watched until a write would block.
-                if let Err(e) =
-                    sh.registry
-                        .reregister(stream, backend.end.token, Interest::READABLE)
-                {
-                    log::debug!("reregister backend connection: {e}");
-                }
-                ready.write_interest = false;
-                ready.writable = true;
                 backend.connecting = false;
-                self.exchange.on_connected(false, &mut sh.upstream, now)
+                if backend.end.transport.is_tls() {
+                    backend.handshaking = true;
+                    return self.advance_handshake(sh, now).map(|_| true);
+                }
+                self.connected(sh, now)
             }
             Some(e) => {
                 self.exchange
@@ -297,6 +335,57 @@ impl Conn {
         };
         self.apply(actions, sh, now)?;
         Ok(true)
+    }
+
+    /// A backend session's handshake, as far as its socket allows; the exchange hears of the
+    /// connection when it is done (a failed handshake is a failed connect, with the reason).
+    fn advance_handshake(&mut self, sh: &mut Shared, now: Instant) -> Result<bool, Close> {
+        let Some(backend) = self.backend.as_mut() else {
+            return Ok(false);
+        };
+        let ready = &mut backend.end.ready;
+        if !ready.writable && !ready.readable {
+            return Ok(false);
+        }
+        let actions = match backend.end.transport.handshake() {
+            Ok(false) => {
+                // Both directions are watched until the handshake is over; the next event resumes it.
+                ready.readable = false;
+                ready.writable = false;
+                return Ok(false);
+            }
+            Ok(true) => {
+                backend.handshaking = false;
+                // Records after the handshake may already wait in the socket.
+                backend.end.ready.readable = true;
+                self.connected(sh, now)
+            }
+            Err(e) => self.exchange.on_connect_failed(
+                &format!("TLS handshake: {e}"),
+                false,
+                &mut sh.upstream,
+                now,
+            ),
+        };
+        self.apply(actions, sh, now)?;
+        Ok(true)
+    }
+
+    /// The backend connection is ready for a request: from now on only reads are watched until a
+    /// write would block.
+    fn connected(&mut self, sh: &mut Shared, now: Instant) -> Actions {
+        if let Some(backend) = self.backend.as_mut() {
+            let end = &mut backend.end;
+            if let Err(e) =
+                sh.registry
+                    .reregister(end.transport.socket_mut(), end.token, Interest::READABLE)
+            {
+                log::debug!("reregister backend connection: {e}");
+            }
+            end.ready.write_interest = false;
+            end.ready.writable = true;
+        }
+        self.exchange.on_connected(false, &mut sh.upstream, now)
     }
 
     /// Carries out what the exchange asked for. `Err` when the connection is to be closed.
@@ -349,20 +438,32 @@ impl Conn {
                 ..Readiness::default()
             };
             self.backend = Some(BackendEnd {
-                end: End::new(idle.stream, idle.token, ready),
+                end: End::new(idle.transport, idle.token, ready),
                 slot,
                 connecting: false,
+                handshaking: false,
             });
             let actions = self.exchange.on_connected(true, &mut sh.upstream, now);
             return self.apply(actions, sh, now);
         }
-        let registered = TcpStream::connect(addr).and_then(|stream| {
+        // A TLS backend's session is made before the socket, so that nothing can fail once it is
+        // registered.
+        let session = match self.exchange.backend_tls() {
+            Some(tls) => {
+                crate::tls::client_session(tls.client.clone(), tls.server_name.clone()).map(Some)
+            }
+            None => Ok(None),
+        };
+        let registered = session.and_then(|session| {
+            let stream = TcpStream::connect(addr)?;
             let interest = Interest::READABLE | Interest::WRITABLE;
-            sh.register(stream, Owner::Backend(self.key as usize), interest)
-                .ok_or_else(|| io::Error::other("cannot register the socket"))
+            let (stream, token) = sh
+                .register(stream, Owner::Backend(self.key as usize), interest)
+                .ok_or_else(|| io::Error::other("cannot register the socket"))?;
+            Ok((stream, token, session))
         });
         match registered {
-            Ok((stream, token)) => {
+            Ok((stream, token, session)) => {
                 if let Err(e) = stream.set_nodelay(true) {
                     log::debug!("set_nodelay on backend connection: {e}");
                 }
@@ -370,10 +471,15 @@ impl Conn {
                     write_interest: true,
                     ..Readiness::default()
                 };
+                let transport = match session {
+                    Some(session) => Transport::tls(TlsStream::new(session, stream, false)),
+                    None => Transport::plain(stream),
+                };
                 self.backend = Some(BackendEnd {
-                    end: End::new(stream, token, ready),
+                    end: End::new(transport, token, ready),
                     slot,
                     connecting: true,
+                    handshaking: false,
                 });
                 Ok(())
             }
@@ -386,36 +492,49 @@ impl Conn {
         }
     }
 
-    /// Pools the backend connection (if `reuse` and it is still open) or closes it.
+    /// Pools the backend connection (if `reuse` and it is still open, with nothing owed) or closes it.
     fn release_backend(&mut self, reuse: bool, sh: &mut Shared) {
         let Some(backend) = self.backend.take() else {
             return;
         };
+        let ready_for_requests = backend.ready_for_requests();
         let BackendEnd { mut end, slot, .. } = backend;
         let token = end.token;
-        if reuse && !end.ready.read_closed {
-            let mut stream = end.transport.into_socket();
+        if reuse && ready_for_requests && !end.ready.read_closed && !end.transport.wants_flush() {
             if end.ready.write_interest
-                && let Err(e) = sh
-                    .registry
-                    .reregister(&mut stream, token, Interest::READABLE)
+                && let Err(e) =
+                    sh.registry
+                        .reregister(end.transport.socket_mut(), token, Interest::READABLE)
             {
                 log::debug!("reregister pooled connection: {e}");
             }
-            sh.put_idle(slot, IdleConn { stream, token });
+            let idle = IdleConn {
+                transport: end.transport,
+                token,
+            };
+            sh.put_idle(slot, idle);
         } else {
-            end.ready = Readiness::default();
-            sh.close_stream(end.transport.into_socket(), token);
+            sh.close_stream(end.transport.socket_mut(), token);
         }
     }
 
     /// Releases the connection's sockets; buffers and the in-flight count go with the exchange.
     pub(super) fn teardown(&mut self, sh: &mut Shared, how: Close) {
         self.release_backend(false, sh);
-        if how == Close::Abort {
-            self.client.transport.set_reset_on_close();
+        let (id, addr) = (self.id(), self.exchange.client_addr());
+        let client = &mut self.client.transport;
+        if let Some(reason) = client.unfinished_handshake() {
+            // Scanners and clients that give up make these: counted, logged only at debug.
+            sh.tls_handshake_failures += 1;
+            log::debug!("conn {id}: TLS handshake with {addr} failed: {reason}");
+        } else if how == Close::Graceful && client.is_tls_established() {
+            // close_notify, if the socket takes it now: the client knows the stream ended whole.
+            let _ = client.shutdown_write();
         }
-        if let Err(e) = sh.registry.deregister(self.client.transport.socket_mut()) {
+        if how == Close::Abort {
+            client.set_reset_on_close();
+        }
+        if let Err(e) = sh.registry.deregister(client.socket_mut()) {
             log::debug!("deregister client: {e}");
         }
         sh.release_token(self.client.token);

@@ -69,6 +69,7 @@ impl Server {
             registered_sockets: self.shared.sockets.len(),
             timers: self.shared.timers.len(),
             internal_errors: self.shared.internal_errors,
+            tls_handshake_failures: self.shared.tls_handshake_failures,
         }
     }
 
@@ -83,7 +84,10 @@ impl Server {
         self.drain_deadline = Some(deadline);
         self.shared.upstream.draining = true;
         // The listening socket is closed before the log says so.
-        if let Some(mut listener) = self.listener.take() {
+        for mut listener in [self.listener.take(), self.tls_listener.take()]
+            .into_iter()
+            .flatten()
+        {
             let _ = self.shared.registry.deregister(&mut listener);
         }
         log::info!(
@@ -126,6 +130,10 @@ impl Server {
     /// ones keep their statistics, health and pooled connections.
     fn reload(&mut self, config: Config) {
         crate::reload::check(&self.shared.upstream.config, &config, self.local_addr);
+        if let Some(tls) = &config.tls {
+            // New connections get the new certificates; open ones keep the session they have.
+            self.tls_server = Some(tls.server.clone());
+        }
         let changes = crate::reload::apply(&mut self.shared.upstream.balancer, &config);
         let now = Instant::now();
         let slots = self.shared.upstream.balancer.slots();
@@ -133,8 +141,9 @@ impl Server {
             self.shared.idle.push(Vec::new());
         }
         for &slot in changes.removed.iter().chain(&changes.moved) {
-            for idle in std::mem::take(&mut self.shared.idle[slot]) {
-                self.shared.close_stream(idle.stream, idle.token);
+            for mut idle in std::mem::take(&mut self.shared.idle[slot]) {
+                self.shared
+                    .close_stream(idle.transport.socket_mut(), idle.token);
             }
         }
         for &slot in &changes.removed {

@@ -18,6 +18,7 @@
 //! checks, `admin.rs` the admin API's connections, `control.rs` signals, reloads and draining. Other
 //! threads talk to the loop only through [`Control`]: a channel plus a waker.
 
+mod accept;
 mod admin;
 mod client;
 mod control;
@@ -35,6 +36,8 @@ pub use crate::control::{Command, Control, Snapshot};
 use crate::exchange::{Close, Context};
 use crate::fault;
 use crate::timer::{Deadline, Expiry, TimerKey, TimerOwner, Timers};
+use crate::tls::TlsStream;
+use crate::transport::Transport;
 use mio::event::Event;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
@@ -50,6 +53,7 @@ const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
 const ADMIN_LISTENER: Token = Token(2);
 const SIGNALS: Token = Token(3);
+const TLS_LISTENER: Token = Token(4);
 /// Socket tokens are slab keys shifted past the fixed tokens above.
 const FIRST_SOCKET: usize = 16;
 
@@ -100,6 +104,8 @@ struct Upstream {
     /// SIGTERM received: every response closes its connection, nothing new is accepted.
     draining: bool,
     meter: RequestMeter,
+    /// The HTTPS listener's port as bound.
+    https_port: Option<u16>,
 }
 
 impl Context for Upstream {
@@ -118,6 +124,14 @@ impl Context for Upstream {
     fn count_request(&mut self) {
         self.meter.total += 1;
     }
+
+    fn https_redirect_port(&self) -> Option<u16> {
+        self.config
+            .tls
+            .as_ref()
+            .filter(|t| t.redirect_http)
+            .and(self.https_port)
+    }
 }
 
 /// Everything a connection's driver needs besides the connection itself.
@@ -132,6 +146,15 @@ struct Shared {
     /// Panics caught at a connection's boundary (`lb_internal_errors_total`): bugs, each of which cost
     /// one connection instead of the process.
     internal_errors: u64,
+    /// TLS connections closed before their handshake finished (`lb_tls_handshake_failures_total`).
+    tls_handshake_failures: u64,
+}
+
+/// Which listener a client came through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Entry {
+    Plain,
+    Tls,
 }
 
 /// Counts completed requests and derives requests per second once a second.
@@ -168,6 +191,10 @@ pub struct Server {
     poll: Poll,
     /// Closed when draining starts.
     listener: Option<TcpListener>,
+    /// The HTTPS listener (`[tls]`), closed when draining starts.
+    tls_listener: Option<TcpListener>,
+    /// What new HTTPS connections get: certificates and settings as of the last (re)load.
+    tls_server: Option<Arc<rustls::ServerConfig>>,
     admin_listener: Option<TcpListener>,
     admins: Slab<AdminConn>,
     signals: Option<(signal_hook_mio::v1_0::Signals, PathBuf)>,
@@ -179,6 +206,7 @@ pub struct Server {
     next_id: u64,
     /// The listener has reported readiness that `accept` has not yet drained.
     listener_ready: bool,
+    tls_listener_ready: bool,
     accept_paused: bool,
     /// Connections that used up their drive budget with work left: (slab key, id).
     yielded: Vec<(usize, u64)>,
@@ -219,6 +247,20 @@ impl Server {
             }
             None => None,
         };
+        let tls_listener = match &config.tls {
+            Some(tls) => {
+                let mut tls_listener = crate::listen::bind_nonblocking(tls.listen, "tls.listen")?;
+                poll.registry()
+                    .register(&mut tls_listener, TLS_LISTENER, Interest::READABLE)?;
+                Some(tls_listener)
+            }
+            None => None,
+        };
+        let tls_server = config.tls.as_ref().map(|t| t.server.clone());
+        let https_port = match &tls_listener {
+            Some(l) => Some(l.local_addr()?.port()),
+            None => None,
+        };
         let registry = poll.registry().try_clone()?;
         let balancer = Balancer::from_config(&config);
         let idle = config.backends.iter().map(|_| Vec::new()).collect();
@@ -229,6 +271,8 @@ impl Server {
         Ok(Server {
             poll,
             listener: Some(listener),
+            tls_listener,
+            tls_server,
             admin_listener,
             admins: Slab::new(),
             signals: None,
@@ -242,6 +286,7 @@ impl Server {
                     balancer,
                     draining: false,
                     meter: RequestMeter::new(Instant::now()),
+                    https_port,
                 },
                 registry,
                 sockets: Slab::with_capacity(max_connections * 2),
@@ -249,9 +294,11 @@ impl Server {
                 timers: Timers::new(),
                 probers,
                 internal_errors: 0,
+                tls_handshake_failures: 0,
             },
             next_id: 1,
             listener_ready: false,
+            tls_listener_ready: false,
             accept_paused: false,
             yielded: Vec::new(),
             now: Instant::now(),
@@ -269,6 +316,11 @@ impl Server {
 
     pub fn control(&self) -> Control {
         self.control.clone()
+    }
+
+    /// The HTTPS listener's address, when `[tls]` is configured.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_listener.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// The admin listener's address, when one is configured.
@@ -340,7 +392,11 @@ impl Server {
         match event.token() {
             LISTENER => {
                 self.listener_ready = true;
-                self.accept_clients();
+                self.accept_from(Entry::Plain);
+            }
+            TLS_LISTENER => {
+                self.tls_listener_ready = true;
+                self.accept_from(Entry::Tls);
             }
             WAKER => self.woken = true,
             ADMIN_LISTENER => self.accept_admin(),
@@ -380,59 +436,6 @@ impl Server {
                 }
             }
         }
-    }
-
-    fn accept_clients(&mut self) {
-        while self.listener_ready && !self.accept_paused {
-            let Some(listener) = self.listener.as_ref() else {
-                return;
-            };
-            let max = self.shared.upstream.config.max_connections;
-            if self.conns.len() >= max {
-                log::warn!(
-                    "max_connections ({max}) reached: not accepting until a connection closes"
-                );
-                self.accept_paused = true;
-                return;
-            }
-            match listener.accept() {
-                Ok((stream, addr)) => self.add_client(stream, addr),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.listener_ready = false,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    // EMFILE, ENFILE, ENOBUFS...: the pending connection stays queued; retrying at once
-                    // would spin, so back off and let closing connections free resources.
-                    log::error!("accept failed: {e}; pausing accept for {ACCEPT_BACKOFF:?}");
-                    self.accept_paused = true;
-                    Deadline::default().set(
-                        Instant::now() + ACCEPT_BACKOFF,
-                        &mut self.shared.timers,
-                        ACCEPT_TIMER,
-                    );
-                    return;
-                }
-            }
-        }
-    }
-
-    fn add_client(&mut self, stream: TcpStream, addr: SocketAddr) {
-        let now = self.now;
-        if let Err(e) = stream.set_nodelay(true) {
-            log::debug!("set_nodelay on client {addr}: {e}");
-        }
-        let entry = self.conns.vacant_entry();
-        let key = entry.key();
-        let Some((stream, token)) =
-            self.shared
-                .register(stream, Owner::Client(key), Interest::READABLE)
-        else {
-            return;
-        };
-        let id = self.next_id;
-        self.next_id += 1;
-        log::debug!("conn {id}: accepted {addr}");
-        let conn = entry.insert(Conn::new(key, id, stream, token, addr, now));
-        conn.refresh_deadline(&mut self.shared);
     }
 
     /// An event for connection `key` in the current batch: its read pass now, its write pass queued.
@@ -515,13 +518,6 @@ impl Server {
                 conn.phase_name()
             );
             self.remove(key, Close::Abort);
-        }
-    }
-
-    fn resume_accepting(&mut self) {
-        if self.accept_paused && self.conns.len() < self.shared.upstream.config.max_connections {
-            self.accept_paused = false;
-            self.accept_clients();
         }
     }
 

@@ -2,6 +2,7 @@
 //! pool of idle keep-alive backend connections.
 
 use super::*;
+use crate::transport::Transport;
 
 /// What a socket token belongs to.
 #[derive(Debug, Clone, Copy)]
@@ -65,7 +66,7 @@ pub(super) fn blocked_writing(
 }
 
 pub(super) struct IdleConn {
-    pub(super) stream: TcpStream,
+    pub(super) transport: Transport<TcpStream>,
     pub(super) token: Token,
 }
 
@@ -103,8 +104,9 @@ impl Shared {
         }
     }
 
-    pub(super) fn close_stream(&mut self, mut stream: TcpStream, token: Token) {
-        if let Err(e) = self.registry.deregister(&mut stream) {
+    /// Forgets a socket about to be closed (closing is the caller's: dropping it).
+    pub(super) fn close_stream(&mut self, stream: &mut TcpStream, token: Token) {
+        if let Err(e) = self.registry.deregister(stream) {
             log::debug!("deregister: {e}");
         }
         self.release_token(token);
@@ -118,12 +120,12 @@ impl Shared {
         let Some(pos) = pool.iter().position(|c| c.token == token) else {
             return;
         };
-        if crate::transport::still_idle(&pool[pos].stream) {
+        if pool[pos].transport.still_idle() {
             return;
         }
-        let idle = pool.swap_remove(pos);
+        let mut idle = pool.swap_remove(pos);
         log::debug!("backend slot {slot}: pooled connection closed");
-        self.close_stream(idle.stream, idle.token);
+        self.close_stream(idle.transport.socket_mut(), idle.token);
     }
 
     /// Takes a live pooled connection to backend `slot`, dropping dead ones found on the way.
@@ -133,18 +135,18 @@ impl Shared {
     /// it, and the rare close that races with reuse makes the request fail before any response byte,
     /// which is then re-sent on a new connection (see `exchange::policy`).
     pub(super) fn take_idle(&mut self, slot: usize, verify: bool) -> Option<IdleConn> {
-        while let Some(idle) = self.idle.get_mut(slot)?.pop() {
-            if !verify || crate::transport::still_idle(&idle.stream) {
+        while let Some(mut idle) = self.idle.get_mut(slot)?.pop() {
+            if !verify || idle.transport.still_idle() {
                 return Some(idle);
             }
-            self.close_stream(idle.stream, idle.token);
+            self.close_stream(idle.transport.socket_mut(), idle.token);
         }
         None
     }
 
     /// Keeps a backend connection for reuse, most recently used first. The pool is bounded by
     /// `max_connections`: it never holds more than the peak of concurrent requests.
-    pub(super) fn put_idle(&mut self, slot: usize, idle: IdleConn) {
+    pub(super) fn put_idle(&mut self, slot: usize, mut idle: IdleConn) {
         let max = self.upstream.config.max_connections;
         let removed = self.upstream.balancer.get(slot).is_none_or(|b| b.removed());
         let room = self.idle.get(slot).is_some_and(|pool| pool.len() < max);
@@ -152,7 +154,7 @@ impl Shared {
             self.set_owner(idle.token, Owner::Idle(slot));
             self.idle[slot].push(idle);
         } else {
-            self.close_stream(idle.stream, idle.token);
+            self.close_stream(idle.transport.socket_mut(), idle.token);
         }
     }
 }

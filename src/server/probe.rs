@@ -6,13 +6,15 @@ use super::pool::{Owner, Readiness, mark_ready};
 use super::*;
 use crate::config::BackendConfig;
 use crate::health::{ProbeResult, next_probe_delay, probe_request, probe_verdict};
+use crate::tls::TlsStream;
+use crate::transport::Transport;
 use std::io::{Read, Write};
 
 /// Bytes of a probe response we look at: the status line.
 const PROBE_READ: usize = 256;
 
 pub(super) struct Probe {
-    stream: TcpStream,
+    transport: Transport<TcpStream>,
     token: Token,
     ready: Readiness,
     connected: bool,
@@ -67,8 +69,8 @@ impl Shared {
         prober.generation += 1;
         prober.stopped = true;
         prober.deadline = Deadline::default();
-        if let Some(probe) = prober.probe.take() {
-            self.close_stream(probe.stream, probe.token);
+        if let Some(mut probe) = prober.probe.take() {
+            self.close_stream(probe.transport.socket_mut(), probe.token);
         }
     }
 
@@ -122,18 +124,28 @@ impl Shared {
             return;
         };
         let (addr, timeout) = (backend.config.addr, backend.config.health_check_timeout);
-        match TcpStream::connect(addr) {
-            Ok(stream) => {
+        let session = match &backend.config.tls {
+            Some(tls) => {
+                crate::tls::client_session(tls.client.clone(), tls.server_name.clone()).map(Some)
+            }
+            None => Ok(None),
+        };
+        match session.and_then(|session| Ok((TcpStream::connect(addr)?, session))) {
+            Ok((stream, session)) => {
                 let interest = Interest::READABLE | Interest::WRITABLE;
                 let Some((stream, token)) = self.register(stream, Owner::Probe(index), interest)
                 else {
                     self.schedule_next_probe(index, now);
                     return;
                 };
+                let transport = match session {
+                    Some(session) => Transport::tls(TlsStream::new(session, stream, false)),
+                    None => Transport::plain(stream),
+                };
                 let prober = &mut self.probers[index];
                 let key = prober.key(index);
                 prober.probe = Some(Probe {
-                    stream,
+                    transport,
                     token,
                     ready: Readiness::default(),
                     connected: false,
@@ -182,8 +194,8 @@ impl Shared {
     }
 
     fn finish_probe(&mut self, index: usize, result: ProbeResult, now: Instant) {
-        if let Some(probe) = self.probers[index].probe.take() {
-            self.close_stream(probe.stream, probe.token);
+        if let Some(mut probe) = self.probers[index].probe.take() {
+            self.close_stream(probe.transport.socket_mut(), probe.token);
         }
         self.record_probe(index, result);
         self.schedule_next_probe(index, now);
@@ -206,13 +218,15 @@ impl Shared {
     }
 }
 
-/// Moves a probe along: finish connecting, send the request, read the status line. `Some` when done.
+/// Moves a probe along: finish connecting (and the TLS handshake of an `https://` backend), send the
+/// request, read the status line. `Some` when done.
 fn advance_probe(probe: &mut Probe, request: &[u8]) -> Option<ProbeResult> {
     if !probe.connected {
         if !probe.ready.writable && !probe.ready.readable {
             return None;
         }
-        match probe.stream.take_error() {
+        let stream = probe.transport.socket_mut();
+        match stream.take_error() {
             Ok(Some(e)) | Err(e) => {
                 return Some(if e.kind() == io::ErrorKind::ConnectionRefused {
                     ProbeResult::Refused
@@ -222,7 +236,7 @@ fn advance_probe(probe: &mut Probe, request: &[u8]) -> Option<ProbeResult> {
             }
             Ok(None) => {}
         }
-        match probe.stream.peer_addr() {
+        match stream.peer_addr() {
             Ok(_) => probe.connected = true,
             Err(e) if e.kind() == io::ErrorKind::NotConnected => {
                 probe.ready.writable = false;
@@ -232,11 +246,32 @@ fn advance_probe(probe: &mut Probe, request: &[u8]) -> Option<ProbeResult> {
             Err(_) => return Some(ProbeResult::ConnectionError),
         }
     }
+    if probe.ready.writable || probe.ready.readable {
+        match probe.transport.handshake() {
+            Ok(true) => {}
+            Ok(false) => {
+                probe.ready.writable = false;
+                probe.ready.readable = false;
+                return None;
+            }
+            Err(e) => {
+                log::debug!("health probe: TLS handshake: {e}");
+                return Some(ProbeResult::TlsHandshake);
+            }
+        }
+    }
     while probe.written < request.len() && probe.ready.writable {
-        match probe.stream.write(&request[probe.written..]) {
+        match probe.transport.write(&request[probe.written..]) {
             Ok(n) => probe.written += n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => probe.ready.writable = false,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return Some(ProbeResult::ConnectionError),
+        }
+    }
+    if probe.transport.wants_flush() && probe.ready.writable {
+        match probe.transport.flush_pending() {
+            Ok(true) => {}
+            Ok(false) => probe.ready.writable = false,
             Err(_) => return Some(ProbeResult::ConnectionError),
         }
     }
@@ -245,7 +280,7 @@ fn advance_probe(probe: &mut Probe, request: &[u8]) -> Option<ProbeResult> {
         if space.is_empty() {
             return Some(ProbeResult::InvalidResponse);
         }
-        match probe.stream.read(space) {
+        match probe.transport.read(space) {
             Ok(0) => {
                 return Some(
                     probe_verdict(&probe.received[..probe.received_len])

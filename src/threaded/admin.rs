@@ -20,8 +20,11 @@ impl AdminTarget for AdminView<'_> {
             &config,
             self.0.open.load(Ordering::SeqCst),
             f64::from_bits(self.0.per_second.load(Ordering::SeqCst)),
-            self.0.total_requests.load(Ordering::SeqCst),
-            self.0.internal_errors.load(Ordering::SeqCst),
+            crate::admin::Counts {
+                total_requests: self.0.total_requests.load(Ordering::SeqCst),
+                internal_errors: self.0.internal_errors.load(Ordering::SeqCst),
+                tls_handshake_failures: self.0.tls_handshake_failures.load(Ordering::SeqCst),
+            },
             self.0.started,
         )
     }

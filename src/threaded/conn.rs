@@ -1,29 +1,31 @@
 //! One client connection on its own thread: blocking sockets driven by the exchange core. The thread
 //! writes whatever the exchange has for either peer, then blocks reading the side the exchange needs
 //! next (with the exchange's deadline as the socket timeout), reports what happened, and carries out
-//! the actions that come back. After a `101` the two directions are copied by two threads.
+//! the actions that come back. Either side may be a TLS session (its handshake runs inside the first
+//! read from a client, and is part of connecting to a backend). After a `101` the thread waits on both
+//! sockets at once (`tunnel.rs`).
 
 use super::{State, lock};
 use crate::balance::{Backend, Tried};
 use crate::config::Config;
 use crate::exchange::{Action, Actions, Close, Context, Exchange, Outgoing, Pooled, Side};
-use crate::io::{fill, send};
+use crate::io::send;
+use crate::tls::TlsStream;
 use crate::transport::Transport;
-use std::io::{self, Write};
-use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
+use std::io;
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread;
 use std::time::{Duration, Instant};
 
 /// Free buffer blocks a connection's thread keeps for its next requests.
 const FREE_BLOCKS: usize = 4;
 
 /// What the exchange asks of the engine, from a connection's thread.
-struct Engine<'a> {
-    state: &'a State,
+pub(super) struct Engine<'a> {
+    pub(super) state: &'a State,
     /// The configuration as of the current request (re-read between requests).
-    config: Arc<Config>,
+    pub(super) config: Arc<Config>,
 }
 
 impl Context for Engine<'_> {
@@ -42,18 +44,26 @@ impl Context for Engine<'_> {
     fn count_request(&mut self) {
         self.state.total_requests.fetch_add(1, Ordering::Relaxed);
     }
+
+    fn https_redirect_port(&self) -> Option<u16> {
+        self.config
+            .tls
+            .as_ref()
+            .filter(|t| t.redirect_http)
+            .and(self.state.https_port)
+    }
 }
 
 /// A blocking socket and the timeout last set on it (a system call saved while it stays).
-struct End {
-    transport: Transport<TcpStream>,
+pub(super) struct End {
+    pub(super) transport: Transport<TcpStream>,
     timeout: Option<Duration>,
 }
 
 impl End {
-    fn new(stream: TcpStream) -> End {
+    fn new(transport: Transport<TcpStream>) -> End {
         End {
-            transport: Transport::plain(stream),
+            transport,
             timeout: None,
         }
     }
@@ -73,39 +83,55 @@ impl End {
     }
 }
 
-fn timed_out(e: &io::Error) -> bool {
+pub(super) fn timed_out(e: &io::Error) -> bool {
     matches!(
         e.kind(),
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
     )
 }
 
-struct Conn<'a> {
-    engine: Engine<'a>,
-    client: End,
+pub(super) struct Conn<'a> {
+    pub(super) engine: Engine<'a>,
+    pub(super) client: End,
     /// The backend connection of the current attempt, and the slot of its backend.
-    backend: Option<(End, usize)>,
-    exchange: Exchange,
+    pub(super) backend: Option<(End, usize)>,
+    pub(super) exchange: Exchange,
 }
 
-/// Serves one client connection until it closes.
+/// Serves one client connection until it closes; `secure` when it came through the HTTPS listener.
 pub(super) fn serve(
     state: &State,
     id: u64,
     stream: TcpStream,
     addr: SocketAddr,
+    secure: bool,
     idle: &AtomicBool,
 ) {
     crate::buffer::keep_free_blocks(FREE_BLOCKS);
     let _ = stream.set_nodelay(true);
+    let transport = if secure {
+        let session = state
+            .tls_server()
+            .ok_or_else(|| io::Error::other("no TLS configuration"))
+            .and_then(crate::tls::server_session);
+        match session {
+            Ok(session) => Transport::tls(TlsStream::new(session, stream, true)),
+            Err(e) => {
+                log::error!("cannot start a TLS session for {addr}: {e}");
+                return;
+            }
+        }
+    } else {
+        Transport::plain(stream)
+    };
     let mut conn = Conn {
         engine: Engine {
             state,
             config: state.config(),
         },
-        client: End::new(stream),
+        client: End::new(transport),
         backend: None,
-        exchange: Exchange::new(id, addr, Instant::now()),
+        exchange: Exchange::new(id, addr, secure, Instant::now()),
     };
     let how = match crate::fault::contain(|| conn.run(idle)) {
         Ok(how) => how,
@@ -121,8 +147,16 @@ pub(super) fn serve(
             Close::Abort
         }
     };
+    let client = &mut conn.client.transport;
+    if let Some(reason) = client.unfinished_handshake() {
+        state.tls_handshake_failures.fetch_add(1, Ordering::SeqCst);
+        log::debug!("conn {id}: TLS handshake with {addr} failed: {reason}");
+    } else if how == Close::Graceful && client.is_tls_established() {
+        // close_notify: the client knows the stream ended whole.
+        let _ = client.shutdown_write();
+    }
     if how == Close::Abort {
-        conn.client.transport.set_reset_on_close();
+        client.set_reset_on_close();
     }
     log::debug!(
         "conn {id}: closed ({how:?}) after {} requests",
@@ -161,7 +195,7 @@ impl Conn<'_> {
             return self.write_client(wait, now);
         }
         if self.exchange.is_tunnel() {
-            return Err(self.tunnel());
+            return Err(super::tunnel::run(self));
         }
         let (side, look_again) = match self.exchange.blocking_read_side(now) {
             Some(choice) => choice,
@@ -216,12 +250,8 @@ impl Conn<'_> {
     fn read_client(&mut self, wait: Duration) -> Result<(), Close> {
         let side = &mut self.client;
         let result = side.wait_at_most(wait).and_then(|()| {
-            fill(
-                &mut side.transport,
-                self.exchange.client_buffer(),
-                false,
-                true,
-            )
+            side.transport
+                .fill(self.exchange.client_buffer(), false, true)
         });
         let now = Instant::now();
         let actions = match result {
@@ -240,12 +270,8 @@ impl Conn<'_> {
             return Err(Close::Abort);
         };
         let result = side.wait_at_most(wait).and_then(|()| {
-            fill(
-                &mut side.transport,
-                self.exchange.backend_buffer(),
-                false,
-                true,
-            )
+            side.transport
+                .fill(self.exchange.backend_buffer(), false, true)
         });
         let now = Instant::now();
         let actions = match result {
@@ -261,7 +287,7 @@ impl Conn<'_> {
     }
 
     /// Carries out what the exchange asked for. `Err` when the connection is to be closed.
-    fn apply(&mut self, actions: Actions) -> Result<(), Close> {
+    pub(super) fn apply(&mut self, actions: Actions) -> Result<(), Close> {
         for action in actions {
             match action {
                 Action::Connect { slot, addr, pooled } => self.connect(slot, addr, pooled)?,
@@ -289,19 +315,22 @@ impl Conn<'_> {
         // Always checked first: unlike the event loop, this engine hears nothing from an idle pooled
         // connection, so stray bytes or a close since it was pooled are only seen by looking.
         if pooled != Pooled::Never
-            && let Some(stream) = state.take_idle(slot, true)
+            && let Some(transport) = state.take_idle(slot, true)
         {
-            self.backend = Some((End::new(stream), slot));
+            self.backend = Some((End::new(transport), slot));
             let actions = self
                 .exchange
                 .on_connected(true, &mut self.engine, Instant::now());
             return self.apply(actions);
         }
         let timeout = self.engine.config.timeouts.connect;
-        let actions = match TcpStream::connect_timeout(&addr, timeout) {
-            Ok(stream) => {
-                let _ = stream.set_nodelay(true);
-                self.backend = Some((End::new(stream), slot));
+        let tls = self
+            .exchange
+            .backend_tls()
+            .map(|t| (t.client.clone(), t.server_name.clone()));
+        let actions = match connect_backend(addr, timeout, tls) {
+            Ok(transport) => {
+                self.backend = Some((End::new(transport), slot));
                 self.exchange
                     .on_connected(false, &mut self.engine, Instant::now())
             }
@@ -322,45 +351,48 @@ impl Conn<'_> {
         self.apply(actions)
     }
 
-    /// Pools the backend connection (if `reuse`) or closes it.
+    /// Pools the backend connection (if `reuse`, with nothing owed) or closes it.
     fn release_backend(&mut self, reuse: bool) {
         let Some((side, slot)) = self.backend.take() else {
             return;
         };
-        if reuse {
-            let stream = side.transport.into_socket();
+        if reuse && !side.transport.wants_flush() {
+            let transport = side.transport;
             // Pooled sockets wait without a timeout; the next user sets its own.
-            let _ = stream.set_read_timeout(None);
-            let _ = stream.set_write_timeout(None);
+            let _ = transport.socket().set_read_timeout(None);
+            let _ = transport.socket().set_write_timeout(None);
             let max = self.engine.config.max_connections;
-            self.engine.state.put_idle(slot, stream, max);
+            self.engine.state.put_idle(slot, transport, max);
         }
     }
+}
 
-    /// After `101 Switching Protocols`, with everything buffered delivered: bytes both ways, one thread
-    /// a direction, until both sides have closed.
-    fn tunnel(&mut self) -> Close {
-        let Some((backend, _)) = self.backend.take() else {
-            return Close::Abort;
-        };
-        let mut backend = backend.transport.into_socket();
-        let client = self.client.transport.socket();
-        let _ = client.set_read_timeout(None);
-        let _ = backend.set_read_timeout(None);
-        let (Ok(mut client_read), Ok(mut backend_write)) =
-            (client.try_clone(), backend.try_clone())
-        else {
-            return Close::Abort;
-        };
-        let upstream = thread::spawn(move || {
-            let _ = io::copy(&mut client_read, &mut backend_write);
-            let _ = backend_write.shutdown(Shutdown::Write);
-        });
-        let mut client_write = client;
-        let _ = io::copy(&mut backend, &mut client_write);
-        let _ = client_write.flush();
-        let _ = client_write.shutdown(Shutdown::Write);
-        let _ = upstream.join();
-        Close::Graceful
+/// A new connection to a backend, within `timeout` — its TLS handshake too, for a TLS backend.
+fn connect_backend(
+    addr: SocketAddr,
+    timeout: Duration,
+    tls: Option<(
+        Arc<rustls::ClientConfig>,
+        rustls::pki_types::ServerName<'static>,
+    )>,
+) -> io::Result<Transport<TcpStream>> {
+    let deadline = Instant::now() + timeout;
+    let stream = TcpStream::connect_timeout(&addr, timeout)?;
+    let _ = stream.set_nodelay(true);
+    let Some((config, name)) = tls else {
+        return Ok(Transport::plain(stream));
+    };
+    let left = deadline
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_millis(1));
+    stream.set_read_timeout(Some(left))?;
+    stream.set_write_timeout(Some(left))?;
+    let session = crate::tls::client_session(config, name)?;
+    let mut transport = Transport::tls(TlsStream::new(session, stream, true));
+    match transport.handshake() {
+        Ok(true) => Ok(transport),
+        Ok(false) => Err(io::ErrorKind::TimedOut.into()),
+        Err(e) if timed_out(&e) => Err(io::ErrorKind::TimedOut.into()),
+        Err(e) => Err(io::Error::other(format!("TLS handshake: {e}"))),
     }
 }

@@ -1,12 +1,16 @@
 //! The threaded engine's health checks: one thread probing every backend in turn, each probe a blocking
-//! connection with the backend's probe timeout, the verdict fed to the backend's shared hysteresis.
+//! connection (a TLS session for an `https://` backend) with the backend's probe timeout, the verdict
+//! fed to the backend's shared hysteresis.
 
 use super::State;
 use crate::balance::Backend;
+use crate::config::BackendConfig;
 use crate::health::{ProbeResult, next_probe_delay, probe_request, probe_verdict};
 use crate::random::Rng;
+use crate::tls::TlsStream;
+use crate::transport::Transport;
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread;
@@ -27,11 +31,7 @@ pub(super) fn run(state: &State) {
                 continue;
             }
             let c = &backend.config;
-            let result = probe(
-                c.addr,
-                &probe_request(&c.health_check_path, &c.authority),
-                c.health_check_timeout,
-            );
+            let result = probe(c, &probe_request(&c.health_check_path, &c.authority));
             log::debug!("backend {}: health probe: {result}", c.url);
             backend.observe(result.is_success(), &format!("health probe: {result}"));
             next_due[backend.slot] = Instant::now() + next_probe_delay(interval, rng.next_u64());
@@ -41,9 +41,10 @@ pub(super) fn run(state: &State) {
 }
 
 /// One blocking probe.
-fn probe(addr: SocketAddr, request: &[u8], timeout: Duration) -> ProbeResult {
+fn probe(backend: &BackendConfig, request: &[u8]) -> ProbeResult {
+    let timeout = backend.health_check_timeout;
     let deadline = Instant::now() + timeout;
-    let mut stream = match TcpStream::connect_timeout(&addr, timeout) {
+    let stream = match TcpStream::connect_timeout(&backend.addr, timeout) {
         Ok(s) => s,
         Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => return ProbeResult::Refused,
         Err(e) if e.kind() == io::ErrorKind::TimedOut => return ProbeResult::TimedOut,
@@ -53,17 +54,38 @@ fn probe(addr: SocketAddr, request: &[u8], timeout: Duration) -> ProbeResult {
         .saturating_duration_since(Instant::now())
         .max(Duration::from_millis(1));
     let _ = stream.set_write_timeout(Some(left));
-    if stream.write_all(request).is_err() {
+    let _ = stream.set_read_timeout(Some(left));
+    let mut transport = match &backend.tls {
+        None => Transport::plain(stream),
+        Some(tls) => {
+            match crate::tls::client_session(tls.client.clone(), tls.server_name.clone()) {
+                Ok(session) => Transport::tls(TlsStream::new(session, stream, true)),
+                Err(_) => return ProbeResult::TlsHandshake,
+            }
+        }
+    };
+    match transport.handshake() {
+        Ok(true) => {}
+        Ok(false) => return ProbeResult::TimedOut,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::TimedOut => {
+            return ProbeResult::TimedOut;
+        }
+        Err(e) => {
+            log::debug!("backend {}: health probe: TLS handshake: {e}", backend.url);
+            return ProbeResult::TlsHandshake;
+        }
+    }
+    if transport.write_all(request).is_err() || transport.flush().is_err() {
         return ProbeResult::ConnectionError;
     }
     let mut received = [0u8; 256];
     let mut len = 0;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+        if left.is_zero() || transport.socket().set_read_timeout(Some(left)).is_err() {
             return ProbeResult::TimedOut;
         }
-        match stream.read(&mut received[len..]) {
+        match transport.read(&mut received[len..]) {
             Ok(0) => {
                 return probe_verdict(&received[..len]).unwrap_or(ProbeResult::ConnectionError);
             }

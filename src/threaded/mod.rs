@@ -15,10 +15,12 @@
 mod admin;
 mod conn;
 mod health;
+mod tunnel;
 
 use crate::balance::Balancer;
 use crate::config::Config;
 use crate::control::{Command, Control, Snapshot};
+use crate::transport::Transport;
 use std::collections::HashMap;
 use std::io;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -39,7 +41,11 @@ struct State {
     /// admin API, off the request path).
     balancer: Mutex<Balancer>,
     /// Idle keep-alive backend connections, by backend slot.
-    idle: Mutex<Vec<Vec<TcpStream>>>,
+    idle: Mutex<Vec<Vec<Transport<TcpStream>>>>,
+    /// What new HTTPS connections get: certificates and settings as of the last (re)load.
+    tls_server: RwLock<Option<Arc<rustls::ServerConfig>>>,
+    /// The HTTPS listener's port as bound.
+    https_port: Option<u16>,
     /// Open client connections: a clone of each socket (to close idle ones on drain) and whether it is
     /// idle between requests.
     clients: Mutex<HashMap<u64, (TcpStream, Arc<AtomicBool>)>>,
@@ -53,6 +59,8 @@ struct State {
     open: AtomicUsize,
     /// Panics contained at a connection thread's boundary (`lb_internal_errors_total`).
     internal_errors: AtomicU64,
+    /// TLS connections closed before their handshake finished (`lb_tls_handshake_failures_total`).
+    tls_handshake_failures: AtomicU64,
 }
 
 /// Locks a mutex. The engine never holds two of its locks at once (so no lock order can deadlock): take
@@ -80,32 +88,44 @@ impl State {
             registered_sockets: 0,
             timers: 0,
             internal_errors: self.internal_errors.load(Ordering::SeqCst),
+            tls_handshake_failures: self.tls_handshake_failures.load(Ordering::SeqCst),
         }
     }
 
     /// A pooled connection to backend `slot`, checked first when `verify`.
-    fn take_idle(&self, slot: usize, verify: bool) -> Option<TcpStream> {
+    fn take_idle(&self, slot: usize, verify: bool) -> Option<Transport<TcpStream>> {
         loop {
-            let stream = lock(&self.idle).get_mut(slot).and_then(Vec::pop)?;
-            if !verify || still_idle(&stream) {
-                return Some(stream);
+            let mut transport = lock(&self.idle).get_mut(slot).and_then(Vec::pop)?;
+            if !verify || still_idle(&mut transport) {
+                return Some(transport);
             }
         }
     }
 
     /// Keeps a backend connection for reuse. The pool is bounded by `max_connections`: it never holds
     /// more than the peak of concurrent requests.
-    fn put_idle(&self, slot: usize, stream: TcpStream, max_connections: usize) {
+    fn put_idle(&self, slot: usize, transport: Transport<TcpStream>, max_connections: usize) {
         let mut idle = lock(&self.idle);
         if let Some(pool) = idle.get_mut(slot)
             && pool.len() < max_connections
         {
-            pool.push(stream);
+            pool.push(transport);
         }
+    }
+
+    fn tls_server(&self) -> Option<Arc<rustls::ServerConfig>> {
+        self.tls_server
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn reload(&self, config: Config, listening: SocketAddr) {
         crate::reload::check(&self.config(), &config, listening);
+        if let Some(tls) = &config.tls {
+            // New connections get the new certificates; open ones keep the session they have.
+            *self.tls_server.write().unwrap_or_else(|p| p.into_inner()) = Some(tls.server.clone());
+        }
         let (changes, slots) = {
             let mut balancer = lock(&self.balancer);
             (
@@ -125,17 +145,22 @@ impl State {
 }
 
 /// True when a pooled connection is still open with nothing unexpected to read.
-fn still_idle(stream: &TcpStream) -> bool {
-    if stream.set_nonblocking(true).is_err() {
+fn still_idle(transport: &mut Transport<TcpStream>) -> bool {
+    if transport.socket().set_nonblocking(true).is_err() {
         return false;
     }
-    let alive = crate::transport::still_idle(stream);
-    alive && stream.set_nonblocking(false).is_ok()
+    transport.set_blocking_mode(false);
+    let alive = transport.still_idle();
+    transport.set_blocking_mode(true);
+    alive && transport.socket().set_nonblocking(false).is_ok()
 }
 
 pub struct Threaded {
     listener: Option<TcpListener>,
     local_addr: SocketAddr,
+    /// The HTTPS listener (`[tls]`).
+    tls_listener: Option<TcpListener>,
+    tls_addr: Option<SocketAddr>,
     admin: Option<TcpListener>,
     state: Arc<State>,
     commands: Receiver<Command>,
@@ -154,17 +179,30 @@ impl Threaded {
             }
             None => None,
         };
+        let tls_listener = match &config.tls {
+            Some(tls) => Some(crate::listen::bind(tls.listen, "tls.listen")?),
+            None => None,
+        };
+        let tls_addr = match &tls_listener {
+            Some(l) => Some(l.local_addr()?),
+            None => None,
+        };
+        let tls_server = config.tls.as_ref().map(|t| t.server.clone());
         let balancer = Balancer::from_config(&config);
         let idle = config.backends.iter().map(|_| Vec::new()).collect();
         let (commands_in, commands) = mpsc::channel();
         Ok(Threaded {
             listener: Some(listener),
             local_addr,
+            tls_listener,
+            tls_addr,
             admin,
             state: Arc::new(State {
                 config: RwLock::new(Arc::new(config)),
                 balancer: Mutex::new(balancer),
                 idle: Mutex::new(idle),
+                tls_server: RwLock::new(tls_server),
+                https_port: tls_addr.map(|a| a.port()),
                 clients: Mutex::new(HashMap::new()),
                 next_id: AtomicU64::new(1),
                 total_requests: AtomicU64::new(0),
@@ -174,6 +212,7 @@ impl Threaded {
                 stopping: AtomicBool::new(false),
                 open: AtomicUsize::new(0),
                 internal_errors: AtomicU64::new(0),
+                tls_handshake_failures: AtomicU64::new(0),
             }),
             commands,
             control: Control::new(commands_in, None),
@@ -186,6 +225,11 @@ impl Threaded {
 
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// The HTTPS listener's address, when `[tls]` is configured.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
     }
 
     pub fn control(&self) -> Control {
@@ -243,19 +287,26 @@ impl Threaded {
             Some(listener) => listener.try_clone()?,
             None => return Ok(()),
         };
-        let mut acceptor = Some({
+        let mut acceptors = vec![{
             let state = state.clone();
-            spawn_named("lb-accept", move || accept_loop(&state, listener))?
-        });
+            spawn_named("lb-accept", move || accept_loop(&state, listener, false))?
+        }];
+        if let Some(tls_listener) = self.tls_listener.take() {
+            let state = state.clone();
+            acceptors.push(spawn_named("lb-accept-tls", move || {
+                accept_loop(&state, tls_listener, true)
+            })?);
+        }
         let mut drain_deadline: Option<Instant> = None;
         loop {
             match self.commands.recv_timeout(Duration::from_millis(20)) {
                 Ok(Command::Shutdown) => {
-                    self.stop_accepting(&state, acceptor.take());
+                    self.stop_accepting(&state, std::mem::take(&mut acceptors));
                     return Ok(());
                 }
                 Ok(Command::Drain) if drain_deadline.is_none() => {
-                    drain_deadline = Some(self.begin_drain(&state, acceptor.take()));
+                    let acceptors = std::mem::take(&mut acceptors);
+                    drain_deadline = Some(self.begin_drain(&state, acceptors));
                 }
                 Ok(Command::Drain) => {}
                 Ok(Command::Reload(config)) => state.reload(*config, self.local_addr),
@@ -280,11 +331,11 @@ impl Threaded {
     }
 
     /// Stops accepting, closes idle connections, and returns when the drain period ends.
-    fn begin_drain(&mut self, state: &State, acceptor: Option<thread::JoinHandle<()>>) -> Instant {
+    fn begin_drain(&mut self, state: &State, acceptors: Vec<thread::JoinHandle<()>>) -> Instant {
         let drain = state.config().timeouts.drain;
         state.draining.store(true, Ordering::SeqCst);
         // The listening socket is closed before the log says so.
-        self.stop_accepting(state, acceptor);
+        self.stop_accepting(state, acceptors);
         log::info!(
             "draining: stopped accepting; {} open connections get up to {drain:?} to finish",
             state.open.load(Ordering::SeqCst)
@@ -297,15 +348,20 @@ impl Threaded {
         Instant::now() + drain
     }
 
-    /// Stops accepting and closes the listening socket, so that new connections are refused. The
+    /// Stops accepting and closes the listening sockets, so that new connections are refused. Each
     /// acceptor is blocked in accept: one connection of our own wakes it, and it returns.
-    fn stop_accepting(&mut self, state: &State, acceptor: Option<thread::JoinHandle<()>>) {
+    fn stop_accepting(&mut self, state: &State, acceptors: Vec<thread::JoinHandle<()>>) {
         state.stopping.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect_timeout(&self.local_addr, Duration::from_secs(1));
-        if let Some(acceptor) = acceptor {
+        if acceptors.is_empty() {
+            return;
+        }
+        for addr in std::iter::once(self.local_addr).chain(self.tls_addr) {
+            let _ = TcpStream::connect_timeout(&addr, Duration::from_secs(1));
+        }
+        for acceptor in acceptors {
             let _ = acceptor.join();
         }
-        // The acceptor's clone is gone; closing ours closes the socket.
+        // The acceptors' sockets are gone; closing ours closes the plain one.
         self.listener = None;
     }
 }
@@ -317,7 +373,8 @@ fn spawn_named(
     thread::Builder::new().name(name.into()).spawn(f)
 }
 
-fn accept_loop(state: &Arc<State>, listener: TcpListener) {
+/// Accepts clients on one listener (`secure`: the HTTPS one), a thread each.
+fn accept_loop(state: &Arc<State>, listener: TcpListener, secure: bool) {
     for stream in listener.incoming() {
         if state.stopping.load(Ordering::SeqCst) {
             return;
@@ -350,7 +407,7 @@ fn accept_loop(state: &Arc<State>, listener: TcpListener) {
             .name("lb-conn".into())
             .stack_size(CONNECTION_STACK)
             .spawn(move || {
-                conn::serve(&worker, id, stream, addr, &idle);
+                conn::serve(&worker, id, stream, addr, secure, &idle);
                 lock(&worker.clients).remove(&id);
                 worker.open.fetch_sub(1, Ordering::SeqCst);
             });

@@ -2,6 +2,9 @@
 //! exactly what they receive, and a raw-bytes HTTP client that parses what comes back.
 #![allow(dead_code)]
 
+pub mod process;
+pub mod tls;
+
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -33,6 +36,10 @@ macro_rules! engine_module {
             fn lb_text(text: &str) -> Lb {
                 Lb::start_text(&format!("engine = \"{}\"\n{text}", $engine))
             }
+            #[allow(dead_code)]
+            fn engine_name() -> &'static str {
+                $engine
+            }
             include!($cases);
         }
     };
@@ -62,6 +69,8 @@ pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
 /// A balancer running in a thread of the test process.
 pub struct Lb {
     pub addr: SocketAddr,
+    /// The HTTPS listener, when the configuration has `[tls]`.
+    pub tls_addr: Option<SocketAddr>,
     pub admin_addr: Option<SocketAddr>,
     pub control: lb::server::Control,
     thread: Option<JoinHandle<()>>,
@@ -93,11 +102,16 @@ impl Lb {
         match config.engine {
             lb::config::Engine::EventLoop => {
                 let mut server = lb::server::Server::bind(config).expect("bind");
-                let (addr, admin_addr, control) =
-                    (server.local_addr(), server.admin_addr(), server.control());
+                let (addr, tls_addr, admin_addr, control) = (
+                    server.local_addr(),
+                    server.tls_addr(),
+                    server.admin_addr(),
+                    server.control(),
+                );
                 let thread = thread::spawn(move || server.run().expect("event loop"));
                 Lb {
                     addr,
+                    tls_addr,
                     admin_addr,
                     control,
                     thread: Some(thread),
@@ -106,11 +120,16 @@ impl Lb {
             }
             lb::config::Engine::Threaded => {
                 let engine = lb::threaded::Threaded::bind(config).expect("bind");
-                let (addr, admin_addr, control) =
-                    (engine.local_addr(), engine.admin_addr(), engine.control());
+                let (addr, tls_addr, admin_addr, control) = (
+                    engine.local_addr(),
+                    engine.tls_addr(),
+                    engine.admin_addr(),
+                    engine.control(),
+                );
                 let thread = thread::spawn(move || engine.run().expect("threaded engine"));
                 Lb {
                     addr,
+                    tls_addr,
                     admin_addr,
                     control,
                     thread: Some(thread),
@@ -224,6 +243,8 @@ trait Buffered {
 /// A backend connection as seen from the backend side.
 pub struct Peer {
     pub stream: TcpStream,
+    /// A TLS backend's session with lb.
+    pub tls: Option<Box<rustls::ServerConnection>>,
     pending: Vec<u8>,
     log: Arc<Mutex<Vec<Received>>>,
     /// Every byte this backend has read, across connections, in arrival order.
@@ -290,7 +311,13 @@ impl Peer {
     }
 
     pub fn write(&mut self, bytes: &[u8]) -> bool {
-        self.stream.write_all(bytes).is_ok()
+        match self.tls.as_deref_mut() {
+            Some(tls) => {
+                let mut stream = rustls::Stream::new(tls, &mut self.stream);
+                stream.write_all(bytes).is_ok() && stream.flush().is_ok()
+            }
+            None => self.stream.write_all(bytes).is_ok(),
+        }
     }
 
     /// Answers `200 OK` with `body`, keeping the connection open.
@@ -321,7 +348,11 @@ impl Buffered for Peer {
 
     fn fill(&mut self) -> bool {
         let mut buf = [0u8; 65536];
-        match self.stream.read(&mut buf) {
+        let read = match self.tls.as_deref_mut() {
+            Some(tls) => rustls::Stream::new(tls, &mut self.stream).read(&mut buf),
+            None => self.stream.read(&mut buf),
+        };
+        match read {
             Ok(0) | Err(_) => false,
             Ok(n) => {
                 self.pending.extend_from_slice(&buf[..n]);
@@ -353,8 +384,24 @@ impl Backend {
         Backend::start_at("127.0.0.1:0".parse().unwrap(), script)
     }
 
+    /// A TLS backend: every connection is a session with `config` (handshake on first use).
+    pub fn start_tls(
+        config: Arc<rustls::ServerConfig>,
+        script: impl Fn(Peer) + Send + Sync + 'static,
+    ) -> Backend {
+        Backend::start_with("127.0.0.1:0".parse().unwrap(), Some(config), script)
+    }
+
     /// Starts on a given address (to bring a killed backend back where the balancer expects it).
     pub fn start_at(addr: SocketAddr, script: impl Fn(Peer) + Send + Sync + 'static) -> Backend {
+        Backend::start_with(addr, None, script)
+    }
+
+    fn start_with(
+        addr: SocketAddr,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        script: impl Fn(Peer) + Send + Sync + 'static,
+    ) -> Backend {
         let listener = TcpListener::bind(addr).expect("bind backend");
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
@@ -393,9 +440,13 @@ impl Backend {
                 let done = done.clone();
                 let streams = streams.clone();
                 let raw = bytes.clone();
+                let tls = tls.clone().map(|config| {
+                    Box::new(rustls::ServerConnection::new(config).expect("TLS session"))
+                });
                 thread::spawn(move || {
                     script(Peer {
                         stream,
+                        tls,
                         pending: Vec::new(),
                         log,
                         raw,
@@ -490,6 +541,8 @@ impl Response {
 /// A raw client connection with a read buffer, for keep-alive and pipelining.
 pub struct Client {
     pub stream: TcpStream,
+    /// A TLS client's session with lb.
+    pub tls: Option<Box<rustls::ClientConnection>>,
     pending: Vec<u8>,
     eof: bool,
     /// The connection ended with a reset rather than a FIN.
@@ -506,14 +559,47 @@ impl Client {
     pub fn from_stream(stream: TcpStream) -> Client {
         Client {
             stream,
+            tls: None,
             pending: Vec::new(),
             eof: false,
             reset: false,
         }
     }
 
+    /// A TLS client asking for `server_name` (SNI); the handshake happens with the first exchange, or
+    /// [`Client::handshake`].
+    pub fn connect_tls(
+        addr: SocketAddr,
+        config: Arc<rustls::ClientConfig>,
+        server_name: &str,
+    ) -> Client {
+        let mut client = Client::connect(addr);
+        let name =
+            rustls::pki_types::ServerName::try_from(server_name.to_string()).expect("server name");
+        client.tls = Some(Box::new(
+            rustls::ClientConnection::new(config, name).expect("TLS session"),
+        ));
+        client
+    }
+
+    /// Completes the TLS handshake.
+    pub fn handshake(&mut self) -> std::io::Result<()> {
+        let tls = self.tls.as_deref_mut().expect("a TLS client");
+        while tls.is_handshaking() {
+            tls.complete_io(&mut self.stream)?;
+        }
+        Ok(())
+    }
+
     pub fn send(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).expect("client write");
+        match self.tls.as_deref_mut() {
+            Some(tls) => {
+                let mut stream = rustls::Stream::new(tls, &mut self.stream);
+                stream.write_all(bytes).expect("client write");
+                stream.flush().expect("client flush");
+            }
+            None => self.stream.write_all(bytes).expect("client write"),
+        }
     }
 
     /// Waits until a whole response head is buffered (without consuming it). False if the connection ends.
@@ -592,7 +678,11 @@ impl Client {
         std::mem::take(&mut self.pending)
     }
 
-    pub fn half_close(&self) {
+    pub fn half_close(&mut self) {
+        if let Some(tls) = self.tls.as_deref_mut() {
+            tls.send_close_notify();
+            let _ = tls.complete_io(&mut self.stream);
+        }
         let _ = self.stream.shutdown(Shutdown::Write);
     }
 }
@@ -605,8 +695,17 @@ impl Buffered for Client {
     /// Reads more bytes; false on EOF or reset.
     fn fill(&mut self) -> bool {
         let mut buf = [0u8; 65536];
-        match self.stream.read(&mut buf) {
+        let read = match self.tls.as_deref_mut() {
+            Some(tls) => rustls::Stream::new(tls, &mut self.stream).read(&mut buf),
+            None => self.stream.read(&mut buf),
+        };
+        match read {
             Ok(0) => {
+                self.eof = true;
+                false
+            }
+            // A TLS peer closed without close_notify: an end, but not a reset.
+            Err(e) if e.kind() == ErrorKind::UnexpectedEof => {
                 self.eof = true;
                 false
             }

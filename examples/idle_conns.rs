@@ -66,7 +66,8 @@ fn open(addr: &str, tls: Option<&Arc<ClientConfig>>) -> Option<Held> {
         }
     };
     let io = held.stream();
-    io.write_all(b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n").ok()?;
+    io.write_all(b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n")
+        .ok()?;
     io.flush().ok()?;
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];

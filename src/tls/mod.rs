@@ -11,6 +11,7 @@
 //! key rotates (and survives reloads, so clients keep resuming), plus a bounded session-ID cache for
 //! TLS 1.2 clients without tickets.
 
+mod records;
 pub mod sni;
 pub mod stream;
 
@@ -29,9 +30,6 @@ use rustls::{
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
-/// Plaintext and records one session may hold (rustls's buffer limit): a response head and a full
-/// buffer of body per write, so that memory per connection stays bounded.
-pub const BUFFER_LIMIT: usize = 32 * 1024;
 /// Sessions remembered for resumption by session ID (TLS 1.2 clients that do not take tickets).
 const SESSION_CACHE_ENTRIES: usize = 4096;
 

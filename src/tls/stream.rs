@@ -1,35 +1,116 @@
 //! A TLS session over a connected socket, as the byte stream the drivers read and write: plaintext in
 //! and out, records to and from the socket underneath, for either engine.
 //!
+//! It is built on rustls's unbuffered API: the records waiting to be processed or written sit in
+//! buffers of ours (`records.rs`), held only while they hold something, so an idle TLS connection
+//! keeps no buffer at all (rustls's buffered connection keeps a 4 KiB read buffer for life).
+//!
 //! The event loop's sockets are non-blocking and edge-triggered, so a read must behave like a plain
 //! socket's: it comes back short only when the socket's receive queue is empty (a short socket read, or
 //! WouldBlock), so that `io::fill` can keep its rule that a short read means "wait for the next event".
 //! A read therefore keeps pulling records while it has room and the socket delivered a full buffer.
-//! Records that could not be written at once (the socket's send buffer is full) stay inside the session:
-//! [`TlsStream::wants_flush`] says so, and the next write, or the driver on writability, flushes them
-//! before anything new is accepted. That bounds what a connection can hold to one batch of records
-//! (`BUFFER_LIMIT`). The threaded engine's sockets block instead: reads then return with the first
-//! plaintext, and flushes wait (up to the socket's timeout).
+//! Records the socket did not take stay in the outgoing buffer: [`TlsStream::wants_flush`] says so,
+//! and the next write, or the driver on writability, flushes them before anything new is accepted —
+//! so a session holds at most one block of records for its peer. The threaded engine's sockets block
+//! instead: reads return with the first plaintext, and flushes wait (up to the socket's timeout).
 
-use super::BUFFER_LIMIT;
+use super::records::{RECORD_BLOCK, Records};
 use crate::transport::Socket;
+use rustls::client::UnbufferedClientConnection;
 use rustls::pki_types::ServerName;
-use rustls::{ClientConfig, ClientConnection, Connection, ServerConfig, ServerConnection};
+use rustls::server::UnbufferedServerConnection;
+use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, UnbufferedStatus};
+use rustls::{ClientConfig, ServerConfig};
 use std::io::{self, IoSlice, Read, Write};
 use std::net::Shutdown;
 use std::sync::Arc;
 
+/// Requests and responses up to this size (head and body together) go out as one record.
+const COALESCE: usize = 4096;
+/// The most one record adds to its plaintext (TLS 1.2 AES-GCM: header, explicit nonce, tag).
+const RECORD_OVERHEAD: usize = 29;
+/// Bytes read from the socket at a time, at least.
+const READ_CHUNK: usize = 4096;
+
+/// Either side of a session.
+pub enum Session {
+    Server(Box<UnbufferedServerConnection>),
+    Client(Box<UnbufferedClientConnection>),
+}
+
+/// A session that answers a client's handshake, to wrap a socket with [`TlsStream::new`].
+pub fn server_session(config: Arc<ServerConfig>) -> io::Result<Session> {
+    let session = UnbufferedServerConnection::new(config).map_err(|e| session_error(&e))?;
+    Ok(Session::Server(Box::new(session)))
+}
+
+/// A session that starts a handshake with a backend known as `name`.
+pub fn client_session(config: Arc<ClientConfig>, name: ServerName<'static>) -> io::Result<Session> {
+    let session = UnbufferedClientConnection::new(config, name).map_err(|e| session_error(&e))?;
+    Ok(Session::Client(Box::new(session)))
+}
+
+impl Session {
+    fn common(&self) -> &rustls::CommonState {
+        match self {
+            Session::Server(s) => s,
+            Session::Client(c) => c,
+        }
+    }
+}
+
+fn session_error(e: &rustls::Error) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e.clone())
+}
+
+/// What processing the buffered records came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Processed {
+    /// Everything in the buffer was processed; more records are needed to go on.
+    NeedsMore,
+    /// The peer sent close_notify (or the session is closed): no more plaintext will come.
+    PeerClosed,
+}
+
+/// What one call into rustls came to, once its borrow of our buffers ended.
+enum Step {
+    /// Go on processing.
+    Again,
+    Done(Processed),
+    /// The write asked for went into `outgoing`.
+    Wrote,
+    /// The handshake must progress before application data can be written.
+    NotYet,
+}
+
+/// What to send once the session allows it.
+#[derive(Clone, Copy)]
+enum WriteOp<'a> {
+    /// These bytes of plaintext, whole (the caller sized them to fit the outgoing block).
+    Encrypt(&'a [u8]),
+    CloseNotify,
+}
+
 pub struct TlsStream<S> {
-    session: Connection,
+    session: Session,
     socket: S,
     /// The socket blocks (the threaded engine): reads return with the first plaintext, flushes wait.
     blocking: bool,
+    /// Records from the peer not yet processed.
+    incoming: Records,
+    /// Records for the peer not yet written to the socket.
+    outgoing: Records,
+    /// Plaintext decrypted beyond what the last reader had room for, and how much of it was read.
+    plaintext: Vec<u8>,
+    plaintext_read: usize,
     /// A socket read returned 0: the peer closed its sending side.
     eof: bool,
+    /// close_notify came: the end of the peer's plaintext.
+    peer_closed: bool,
     /// Some byte came from the peer. A connection closed before sending anything is a port probe, not
     /// a failed handshake.
     received: bool,
-    /// `close_notify` was queued: nothing more is sent.
+    /// close_notify was queued: nothing more is sent.
     close_notify_sent: bool,
     /// The socket's sending side is to be shut once the records before it are out.
     shutdown_pending: bool,
@@ -41,55 +122,25 @@ pub struct TlsStream<S> {
 impl<S> std::fmt::Debug for TlsStream<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TlsStream")
-            .field("handshaking", &self.session.is_handshaking())
+            .field("handshaking", &self.session.common().is_handshaking())
             .field("eof", &self.eof)
             .field("failure", &self.failure)
             .finish_non_exhaustive()
     }
 }
 
-/// Reads from the socket and notes whether the read came back short: the receive queue is then empty
-/// (epoll(7)), and another read would only say WouldBlock.
-struct Tracked<'a, S> {
-    socket: &'a mut S,
-    short: bool,
-}
-
-impl<S: Read> Read for Tracked<'_, S> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.socket.read(buf)?;
-        self.short = n < buf.len();
-        Ok(n)
-    }
-}
-
-fn session_error(e: &rustls::Error) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, e.clone())
-}
-
-/// A session that answers a client's handshake, to wrap a socket with [`TlsStream::new`].
-pub fn server_session(config: Arc<ServerConfig>) -> io::Result<Connection> {
-    let session = ServerConnection::new(config).map_err(|e| session_error(&e))?;
-    Ok(session.into())
-}
-
-/// A session that starts a handshake with a backend known as `name`.
-pub fn client_session(
-    config: Arc<ClientConfig>,
-    name: ServerName<'static>,
-) -> io::Result<Connection> {
-    let session = ClientConnection::new(config, name).map_err(|e| session_error(&e))?;
-    Ok(session.into())
-}
-
 impl<S: Socket> TlsStream<S> {
-    pub fn new(mut session: Connection, socket: S, blocking: bool) -> Self {
-        session.set_buffer_limit(Some(BUFFER_LIMIT));
+    pub fn new(session: Session, socket: S, blocking: bool) -> Self {
         TlsStream {
             session,
             socket,
             blocking,
+            incoming: Records::default(),
+            outgoing: Records::default(),
+            plaintext: Vec::new(),
+            plaintext_read: 0,
             eof: false,
+            peer_closed: false,
             received: false,
             close_notify_sent: false,
             shutdown_pending: false,
@@ -105,30 +156,26 @@ impl<S: Socket> TlsStream<S> {
         &mut self.socket
     }
 
-    pub fn into_socket(self) -> S {
-        self.socket
-    }
-
     /// Says how the socket underneath behaves now (the threaded engine switches it around checks).
     pub fn set_blocking(&mut self, blocking: bool) {
         self.blocking = blocking;
     }
 
     pub fn is_handshaking(&self) -> bool {
-        self.session.is_handshaking()
+        self.session.common().is_handshaking()
     }
 
     /// Records are waiting for the socket to take them (or a half-close waits behind them).
     pub fn wants_flush(&self) -> bool {
-        self.session.wants_write() || self.shutdown_pending
+        !self.outgoing.is_empty() || self.shutdown_pending
     }
 
     /// Writes pending records. `Ok(true)` when none are left; `Ok(false)` when the socket would block.
     pub fn flush_records(&mut self) -> io::Result<bool> {
-        while self.session.wants_write() {
-            match self.session.write_tls(&mut self.socket) {
+        while !self.outgoing.is_empty() {
+            match self.socket.write(self.outgoing.data()) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(_) => {}
+                Ok(n) => self.outgoing.consume(n),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                 Err(e) => return Err(e),
@@ -141,11 +188,14 @@ impl<S: Socket> TlsStream<S> {
         Ok(true)
     }
 
-    /// Sends `close_notify`, then ends the socket's sending side once every record is out.
+    /// Sends close_notify, then ends the socket's sending side once every record is out.
     pub fn shutdown_write(&mut self) -> io::Result<()> {
         if !self.close_notify_sent {
             self.close_notify_sent = true;
-            self.session.send_close_notify();
+            // Before the handshake is over there is no session to close: the FIN says it all.
+            if self.failure.is_none() && !self.is_handshaking() {
+                self.write_op(WriteOp::CloseNotify)?;
+            }
             self.shutdown_pending = true;
         }
         self.flush_records().map(|_| ())
@@ -158,10 +208,11 @@ impl<S: Socket> TlsStream<S> {
             if let Some(e) = &self.failure {
                 return Err(session_error(e));
             }
+            self.process(&mut [], &mut 0)?;
             if !self.flush_records()? {
                 return Ok(false);
             }
-            if !self.session.is_handshaking() {
+            if !self.is_handshaking() {
                 return Ok(true);
             }
             if self.eof {
@@ -170,65 +221,153 @@ impl<S: Socket> TlsStream<S> {
                     "closed during the TLS handshake",
                 ));
             }
-            if !self.read_records()? {
+            if self.read_socket()?.is_none() {
                 return Ok(false);
             }
         }
     }
 
-    /// One socket read into the session, and what it brought processed. `Ok(false)` when the socket
-    /// had nothing (WouldBlock); `Ok(true)` otherwise, with `eof` set on a close.
-    fn read_records(&mut self) -> io::Result<bool> {
-        let mut tracked = Tracked {
-            socket: &mut self.socket,
-            short: false,
+    /// One socket read into the incoming buffer: `None` when the socket had nothing (WouldBlock),
+    /// else whether the read was short (the receive queue is now empty). Sets `eof` on a close.
+    fn read_socket(&mut self) -> io::Result<Option<bool>> {
+        let Some(space) = self.incoming.space(READ_CHUNK) else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "TLS message too large",
+            ));
         };
-        let n = loop {
-            match self.session.read_tls(&mut tracked) {
-                Ok(n) => break n,
+        let offered = space.len();
+        loop {
+            match self.socket.read(space) {
+                Ok(0) => {
+                    self.eof = true;
+                    self.incoming.filled(0);
+                    return Ok(Some(true));
+                }
+                Ok(n) => {
+                    self.incoming.filled(n);
+                    self.received = true;
+                    return Ok(Some(n < offered));
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-                Err(e) => return Err(e),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // The block was taken for nothing: give it back.
+                    self.incoming.consume(0);
+                    return Ok(None);
+                }
+                Err(e) => {
+                    self.incoming.consume(0);
+                    return Err(e);
+                }
             }
-        };
-        if n == 0 {
-            self.eof = true;
-        } else {
-            self.received = true;
         }
-        self.process()?;
-        Ok(true)
     }
 
-    fn process(&mut self) -> io::Result<()> {
-        if let Err(e) = self.session.process_new_packets() {
-            // rustls queued an alert telling the peer why; it goes if the socket takes it now.
-            let _ = self.flush_records();
-            let error = session_error(&e);
-            self.failure = Some(e);
-            return Err(error);
+    /// Processes the records received so far: handshake messages answered (their records queued in
+    /// `outgoing`), plaintext copied into `buf` after `*copied` bytes (what does not fit is kept).
+    fn process(&mut self, buf: &mut [u8], copied: &mut usize) -> io::Result<Processed> {
+        loop {
+            let outcome = match &mut self.session {
+                Session::Server(s) => {
+                    let status = s.process_tls_records(self.incoming.data_mut());
+                    step(
+                        status,
+                        &mut self.outgoing,
+                        &mut self.plaintext,
+                        buf,
+                        copied,
+                        None,
+                    )
+                }
+                Session::Client(c) => {
+                    let status = c.process_tls_records(self.incoming.data_mut());
+                    step(
+                        status,
+                        &mut self.outgoing,
+                        &mut self.plaintext,
+                        buf,
+                        copied,
+                        None,
+                    )
+                }
+            };
+            let (discard, step) = outcome;
+            self.incoming.consume(discard);
+            match step {
+                Ok(Step::Again) => {}
+                Ok(Step::Done(Processed::PeerClosed)) => {
+                    self.peer_closed = true;
+                    return Ok(Processed::PeerClosed);
+                }
+                Ok(Step::Done(done)) => return Ok(done),
+                Ok(Step::Wrote | Step::NotYet) => return Ok(Processed::NeedsMore),
+                Err(e) => {
+                    let error = session_error(&e);
+                    self.failure = Some(e);
+                    return Err(error);
+                }
+            }
         }
-        Ok(())
+    }
+
+    /// Performs `op` as soon as the session lets application data (or close_notify) go out, its
+    /// records into `outgoing`; plaintext that arrives meanwhile is kept for the next read. `Ok(false)`
+    /// when the handshake is not over yet.
+    fn write_op(&mut self, op: WriteOp<'_>) -> io::Result<bool> {
+        loop {
+            let (discard, step) = match &mut self.session {
+                Session::Server(s) => {
+                    let status = s.process_tls_records(self.incoming.data_mut());
+                    step(
+                        status,
+                        &mut self.outgoing,
+                        &mut self.plaintext,
+                        &mut [],
+                        &mut 0,
+                        Some(op),
+                    )
+                }
+                Session::Client(c) => {
+                    let status = c.process_tls_records(self.incoming.data_mut());
+                    step(
+                        status,
+                        &mut self.outgoing,
+                        &mut self.plaintext,
+                        &mut [],
+                        &mut 0,
+                        Some(op),
+                    )
+                }
+            };
+            self.incoming.consume(discard);
+            match step {
+                Ok(Step::Again) => {}
+                Ok(Step::Wrote) => return Ok(true),
+                Ok(Step::NotYet) => return Ok(false),
+                Ok(Step::Done(Processed::PeerClosed)) => self.peer_closed = true,
+                Ok(Step::Done(Processed::NeedsMore)) => return Ok(false),
+                Err(e) => {
+                    let error = session_error(&e);
+                    self.failure = Some(e);
+                    return Err(error);
+                }
+            }
+        }
     }
 
     /// Whether a pooled connection is still open with nothing unexpected in it: records that arrived
     /// are processed (a session ticket is fine; data, an alert or a close are not). The socket must be
     /// non-blocking.
     pub fn still_idle(&mut self) -> bool {
-        if self.failure.is_some() || self.eof {
+        if self.failure.is_some() || self.eof || self.peer_closed || self.has_plaintext() {
             return false;
         }
-        let mut probe = [0u8; 1];
-        match self.session.reader().read(&mut probe) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            _ => return false,
-        }
         loop {
-            match self.read_records() {
-                Ok(false) => return true,
-                Ok(true) if self.eof => return false,
-                Ok(true) => match self.session.reader().read(&mut probe) {
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            match self.read_socket() {
+                Ok(None) => return true,
+                Ok(Some(_)) if self.eof => return false,
+                Ok(Some(_)) => match self.process(&mut [], &mut 0) {
+                    Ok(Processed::NeedsMore) if !self.has_plaintext() => {}
                     _ => return false,
                 },
                 Err(_) => return false,
@@ -236,10 +375,14 @@ impl<S: Socket> TlsStream<S> {
         }
     }
 
+    fn has_plaintext(&self) -> bool {
+        self.plaintext_read < self.plaintext.len()
+    }
+
     /// Why the handshake did not finish, when the connection is being closed before it did; `None`
     /// when it finished, or the peer left without sending a byte (a port probe).
     pub fn unfinished_handshake(&self) -> Option<String> {
-        if !self.session.is_handshaking() || (self.eof && !self.received) {
+        if !self.is_handshaking() || (self.eof && !self.received) {
             return None;
         }
         Some(match &self.failure {
@@ -249,13 +392,20 @@ impl<S: Socket> TlsStream<S> {
         })
     }
 
-    /// Protocol version and cipher suite, for logs.
-    pub fn describe(&self) -> String {
-        format!(
-            "{:?} {:?}",
-            self.session.protocol_version(),
-            self.session.negotiated_cipher_suite().map(|s| s.suite())
-        )
+    /// Plaintext kept from an earlier read, into `buf`.
+    fn take_kept_plaintext(&mut self, buf: &mut [u8]) -> usize {
+        let kept = &self.plaintext[self.plaintext_read..];
+        let n = kept.len().min(buf.len());
+        buf[..n].copy_from_slice(&kept[..n]);
+        self.plaintext_read += n;
+        if self.plaintext_read == self.plaintext.len() {
+            self.plaintext_read = 0;
+            self.plaintext.clear();
+            if self.plaintext.capacity() > RECORD_BLOCK {
+                self.plaintext = Vec::new();
+            }
+        }
+        n
     }
 }
 
@@ -266,68 +416,51 @@ impl<S: Socket> Read for TlsStream<S> {
         if buf.is_empty() {
             return Ok(0);
         }
-        let mut total = 0;
+        let mut copied = self.take_kept_plaintext(buf);
         let mut drained = false;
         loop {
-            match self.session.reader().read(&mut buf[total..]) {
-                // A close_notify: the end of the stream.
-                Ok(0) => return Ok(total),
-                Ok(n) => {
-                    total += n;
-                    if total == buf.len() || self.blocking {
-                        return Ok(total);
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                // Closed without close_notify. HTTP/1.1 framing tells a complete message from a cut one,
-                // so, as every HTTP implementation does, this is an ordinary end of stream.
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(total),
-                Err(e) if total > 0 => {
-                    log::debug!("TLS read after {total} bytes: {e}");
-                    return Ok(total);
-                }
-                Err(e) => return Err(e),
+            if copied == buf.len() || (self.blocking && copied > 0) {
+                return Ok(copied);
             }
             if let Some(e) = &self.failure {
-                return if total > 0 {
-                    Ok(total)
+                return if copied > 0 {
+                    Ok(copied)
                 } else {
                     Err(session_error(e))
                 };
             }
-            if drained || self.eof {
-                return if total > 0 || self.eof {
-                    Ok(total)
-                } else {
-                    Err(io::ErrorKind::WouldBlock.into())
-                };
+            if self.peer_closed {
+                return Ok(copied);
+            }
+            match self.process(buf, &mut copied) {
+                Ok(_) => {}
+                Err(_) if copied > 0 => return Ok(copied),
+                Err(e) => return Err(e),
+            }
+            if copied == buf.len() || self.peer_closed || (self.blocking && copied > 0) {
+                return Ok(copied);
             }
             // Handshake flights and alerts go out before waiting for the peer's answer to them.
             match self.flush_records() {
                 Ok(_) => {}
-                Err(e) if total > 0 => {
-                    log::debug!("TLS flush while reading: {e}");
-                    return Ok(total);
-                }
+                Err(_) if copied > 0 => return Ok(copied),
                 Err(e) => return Err(e),
             }
-            let mut tracked = Tracked {
-                socket: &mut self.socket,
-                short: false,
-            };
-            match self.session.read_tls(&mut tracked) {
-                Ok(0) => self.eof = true,
-                Ok(_) => {
-                    self.received = true;
-                    // A blocking socket waits for more instead.
-                    drained = tracked.short && !self.blocking;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) if total > 0 => return Ok(total),
-                Err(e) => return Err(e),
+            if drained || self.eof {
+                // Closed without close_notify: HTTP/1.1's framing tells a cut message from a whole one,
+                // so, as for every HTTP implementation, this is an ordinary end of stream.
+                return if copied > 0 || self.eof {
+                    Ok(copied)
+                } else {
+                    Err(io::ErrorKind::WouldBlock.into())
+                };
             }
-            if let Err(e) = self.process() {
-                return if total > 0 { Ok(total) } else { Err(e) };
+            match self.read_socket() {
+                Ok(Some(short)) => drained = short && !self.blocking,
+                Ok(None) if copied > 0 => return Ok(copied),
+                Ok(None) => return Err(io::ErrorKind::WouldBlock.into()),
+                Err(_) if copied > 0 => return Ok(copied),
+                Err(e) => return Err(e),
             }
         }
     }
@@ -338,8 +471,9 @@ impl<S: Socket> Write for TlsStream<S> {
         self.write_vectored(&[IoSlice::new(buf)])
     }
 
-    /// Takes plaintext once every earlier record is out, and writes its records as far as the socket
-    /// allows; what stays behind is flushed first next time.
+    /// Takes plaintext once every earlier record is out, as much as one block of records holds, and
+    /// writes its records as far as the socket allows; what stays behind is flushed first next time.
+    /// A small message whose parts come separately (a head and a short body) goes out as one record.
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         if let Some(e) = &self.failure {
             return Err(session_error(e));
@@ -347,13 +481,47 @@ impl<S: Socket> Write for TlsStream<S> {
         if !self.flush_records()? {
             return Err(io::ErrorKind::WouldBlock.into());
         }
-        let n = self.session.writer().write_vectored(bufs)?;
-        if n == 0 && bufs.iter().any(|b| !b.is_empty()) {
-            // The session holds all it may (during a handshake): wait for it to move.
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        if total == 0 {
+            return Ok(0);
+        }
+        let mut joined = [0u8; COALESCE];
+        let parts: Vec<&[u8]>;
+        let parts: &[&[u8]] = if total <= COALESCE && bufs.len() > 1 {
+            let mut at = 0;
+            for b in bufs {
+                joined[at..at + b.len()].copy_from_slice(b);
+                at += b.len();
+            }
+            parts = vec![&joined[..total]];
+            &parts
+        } else {
+            parts = bufs.iter().map(|b| &b[..]).collect();
+            &parts
+        };
+        // Two records' overhead: the most one block of plaintext makes.
+        let mut room = RECORD_BLOCK - 2 * RECORD_OVERHEAD;
+        let mut taken = 0;
+        for part in parts {
+            let n = part.len().min(room);
+            if n == 0 {
+                continue;
+            }
+            if !self.write_op(WriteOp::Encrypt(&part[..n]))? {
+                break;
+            }
+            taken += n;
+            room -= n;
+            if n < part.len() || room == 0 {
+                break;
+            }
+        }
+        if taken == 0 {
+            // The handshake is not over: nothing can be sent yet.
             return Err(io::ErrorKind::WouldBlock.into());
         }
         self.flush_records()?;
-        Ok(n)
+        Ok(taken)
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -361,6 +529,124 @@ impl<S: Socket> Write for TlsStream<S> {
             Ok(())
         } else {
             Err(io::ErrorKind::WouldBlock.into())
+        }
+    }
+}
+
+/// Handles what one `process_tls_records` call returned (with `op` to perform when application data
+/// may go out); the bytes of the incoming buffer to discard come back with the outcome, for the caller
+/// to apply once rustls's borrow has ended.
+fn step<Data>(
+    status: UnbufferedStatus<'_, '_, Data>,
+    outgoing: &mut Records,
+    kept: &mut Vec<u8>,
+    buf: &mut [u8],
+    copied: &mut usize,
+    op: Option<WriteOp<'_>>,
+) -> (usize, Result<Step, rustls::Error>) {
+    let discard = status.discard;
+    let state = match status.state {
+        Ok(state) => state,
+        Err(e) => return (discard, Err(e)),
+    };
+    let outcome = match state {
+        ConnectionState::ReadTraffic(mut traffic) => {
+            while let Some(record) = traffic.next_record() {
+                match record {
+                    Ok(record) => deliver(record.payload, kept, buf, copied),
+                    Err(e) => return (discard, Err(e)),
+                }
+            }
+            Ok(Step::Again)
+        }
+        // Early data is never enabled (max_early_data_size is 0), so `ReadEarlyData` does not come.
+        ConnectionState::EncodeTlsData(mut encode) => {
+            encode_into(outgoing, |out| encode.encode(out)).map(|()| Step::Again)
+        }
+        ConnectionState::TransmitTlsData(mut transmit) => {
+            let wrote = match (op, transmit.may_encrypt_app_data()) {
+                (Some(op), Some(mut traffic)) => Some(perform(op, &mut traffic, outgoing)),
+                _ => None,
+            };
+            // Our flush sends the records; rustls only needs to know they are taken care of.
+            transmit.done();
+            match wrote {
+                Some(result) => result.map(|()| Step::Wrote),
+                None => Ok(Step::Again),
+            }
+        }
+        ConnectionState::WriteTraffic(mut traffic) => match op {
+            Some(op) => perform(op, &mut traffic, outgoing).map(|()| Step::Wrote),
+            None => Ok(Step::Done(Processed::NeedsMore)),
+        },
+        ConnectionState::BlockedHandshake if op.is_some() => Ok(Step::NotYet),
+        ConnectionState::PeerClosed | ConnectionState::Closed => {
+            Ok(Step::Done(Processed::PeerClosed))
+        }
+        _ => Ok(Step::Done(Processed::NeedsMore)),
+    };
+    (discard, outcome)
+}
+
+fn perform<Data>(
+    op: WriteOp<'_>,
+    traffic: &mut rustls::unbuffered::WriteTraffic<'_, Data>,
+    outgoing: &mut Records,
+) -> Result<(), rustls::Error> {
+    encrypt_into(outgoing, |out| match op {
+        WriteOp::Encrypt(plaintext) => traffic.encrypt(plaintext, out),
+        WriteOp::CloseNotify => traffic.queue_close_notify(out),
+    })
+}
+
+fn encode_into(
+    outgoing: &mut Records,
+    mut encode: impl FnMut(&mut [u8]) -> Result<usize, EncodeError>,
+) -> Result<(), rustls::Error> {
+    let mut need = READ_CHUNK;
+    loop {
+        let Some(space) = outgoing.space(need) else {
+            return Err(rustls::Error::General("TLS message too large".into()));
+        };
+        match encode(space) {
+            Ok(n) => {
+                outgoing.filled(n);
+                return Ok(());
+            }
+            Err(EncodeError::InsufficientSize(e)) => need = e.required_size,
+            Err(EncodeError::AlreadyEncoded) => return Ok(()),
+        }
+    }
+}
+
+/// Plaintext of one record: into the reader's buffer as far as it goes, the rest kept.
+fn deliver(payload: &[u8], kept: &mut Vec<u8>, buf: &mut [u8], copied: &mut usize) {
+    let room = buf.len() - *copied;
+    let n = payload.len().min(room);
+    buf[*copied..*copied + n].copy_from_slice(&payload[..n]);
+    *copied += n;
+    kept.extend_from_slice(&payload[n..]);
+}
+
+/// Runs an encryption into the free space of `outgoing`, growing it as rustls asks.
+fn encrypt_into(
+    outgoing: &mut Records,
+    mut encrypt: impl FnMut(&mut [u8]) -> Result<usize, EncryptError>,
+) -> Result<(), rustls::Error> {
+    let mut need = RECORD_OVERHEAD;
+    loop {
+        let Some(space) = outgoing.space(need) else {
+            return Err(rustls::Error::General("TLS record too large".into()));
+        };
+        match encrypt(space) {
+            Ok(n) => {
+                outgoing.filled(n);
+                return Ok(());
+            }
+            Err(EncryptError::InsufficientSize(e)) => need = e.required_size,
+            Err(EncryptError::EncryptExhausted) => {
+                return Err(rustls::Error::EncryptError);
+            }
         }
     }
 }

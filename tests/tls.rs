@@ -263,3 +263,30 @@ fn a_backend_failing_verification_is_logged_with_the_reason() {
     }
     assert_eq!(backend.request_count(), 0);
 }
+
+#[test]
+fn shipped_example_passes_check_with_certificates_beside_it() {
+    use common::process::lb_command;
+    let pki = Pki::new("example");
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/tls.toml");
+    let config = pki.write(
+        "tls.toml",
+        &std::fs::read(&example).expect("examples/tls.toml"),
+    );
+    // Without its certificate the example fails, naming the key and the path beside the file:
+    // relative paths resolve against the config's folder, not the working directory.
+    let out = lb_command().arg("--check").arg(&config).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("tls.certificates[0].cert"), "{stderr}");
+    assert!(
+        stderr.contains(&pki.dir.join("cert.pem").display().to_string()),
+        "{stderr}"
+    );
+    let leaf = pki.leaf("localhost", &["localhost"]);
+    std::fs::copy(&leaf.cert_file, pki.dir.join("cert.pem")).expect("cert.pem");
+    std::fs::copy(&leaf.key_file, pki.dir.join("key.pem")).expect("key.pem");
+    let out = lb_command().arg("--check").arg(&config).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+}

@@ -7,15 +7,18 @@
 //! Choices, measured on the development VM (see README, "TLS"): the aws-lc-rs provider (full TLS 1.3
 //! handshakes in 51 µs of server CPU against ring's 69, resumed ones 41 against 58, and AES-GCM 1.7x
 //! as fast); AES-128-GCM preferred over AES-256-GCM, so that TLS 1.3 hashes with SHA-256, which the
-//! CPU accelerates, instead of SHA-384 (a fifth off every handshake); stateless session tickets whose
+//! CPU accelerates, instead of SHA-384 (full handshakes 51 µs instead of 69, resumed ones 41 instead of
+//! 64); stateless session tickets whose
 //! key rotates (and survives reloads, so clients keep resuming), plus a bounded session-ID cache for
 //! TLS 1.2 clients without tickets.
 
 mod records;
+mod session;
 pub mod sni;
 pub mod stream;
 
-pub use stream::{TlsStream, client_session, server_session};
+pub use session::{Session, client_session, server_session};
+pub use stream::TlsStream;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, aws_lc_rs};

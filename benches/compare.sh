@@ -167,7 +167,7 @@ EOF
 
 stop_proxies() {
     for name in lb-event_loop lb-threaded base-event_loop base-threaded haproxy; do
-        kill "$(cat "$work/$name.pid")" 2>/dev/null || true
+        [ -f "$work/$name.pid" ] && kill "$(cat "$work/$name.pid")" 2>/dev/null || true
     done
     [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
     sleep 1

@@ -25,14 +25,24 @@ pub struct Overview {
     pub algorithm: &'static str,
     pub engine: &'static str,
     pub version: &'static str,
+    /// Each event-loop worker's load (one entry for the threaded engine), to show imbalance.
+    pub workers: Vec<WorkerLoad>,
+}
+
+/// One worker's share of the work.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WorkerLoad {
+    pub requests: u64,
+    pub open_connections: usize,
 }
 
 /// The engine-wide counters both engines keep.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Counts {
     pub total_requests: u64,
     pub internal_errors: u64,
     pub tls_handshake_failures: u64,
+    pub workers: Vec<WorkerLoad>,
 }
 
 impl Overview {
@@ -56,6 +66,7 @@ impl Overview {
             algorithm: config.algorithm.name(),
             engine: config.engine.name(),
             version: env!("CARGO_PKG_VERSION"),
+            workers: counts.workers,
         }
     }
 }
@@ -340,6 +351,7 @@ struct Stats<'a> {
     total_requests: u64,
     internal_errors: u64,
     tls_handshake_failures: u64,
+    workers: usize,
     backends: Vec<BackendStats<'a>>,
 }
 
@@ -384,6 +396,7 @@ pub fn stats_json(o: &Overview) -> String {
         total_requests: o.total_requests,
         internal_errors: o.internal_errors,
         tls_handshake_failures: o.tls_handshake_failures,
+        workers: o.workers.len(),
         backends: o
             .backends
             .iter()
@@ -494,6 +507,28 @@ pub fn metrics_text(o: &Overview) -> String {
     );
     let _ = writeln!(
         out,
+        "# HELP lb_worker_requests_total Requests completed by each event-loop worker.\n# TYPE lb_worker_requests_total counter"
+    );
+    for (worker, load) in o.workers.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "lb_worker_requests_total{{worker=\"{worker}\"}} {}",
+            load.requests
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP lb_worker_open_connections Open client connections of each event-loop worker.\n# TYPE lb_worker_open_connections gauge"
+    );
+    for (worker, load) in o.workers.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "lb_worker_open_connections{{worker=\"{worker}\"}} {}",
+            load.open_connections
+        );
+    }
+    let _ = writeln!(
+        out,
         "# HELP lb_uptime_seconds Seconds since the balancer started.\n# TYPE lb_uptime_seconds gauge\nlb_uptime_seconds {}",
         json_number(o.uptime_seconds)
     );
@@ -546,6 +581,16 @@ mod tests {
                 algorithm: "round_robin",
                 engine: "event_loop",
                 version: "0.1.0",
+                workers: vec![
+                    WorkerLoad {
+                        requests: 12,
+                        open_connections: 2,
+                    },
+                    WorkerLoad {
+                        requests: 8,
+                        open_connections: 1,
+                    },
+                ],
             },
         }
     }
@@ -638,6 +683,7 @@ mod tests {
         assert_eq!(v["open_connections"], 3);
         assert_eq!(v["requests_per_second"], 12.5);
         assert_eq!(v["tls_handshake_failures"], 4);
+        assert_eq!(v["workers"], 2);
         assert_eq!(v["backends"][1]["url"], "http://b\"q:2");
         for field in [
             "url",
@@ -674,6 +720,30 @@ mod tests {
             .find(|s| s.metric == "lb_tls_handshake_failures_total")
             .expect("the TLS handshake failure counter");
         assert!(matches!(failures.value, prometheus_parse::Value::Counter(v) if v == 4.0));
+        let per_worker = |metric: &str| -> Vec<(String, f64)> {
+            scrape
+                .samples
+                .iter()
+                .filter(|s| s.metric == metric)
+                .map(|s| {
+                    let value = match s.value {
+                        prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) => {
+                            v
+                        }
+                        _ => f64::NAN,
+                    };
+                    (s.labels.get("worker").unwrap_or("").to_string(), value)
+                })
+                .collect()
+        };
+        assert_eq!(
+            per_worker("lb_worker_requests_total"),
+            [("0".to_string(), 12.0), ("1".to_string(), 8.0)]
+        );
+        assert_eq!(
+            per_worker("lb_worker_open_connections"),
+            [("0".to_string(), 2.0), ("1".to_string(), 1.0)]
+        );
         assert!(
             text.contains("backend=\"http://b\\\"q:2\""),
             "quotes escaped in labels"

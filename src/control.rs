@@ -2,7 +2,7 @@
 //! that makes the loop look at it. The same [`Control`] drives both engines, so tests and the binary do
 //! not care which one runs.
 
-use crate::balance::BackendSnapshot;
+use crate::balance::{BackendSnapshot, Reconfigured, Table};
 use crate::config::Config;
 use std::sync::Arc;
 use std::sync::mpsc::{self, Sender};
@@ -23,13 +23,27 @@ pub struct Snapshot {
     pub internal_errors: u64,
     /// TLS connections closed before their handshake finished (`lb_tls_handshake_failures_total`).
     pub tls_handshake_failures: u64,
+    /// Each event-loop worker's figures (one entry for the threaded engine).
+    pub workers: Vec<crate::workers::Figures>,
 }
 
 pub enum Command {
     Shutdown,
     Drain,
     Reload(Box<Config>),
+    /// A reload the first worker worked out, for the other workers to take as it is.
+    Adopt(Box<Adoption>),
     Snapshot(Sender<Snapshot>),
+    /// Answered once every command sent before it has been handled.
+    Sync(Sender<()>),
+}
+
+/// What a reload hands to every other worker: the configuration, and the backend table with what
+/// changed in it (by slot, the same for every worker).
+pub struct Adoption {
+    pub config: Config,
+    pub table: Table,
+    pub changes: Reconfigured,
 }
 
 /// Talks to a running engine from another thread.
@@ -69,6 +83,18 @@ impl Control {
     /// What SIGHUP does, with a configuration already loaded.
     pub fn reload(&self, config: Config) {
         self.send(Command::Reload(Box::new(config)));
+    }
+
+    /// Hands a reload worked out elsewhere to one worker.
+    pub fn adopt(&self, adoption: Adoption) {
+        self.send(Command::Adopt(Box::new(adoption)));
+    }
+
+    /// Waits (at most `within`) until the engine has handled every command sent before; false if it
+    /// did not answer.
+    pub fn sync(&self, within: Duration) -> bool {
+        let (reply, answer) = mpsc::channel();
+        self.send(Command::Sync(reply)) && answer.recv_timeout(within).is_ok()
     }
 
     /// The engine's current figures, or `None` if it is not running.

@@ -46,6 +46,7 @@ pub mod threaded;
 pub mod timer;
 pub mod tls;
 pub mod transport;
+pub mod workers;
 
 use config::{Config, Engine};
 use std::path::Path;
@@ -66,6 +67,12 @@ pub fn run(config: Config, config_path: &Path) -> std::io::Result<()> {
             server.run()
         }
         Engine::Threaded => {
+            if config.workers > 1 {
+                log::warn!(
+                    "workers = {} is ignored by the threaded engine (a thread per connection)",
+                    config.workers
+                );
+            }
             let mut engine = threaded::Threaded::bind(config.clone())?;
             engine.handle_signals(config_path.to_path_buf())?;
             log_start(
@@ -87,8 +94,20 @@ fn log_start(
 ) {
     config.log_warnings();
     let urls: Vec<&str> = config.backends.iter().map(|b| b.url.as_str()).collect();
+    let workers = match config.engine {
+        Engine::EventLoop if config.workers > 1 => format!(
+            ", {} workers on {}",
+            config.workers,
+            if config.reuse_port {
+                "a SO_REUSEPORT listener each"
+            } else {
+                "one shared listener"
+            }
+        ),
+        _ => String::new(),
+    };
     log::info!(
-        "lb {} listening on {listen} (engine {}, algorithm {}, {} backends: {})",
+        "lb {} listening on {listen} (engine {}{workers}, algorithm {}, {} backends: {})",
         env!("CARGO_PKG_VERSION"),
         config.engine.name(),
         config.algorithm.name(),

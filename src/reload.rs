@@ -21,6 +21,12 @@ pub fn check(old: &Config, new: &Config, listening: SocketAddr) {
     if new.engine != old.engine {
         log::warn!("reload: engine changed; that takes a restart");
     }
+    if new.workers != old.workers || new.reuse_port != old.reuse_port {
+        log::warn!(
+            "reload: workers or reuse_port changed; that takes a restart (still {} workers)",
+            old.workers
+        );
+    }
     match (&old.tls, &new.tls) {
         (Some(old_tls), Some(new_tls)) if old_tls.listen != new_tls.listen => log::warn!(
             "reload: tls.listen changed to {}; that takes a restart (still on {})",

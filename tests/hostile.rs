@@ -57,8 +57,14 @@ fn bad_gateway() -> &'static [u8] {
     ErrorResponse::BadGateway.bytes()
 }
 
+/// `engine` is the module the cases run in: `event_loop`, `workers2` (the event loop with two
+/// workers) or `threaded`.
 fn start_lb(engine: &str, settings: &str, backends: &[SocketAddr]) -> Lb {
-    Lb::start(&format!("engine = \"{engine}\"\n{settings}"), backends)
+    let head = match engine {
+        "workers2" => "engine = \"event_loop\"\nworkers = 2".to_string(),
+        other => format!("engine = \"{other}\""),
+    };
+    Lb::start(&format!("{head}\n{settings}"), backends)
 }
 
 /// Bytes shown escaped in assertion messages (obs-text, CR, LF and NUL stay visible).
@@ -140,15 +146,20 @@ impl Hostile {
 }
 
 /// Waits until no client connection is open and, for the event loop, until the only registered sockets
-/// are pooled backend connections and the only timer entries are the tick and the prober.
+/// are pooled backend connections and the only timer entries are each worker's tick and the prober.
 fn assert_no_leaks(lb: &Lb, engine: &str) {
     lb.wait_released();
-    if engine == "event_loop" {
-        wait_until("sockets and timers to drain", || {
-            let s = lb.snapshot();
-            s.open_connections == 0 && s.registered_sockets == s.pooled_connections && s.timers <= 2
-        });
-    }
+    let workers = match engine {
+        "threaded" => return,
+        "workers2" => 2,
+        _ => 1,
+    };
+    wait_until("sockets and timers to drain", || {
+        let s = lb.snapshot();
+        s.open_connections == 0
+            && s.registered_sockets == s.pooled_connections
+            && s.timers <= 1 + workers
+    });
 }
 
 /// Every request counted on a backend ended as a success or an error (or was taken back out).
@@ -982,6 +993,10 @@ struct LbProcess {
 
 impl LbProcess {
     fn start(engine: &str, config: &str) -> (LbProcess, SocketAddr) {
+        let (engine, config) = match engine {
+            "workers2" => ("event_loop", format!("workers = 2\n{config}")),
+            other => (other, config.to_string()),
+        };
         let dir = std::env::temp_dir().join(format!("lb-hostile-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join(format!("{engine}.toml"));

@@ -112,6 +112,16 @@ pub struct Reconfigured {
     pub moved: Vec<usize>,
 }
 
+/// The backends as a reload left them, for [`Balancer::adopt`].
+#[derive(Debug, Clone)]
+pub struct Table {
+    backends: Vec<Arc<Backend>>,
+    order: Vec<usize>,
+    algorithm: Algorithm,
+    rise: u32,
+    fall: u32,
+}
+
 pub struct Balancer {
     /// Backend slots. A slot never changes meaning while the process runs: reloads append slots and
     /// mark dropped ones removed.
@@ -273,6 +283,40 @@ impl Balancer {
         self.rise = rise;
         self.fall = fall;
         changes
+    }
+
+    /// A balancer for another worker of the same process: the same backends (the same live state, so
+    /// in-flight counts, health and statistics are global), with a picker of its own. Each worker's
+    /// round robin starts one backend further along, so that the workers' first picks spread.
+    pub fn share(&self, worker: usize) -> Balancer {
+        Balancer {
+            backends: self.backends.clone(),
+            order: self.order.clone(),
+            picker: self.picker.for_worker(worker),
+            rise: self.rise,
+            fall: self.fall,
+        }
+    }
+
+    /// The table after a reload, to hand to the other workers.
+    pub fn table(&self) -> Table {
+        Table {
+            backends: self.backends.clone(),
+            order: self.order.clone(),
+            algorithm: self.picker.algorithm,
+            rise: self.rise,
+            fall: self.fall,
+        }
+    }
+
+    /// Takes the table another worker's reload built: the reload is worked out once, and every worker
+    /// then names the same backends by the same slots.
+    pub fn adopt(&mut self, table: Table) {
+        self.backends = table.backends;
+        self.order = table.order;
+        self.picker.algorithm = table.algorithm;
+        self.rise = table.rise;
+        self.fall = table.fall;
     }
 
     /// The configured backends' figures, in configuration order.

@@ -28,6 +28,19 @@ impl Picker {
         }
     }
 
+    /// A picker for worker `worker`: the same algorithm, its own generator, and a round-robin cursor
+    /// `worker` places along. Smooth weighted round robin keeps per-worker weights: every worker's
+    /// sequence follows the capacities, so their sum does too.
+    pub fn for_worker(&self, worker: usize) -> Picker {
+        let seed = self.rng.clone().next_u64() ^ mix64(worker as u64 + 1);
+        Picker {
+            algorithm: self.algorithm,
+            cursor: worker,
+            weights: Vec::new(),
+            rng: Rng::with_seed(seed),
+        }
+    }
+
     /// A pseudo-random number from the picker's generator.
     pub fn random(&mut self) -> u64 {
         self.rng.next_u64()

@@ -16,7 +16,7 @@ pub use tls::{BackendTls, TlsListener};
 pub use values::{BackendUrl, parse_backend_url, parse_duration};
 use values::{
     at_least_one, backend_url, optional_positive_duration, optional_url_path, positive_duration,
-    positive_usize, socket_addr, url_path,
+    positive_usize, socket_addr, url_path, workers,
 };
 
 /// How a backend is chosen for each request.
@@ -106,6 +106,10 @@ pub struct Config {
     pub listen: SocketAddr,
     pub algorithm: Algorithm,
     pub engine: Engine,
+    /// Event loops serving clients (`"auto"` resolved to the CPU count); the threaded engine has none.
+    pub workers: usize,
+    /// With several workers: a SO_REUSEPORT listener per worker instead of one shared listener.
+    pub reuse_port: bool,
     pub max_connections: usize,
     pub retries: u32,
     pub log_level: LogLevel,
@@ -211,6 +215,10 @@ struct RawConfig {
     algorithm: Algorithm,
     #[serde(default = "default_engine")]
     engine: Engine,
+    #[serde(default = "default_workers", deserialize_with = "workers")]
+    workers: usize,
+    #[serde(default)]
+    reuse_port: bool,
     #[serde(
         default = "default_max_connections",
         deserialize_with = "positive_usize"
@@ -261,6 +269,9 @@ fn default_algorithm() -> Algorithm {
 }
 fn default_engine() -> Engine {
     Engine::EventLoop
+}
+fn default_workers() -> usize {
+    1
 }
 fn default_max_connections() -> usize {
     10_000
@@ -379,6 +390,8 @@ impl Config {
             listen: raw.listen,
             algorithm: raw.algorithm,
             engine: raw.engine,
+            workers: raw.workers,
+            reuse_port: raw.reuse_port,
             max_connections: raw.max_connections,
             retries: raw.retries,
             log_level: raw.log_level,
@@ -573,6 +586,7 @@ mod tests {
         assert_eq!(config.algorithm, Algorithm::RoundRobin);
         assert_eq!(config.engine, Engine::EventLoop);
         assert_eq!(config.max_connections, 10_000);
+        assert_eq!(config.workers, 1);
         assert_eq!(config.retries, 2);
         assert!(config.access_log);
         assert_eq!(config.timeouts, Timeouts::default());
@@ -584,6 +598,13 @@ mod tests {
         assert_eq!(backend.health_check_path, "/health");
         assert_eq!(backend.health_check_interval, Duration::from_secs(2));
         assert_eq!(backend.addr, "127.0.0.1:8001".parse().unwrap());
+    }
+
+    #[test]
+    fn auto_workers_is_one_per_cpu() {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let config = Config::parse(&format!("workers = \"auto\"\n{MINIMAL}")).unwrap();
+        assert_eq!(config.workers, cpus.min(crate::workers::MAX_WORKERS));
     }
 
     #[test]
@@ -601,6 +622,7 @@ mod tests {
 listen = "0.0.0.0:80"
 algorithm = "least_connections"
 engine = "threaded"
+workers = 3
 max_connections = 500
 retries = 0
 log_level = "debug"
@@ -632,6 +654,7 @@ url = "http://localhost:8002/"
         assert_eq!(config.algorithm, Algorithm::LeastConnections);
         assert_eq!(config.engine, Engine::Threaded);
         assert_eq!(config.max_connections, 500);
+        assert_eq!(config.workers, 3);
         assert_eq!(config.retries, 0);
         assert_eq!(config.log_level, LogLevel::Debug);
         assert!(!config.access_log);
@@ -707,6 +730,10 @@ url = "http://localhost:8002/"
             (format!("algorithm = \"fastest\"\n{b}"), vec!["algorithm", "fastest", "round_robin"]),
             (format!("engine = \"async\"\n{b}"), vec!["engine", "async"]),
             (format!("max_connections = 0\n{b}"), vec!["max_connections", "at least 1"]),
+            (format!("workers = 0\n{b}"), vec!["workers", "out of range", "auto"]),
+            (format!("workers = 1000\n{b}"), vec!["workers", "1 to 256"]),
+            (format!("workers = \"all\"\n{b}"), vec!["workers", "all", "auto"]),
+            (format!("workers = 1.5\n{b}"), vec!["workers"]),
             (format!("retries = -1\n{b}"), vec!["retries"]),
             (format!("log_level = \"loud\"\n{b}"), vec!["log_level", "loud"]),
             (format!("access_log = \"yes\"\n{b}"), vec!["access_log"]),

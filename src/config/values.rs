@@ -99,6 +99,30 @@ pub(super) fn positive_usize<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D
     usize::try_from(value).map_err(|_| de::Error::custom(format!("{value} is too large")))
 }
 
+/// `workers`: a count from 1 to [`crate::workers::MAX_WORKERS`], or `"auto"` for one per CPU this
+/// process may run on.
+pub(super) fn workers<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Setting {
+        Count(i64),
+        Name(String),
+    }
+    let max = crate::workers::MAX_WORKERS;
+    match Setting::deserialize(d)? {
+        Setting::Count(n) if (1..=max as i64).contains(&n) => Ok(n as usize),
+        Setting::Count(n) => Err(de::Error::custom(format!(
+            "{n} is out of range: expected 1 to {max}, or \"auto\""
+        ))),
+        Setting::Name(name) if name == "auto" => Ok(std::thread::available_parallelism()
+            .map(|n| n.get().min(max))
+            .unwrap_or(1)),
+        Setting::Name(name) => Err(de::Error::custom(format!(
+            "invalid workers {name:?}: expected a number from 1 to {max}, or \"auto\""
+        ))),
+    }
+}
+
 pub(super) fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
     let text = String::deserialize(d)?;
     text.parse().map_err(|_| {

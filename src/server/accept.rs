@@ -24,20 +24,25 @@ impl Server {
                 return;
             }
             let max = self.shared.upstream.config.max_connections;
-            if self.conns.len() >= max {
+            let (process, worker) = (&self.shared.upstream.process, self.shared.upstream.worker);
+            // A place is taken before accepting, so that workers together never pass the limit.
+            if !process.admit(worker, max) {
                 log::warn!(
                     "max_connections ({max}) reached: not accepting until a connection closes"
                 );
                 self.accept_paused = true;
                 return;
             }
-            match listener.accept() {
+            let accepted = match listener.accept() {
                 Ok((stream, addr)) => self.add_client(stream, addr, entry),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => match entry {
-                    Entry::Plain => self.listener_ready = false,
-                    Entry::Tls => self.tls_listener_ready = false,
-                },
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    match entry {
+                        Entry::Plain => self.listener_ready = false,
+                        Entry::Tls => self.tls_listener_ready = false,
+                    }
+                    false
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => false,
                 Err(e) => {
                     // EMFILE, ENFILE, ENOBUFS...: the pending connection stays queued; retrying at once
                     // would spin, so back off and let closing connections free resources.
@@ -48,13 +53,17 @@ impl Server {
                         &mut self.shared.timers,
                         ACCEPT_TIMER,
                     );
-                    return;
+                    false
                 }
+            };
+            if !accepted {
+                self.shared.upstream.process.release(worker);
             }
         }
     }
 
-    fn add_client(&mut self, stream: TcpStream, addr: SocketAddr, entry: Entry) {
+    /// Takes an accepted client in; false when it could not be (and is closed).
+    fn add_client(&mut self, stream: TcpStream, addr: SocketAddr, entry: Entry) -> bool {
         let now = self.now;
         if let Err(e) = stream.set_nodelay(true) {
             log::debug!("set_nodelay on client {addr}: {e}");
@@ -66,10 +75,10 @@ impl Server {
                 Ok(session) => Some(session),
                 Err(e) => {
                     log::error!("cannot start a TLS session for {addr}: {e}");
-                    return;
+                    return false;
                 }
             },
-            (Entry::Tls, None) => return,
+            (Entry::Tls, None) => return false,
         };
         let entry = self.conns.vacant_entry();
         let key = entry.key();
@@ -77,21 +86,22 @@ impl Server {
             self.shared
                 .register(stream, Owner::Client(key), Interest::READABLE)
         else {
-            return;
+            return false;
         };
         let transport = match session {
             Some(session) => Transport::tls(TlsStream::new(session, stream, false)),
             None => Transport::plain(stream),
         };
-        let id = self.next_id;
-        self.next_id += 1;
+        let id = Server::next_id(&mut self.next_id, self.shared.upstream.process.workers());
         log::debug!("conn {id}: accepted {addr}");
         let conn = entry.insert(Conn::new(key, id, transport, token, addr, now));
         conn.refresh_deadline(&mut self.shared);
+        true
     }
 
     pub(super) fn resume_accepting(&mut self) {
-        if self.accept_paused && self.conns.len() < self.shared.upstream.config.max_connections {
+        let max = self.shared.upstream.config.max_connections;
+        if self.accept_paused && self.shared.upstream.process.clients() < max {
             self.accept_paused = false;
             self.accept_clients();
         }

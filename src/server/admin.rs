@@ -47,15 +47,25 @@ impl AdminTarget for View<'_> {
 impl Shared {
     pub(super) fn overview(&self, open_connections: usize) -> Overview {
         let u = &self.upstream;
+        let total = u.process.total();
         Overview::collect(
             &u.balancer,
             &u.config,
             open_connections,
             u.meter.per_second,
             crate::admin::Counts {
-                total_requests: u.meter.total,
-                internal_errors: self.internal_errors,
-                tls_handshake_failures: self.tls_handshake_failures,
+                total_requests: total.requests,
+                internal_errors: total.internal_errors,
+                tls_handshake_failures: total.tls_handshake_failures,
+                workers: u
+                    .process
+                    .each()
+                    .iter()
+                    .map(|w| crate::admin::WorkerLoad {
+                        requests: w.requests,
+                        open_connections: w.open,
+                    })
+                    .collect(),
             },
             u.meter.started,
         )
@@ -93,8 +103,8 @@ impl Server {
                         self.shared.release_token(token);
                         continue;
                     }
-                    let id = self.next_id;
-                    self.next_id += 1;
+                    let id =
+                        Server::next_id(&mut self.next_id, self.shared.upstream.process.workers());
                     let conn = entry.insert(AdminConn {
                         id,
                         stream,
@@ -150,7 +160,7 @@ impl Server {
     }
 
     fn drive_admin(&mut self, key: usize) {
-        let open_connections = self.conns.len();
+        let open_connections = self.shared.upstream.process.clients();
         let token = self
             .shared
             .upstream
@@ -167,7 +177,7 @@ impl Server {
         }) {
             Ok(keep) => keep,
             Err(cause) => {
-                self.shared.internal_errors += 1;
+                self.shared.count_internal_error();
                 log::error!(
                     "internal error on admin connection {}: {cause}; closing it",
                     conn.id

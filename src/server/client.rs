@@ -525,7 +525,9 @@ impl Conn {
         let client = &mut self.client.transport;
         if let Some(reason) = client.unfinished_handshake() {
             // Scanners and clients that give up make these: counted, logged only at debug.
-            sh.tls_handshake_failures += 1;
+            sh.upstream
+                .process
+                .count_tls_handshake_failure(sh.upstream.worker);
             log::debug!("conn {id}: TLS handshake with {addr} failed: {reason}");
         } else if how == Close::Graceful && client.is_tls_established() {
             // close_notify, if the socket takes it now: the client knows the stream ended whole.

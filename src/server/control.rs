@@ -36,9 +36,10 @@ impl Server {
                 _ if self.drain_deadline.is_some() => {
                     log::warn!(
                         "second stop signal: exiting now with {} open connections",
-                        self.conns.len()
+                        self.shared.upstream.process.clients()
                     );
                     self.drain_deadline = Some(Instant::now());
+                    self.join_peers(true);
                 }
                 _ => self.begin_drain(),
             }
@@ -53,23 +54,32 @@ impl Server {
                 Command::Shutdown => stop = true,
                 Command::Drain => self.begin_drain(),
                 Command::Reload(config) => self.reload(*config),
+                Command::Adopt(adoption) => self.adopt(*adoption),
                 Command::Snapshot(reply) => {
                     let _ = reply.send(self.snapshot());
+                }
+                Command::Sync(reply) => {
+                    let _ = reply.send(());
                 }
             }
         }
         stop
     }
 
+    /// The process's figures: every worker's, summed.
     pub fn snapshot(&self) -> Snapshot {
+        self.publish();
+        let process = &self.shared.upstream.process;
+        let total = process.total();
         Snapshot {
             backends: self.shared.upstream.balancer.snapshot(),
-            open_connections: self.conns.len(),
-            pooled_connections: self.shared.idle.iter().map(Vec::len).sum(),
-            registered_sockets: self.shared.sockets.len(),
-            timers: self.shared.timers.len(),
-            internal_errors: self.shared.internal_errors,
-            tls_handshake_failures: self.shared.tls_handshake_failures,
+            open_connections: process.clients(),
+            pooled_connections: total.pooled,
+            registered_sockets: total.sockets,
+            timers: total.timers,
+            internal_errors: total.internal_errors,
+            tls_handshake_failures: total.tls_handshake_failures,
+            workers: process.each(),
         }
     }
 
@@ -83,6 +93,7 @@ impl Server {
         let deadline = now + self.shared.upstream.config.timeouts.drain;
         self.drain_deadline = Some(deadline);
         self.shared.upstream.draining = true;
+        self.drain_peers();
         // The listening socket is closed before the log says so.
         for mut listener in [self.listener.take(), self.tls_listener.take()]
             .into_iter()
@@ -126,15 +137,28 @@ impl Server {
         false
     }
 
-    /// Applies a new configuration without dropping a connection. Backends are matched by URL; kept
-    /// ones keep their statistics, health and pooled connections.
+    /// Applies a new configuration without dropping a connection, and hands it to the other workers.
+    /// Backends are matched by URL; kept ones keep their statistics, health and pooled connections.
     fn reload(&mut self, config: Config) {
         crate::reload::check(&self.shared.upstream.config, &config, self.local_addr);
+        let changes = crate::reload::apply(&mut self.shared.upstream.balancer, &config);
+        self.hand_reload(&config, &changes);
+        self.install(config, changes);
+    }
+
+    /// Takes a reload the first worker worked out.
+    fn adopt(&mut self, adoption: crate::control::Adoption) {
+        self.shared.upstream.balancer.adopt(adoption.table);
+        self.install(adoption.config, adoption.changes);
+    }
+
+    /// Puts a reloaded configuration to work in this worker: certificates for new connections, stale
+    /// pooled connections closed, probers (the first worker's) restarted where their backend changed.
+    fn install(&mut self, config: Config, changes: crate::balance::Reconfigured) {
         if let Some(tls) = &config.tls {
             // New connections get the new certificates; open ones keep the session they have.
             self.tls_server = Some(tls.server.clone());
         }
-        let changes = crate::reload::apply(&mut self.shared.upstream.balancer, &config);
         let now = Instant::now();
         let slots = self.shared.upstream.balancer.slots();
         while self.shared.idle.len() < slots {
@@ -146,10 +170,13 @@ impl Server {
                     .close_stream(idle.transport.socket_mut(), idle.token);
             }
         }
+        self.shared.upstream.config = config;
+        if self.index != 0 {
+            return;
+        }
         for &slot in &changes.removed {
             self.shared.stop_prober(slot);
         }
-        self.shared.upstream.config = config;
         for &slot in changes.added.iter().chain(&changes.changed) {
             self.shared.restart_prober(slot, now);
         }

@@ -24,11 +24,13 @@ mod client;
 mod control;
 mod pool;
 mod probe;
+mod workers;
 
 use admin::AdminConn;
 use client::Conn;
 use pool::{IdleConn, Owner, Readiness, mark_ready};
 use probe::Prober;
+use workers::Peer;
 
 use crate::balance::{Backend, Balancer, Tried};
 use crate::config::Config;
@@ -38,6 +40,7 @@ use crate::fault;
 use crate::timer::{Deadline, Expiry, TimerKey, TimerOwner, Timers};
 use crate::tls::TlsStream;
 use crate::transport::Transport;
+use crate::workers::Process;
 use mio::event::Event;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
@@ -106,6 +109,9 @@ struct Upstream {
     meter: RequestMeter,
     /// The HTTPS listener's port as bound.
     https_port: Option<u16>,
+    /// Figures shared with the other workers, and this worker's index in them.
+    process: Arc<Process>,
+    worker: usize,
 }
 
 impl Context for Upstream {
@@ -122,7 +128,7 @@ impl Context for Upstream {
     }
 
     fn count_request(&mut self) {
-        self.meter.total += 1;
+        self.process.count_request(self.worker);
     }
 
     fn https_redirect_port(&self) -> Option<u16> {
@@ -142,12 +148,19 @@ struct Shared {
     /// Idle keep-alive backend connections, by backend slot.
     idle: Vec<Vec<IdleConn>>,
     timers: Timers,
+    /// Health probers, by slot: the first worker's only (one probe per backend and interval for the
+    /// whole process); the other workers read the health it records in the backends' shared state.
     probers: Vec<Prober>,
-    /// Panics caught at a connection's boundary (`lb_internal_errors_total`): bugs, each of which cost
-    /// one connection instead of the process.
-    internal_errors: u64,
-    /// TLS connections closed before their handshake finished (`lb_tls_handshake_failures_total`).
-    tls_handshake_failures: u64,
+}
+
+impl Shared {
+    /// A panic caught at a connection's boundary (`lb_internal_errors_total`): a bug, which cost one
+    /// connection instead of the process.
+    fn count_internal_error(&self) {
+        self.upstream
+            .process
+            .count_internal_error(self.upstream.worker);
+    }
 }
 
 /// Which listener a client came through.
@@ -157,10 +170,9 @@ enum Entry {
     Tls,
 }
 
-/// Counts completed requests and derives requests per second once a second.
+/// Derives requests per second, over every worker, once a second.
 struct RequestMeter {
     started: Instant,
-    total: u64,
     at_last_tick: u64,
     per_second: f64,
     last_tick: Instant,
@@ -170,19 +182,18 @@ impl RequestMeter {
     fn new(now: Instant) -> RequestMeter {
         RequestMeter {
             started: now,
-            total: 0,
             at_last_tick: 0,
             per_second: 0.0,
             last_tick: now,
         }
     }
 
-    fn tick(&mut self, now: Instant) {
+    fn tick(&mut self, total: u64, now: Instant) {
         let elapsed = now.duration_since(self.last_tick).as_secs_f64();
         if elapsed > 0.0 {
-            self.per_second = (self.total - self.at_last_tick) as f64 / elapsed;
+            self.per_second = total.saturating_sub(self.at_last_tick) as f64 / elapsed;
         }
-        self.at_last_tick = self.total;
+        self.at_last_tick = total;
         self.last_tick = now;
     }
 }
@@ -222,94 +233,14 @@ pub struct Server {
     batch_ready: Vec<(usize, u64)>,
     commands: Receiver<Command>,
     control: Control,
+    /// This worker's index; the first (0) also serves the admin API, handles signals, probes the
+    /// backends and works reloads out for the others.
+    index: usize,
+    /// The first worker's handles on the others: their controls, and their threads once running.
+    peers: Vec<Peer>,
 }
 
 impl Server {
-    /// Binds the listeners and prepares the loop; nothing is served until [`Server::run`].
-    pub fn bind(config: Config) -> io::Result<Server> {
-        let poll = Poll::new()?;
-        let mut listener = crate::listen::bind_nonblocking(config.listen, "listen")?;
-        let local_addr = listener.local_addr()?;
-        poll.registry()
-            .register(&mut listener, LISTENER, Interest::READABLE)?;
-        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let admin_listener = match &config.admin {
-            Some(admin) => {
-                let mut admin_listener =
-                    crate::listen::bind_nonblocking(admin.listen, "[admin] listen")?;
-                poll.registry().register(
-                    &mut admin_listener,
-                    ADMIN_LISTENER,
-                    Interest::READABLE,
-                )?;
-                crate::admin::warn_if_exposed(admin_listener.local_addr()?, admin.token.as_deref());
-                Some(admin_listener)
-            }
-            None => None,
-        };
-        let tls_listener = match &config.tls {
-            Some(tls) => {
-                let mut tls_listener = crate::listen::bind_nonblocking(tls.listen, "tls.listen")?;
-                poll.registry()
-                    .register(&mut tls_listener, TLS_LISTENER, Interest::READABLE)?;
-                Some(tls_listener)
-            }
-            None => None,
-        };
-        let tls_server = config.tls.as_ref().map(|t| t.server.clone());
-        let https_port = match &tls_listener {
-            Some(l) => Some(l.local_addr()?.port()),
-            None => None,
-        };
-        let registry = poll.registry().try_clone()?;
-        let balancer = Balancer::from_config(&config);
-        let idle = config.backends.iter().map(|_| Vec::new()).collect();
-        let probers = config.backends.iter().map(|b| Prober::new(b, 0)).collect();
-        let (commands_in, commands) = mpsc::channel();
-        // A bound on the reservation, whatever max_connections says.
-        let max_connections = config.max_connections.min(1 << 16);
-        Ok(Server {
-            poll,
-            listener: Some(listener),
-            tls_listener,
-            tls_server,
-            admin_listener,
-            admins: Slab::new(),
-            signals: None,
-            drain_deadline: None,
-            local_addr,
-            // Reserved (not touched) up front, so that growing never copies the table or doubles it.
-            conns: Slab::with_capacity(max_connections),
-            shared: Shared {
-                upstream: Upstream {
-                    config,
-                    balancer,
-                    draining: false,
-                    meter: RequestMeter::new(Instant::now()),
-                    https_port,
-                },
-                registry,
-                sockets: Slab::with_capacity(max_connections * 2),
-                idle,
-                timers: Timers::new(),
-                probers,
-                internal_errors: 0,
-                tls_handshake_failures: 0,
-            },
-            next_id: 1,
-            listener_ready: false,
-            tls_listener_ready: false,
-            accept_paused: false,
-            yielded: Vec::new(),
-            now: Instant::now(),
-            woken: false,
-            batch: 0,
-            batch_ready: Vec::new(),
-            commands,
-            control: Control::new(commands_in, Some(waker)),
-        })
-    }
-
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }
@@ -330,8 +261,18 @@ impl Server {
             .and_then(|l| l.local_addr().ok())
     }
 
-    /// Runs the loop until [`Control::shutdown`] is called, or a drain completes.
+    /// Runs the loop, and the other workers' on threads of their own, until [`Control::shutdown`] is
+    /// called or a drain completes.
     pub fn run(&mut self) -> io::Result<()> {
+        self.start_peers()?;
+        let result = self.serve();
+        // A loop that failed or was told to stop takes the others with it; a drain lets them finish.
+        let stop = result.is_err() || !self.shared.upstream.draining;
+        self.join_peers(stop);
+        result
+    }
+
+    fn serve(&mut self) -> io::Result<()> {
         crate::buffer::keep_free_blocks(FREE_BLOCKS);
         let mut events = Events::with_capacity(1024);
         let mut resume = Vec::new();
@@ -375,6 +316,7 @@ impl Server {
                 }
             }
             self.run_timers();
+            self.publish();
             if std::mem::take(&mut self.woken) && self.handle_commands() {
                 log::info!(
                     "event loop stopping with {} open client connections",
@@ -488,10 +430,12 @@ impl Server {
         let Some(mut conn) = self.conns.try_remove(key) else {
             return;
         };
+        let upstream = &self.shared.upstream;
+        upstream.process.release(upstream.worker);
         let id = conn.id();
         let shared = &mut self.shared;
         if let Err(cause) = fault::contain(|| conn.teardown(shared, how)) {
-            self.shared.internal_errors += 1;
+            self.shared.count_internal_error();
             log::error!(
                 "internal error closing conn {id}: {cause}; its sockets are closed but may stay counted"
             );
@@ -509,7 +453,7 @@ impl Server {
     /// connections and the shared figures were not in the middle of anything: the loop serves one
     /// connection at a time, and the backends' figures are single atomic updates.
     fn contain_panic(&mut self, key: usize, cause: &str) {
-        self.shared.internal_errors += 1;
+        self.shared.count_internal_error();
         if let Some(conn) = self.conns.get(key) {
             log::error!(
                 "internal error on conn {} from {} ({}): {cause}; closing that connection alone",
@@ -536,7 +480,10 @@ impl Server {
                 }
                 TimerOwner::Admin(slot) => self.on_admin_timer(slot, key.generation, at, now),
                 TimerOwner::Tick => {
-                    self.shared.upstream.meter.tick(now);
+                    let total = self.shared.upstream.process.total().requests;
+                    self.shared.upstream.meter.tick(total, now);
+                    // A backstop for max_connections: a place freed by another worker.
+                    self.resume_accepting();
                     Deadline::default().set(
                         now + Duration::from_secs(1),
                         &mut self.shared.timers,

@@ -186,7 +186,7 @@ impl Shared {
     /// A panic while probing backend `index` was caught: drop the probe in flight (it counts as a
     /// failed probe) and schedule the next one, so the backend keeps being watched.
     pub(super) fn contain_probe_panic(&mut self, index: usize, cause: &str, now: Instant) {
-        self.internal_errors += 1;
+        self.count_internal_error();
         log::error!("internal error in the health probe of backend slot {index}: {cause}");
         if self.probers.get(index).is_some_and(|p| !p.stopped) {
             self.finish_probe(index, ProbeResult::ConnectionError, now);

@@ -15,15 +15,21 @@ impl AdminTarget for AdminView<'_> {
     fn overview(&self) -> Overview {
         let config = self.0.config();
         let balancer = lock(&self.0.balancer);
+        let open = self.0.open.load(Ordering::SeqCst);
+        let total_requests = self.0.total_requests.load(Ordering::SeqCst);
         Overview::collect(
             &balancer,
             &config,
-            self.0.open.load(Ordering::SeqCst),
+            open,
             f64::from_bits(self.0.per_second.load(Ordering::SeqCst)),
             crate::admin::Counts {
-                total_requests: self.0.total_requests.load(Ordering::SeqCst),
+                total_requests,
                 internal_errors: self.0.internal_errors.load(Ordering::SeqCst),
                 tls_handshake_failures: self.0.tls_handshake_failures.load(Ordering::SeqCst),
+                workers: vec![crate::admin::WorkerLoad {
+                    requests: total_requests,
+                    open_connections: open,
+                }],
             },
             self.0.started,
         )

@@ -89,6 +89,11 @@ impl State {
             timers: 0,
             internal_errors: self.internal_errors.load(Ordering::SeqCst),
             tls_handshake_failures: self.tls_handshake_failures.load(Ordering::SeqCst),
+            workers: vec![crate::workers::Figures {
+                requests: self.total_requests.load(Ordering::SeqCst),
+                open: self.open.load(Ordering::SeqCst),
+                ..Default::default()
+            }],
         }
     }
 
@@ -310,8 +315,13 @@ impl Threaded {
                 }
                 Ok(Command::Drain) => {}
                 Ok(Command::Reload(config)) => state.reload(*config, self.local_addr),
+                // Only event-loop workers are handed reloads.
+                Ok(Command::Adopt(_)) => {}
                 Ok(Command::Snapshot(reply)) => {
                     let _ = reply.send(state.snapshot());
+                }
+                Ok(Command::Sync(reply)) => {
+                    let _ = reply.send(());
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(()),

@@ -43,6 +43,36 @@ impl Session {
             Session::Client(c) => c,
         }
     }
+
+    /// Processes the records in `incoming` once; see [`step`].
+    pub(super) fn process(
+        &mut self,
+        incoming: &mut [u8],
+        outgoing: &mut Records,
+        kept: &mut Vec<u8>,
+        buf: &mut [u8],
+        copied: &mut usize,
+        op: Option<WriteOp<'_>>,
+    ) -> (usize, Result<Step, rustls::Error>) {
+        match self {
+            Session::Server(s) => step(
+                s.process_tls_records(incoming),
+                outgoing,
+                kept,
+                buf,
+                copied,
+                op,
+            ),
+            Session::Client(c) => step(
+                c.process_tls_records(incoming),
+                outgoing,
+                kept,
+                buf,
+                copied,
+                op,
+            ),
+        }
+    }
 }
 
 pub(super) fn session_error(e: &rustls::Error) -> io::Error {
@@ -80,7 +110,7 @@ pub(super) enum WriteOp<'a> {
 /// Handles what one `process_tls_records` call returned (with `op` to perform when application data
 /// may go out); the bytes of the incoming buffer to discard come back with the outcome, for the caller
 /// to apply once rustls's borrow has ended.
-pub(super) fn step<Data>(
+fn step<Data>(
     status: UnbufferedStatus<'_, '_, Data>,
     outgoing: &mut Records,
     kept: &mut Vec<u8>,

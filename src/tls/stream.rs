@@ -15,7 +15,7 @@
 //! instead: reads return with the first plaintext, and flushes wait (up to the socket's timeout).
 
 use super::records::{RECORD_BLOCK, Records};
-use super::session::{Processed, RECORD_OVERHEAD, Session, Step, WriteOp, session_error, step};
+use super::session::{Processed, RECORD_OVERHEAD, Session, Step, WriteOp, session_error};
 use crate::transport::Socket;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::Shutdown;
@@ -201,30 +201,14 @@ impl<S: Socket> TlsStream<S> {
     /// `outgoing`), plaintext copied into `buf` after `*copied` bytes (what does not fit is kept).
     fn process(&mut self, buf: &mut [u8], copied: &mut usize) -> io::Result<Processed> {
         loop {
-            let outcome = match &mut self.session {
-                Session::Server(s) => {
-                    let status = s.process_tls_records(self.incoming.data_mut());
-                    step(
-                        status,
-                        &mut self.outgoing,
-                        &mut self.plaintext,
-                        buf,
-                        copied,
-                        None,
-                    )
-                }
-                Session::Client(c) => {
-                    let status = c.process_tls_records(self.incoming.data_mut());
-                    step(
-                        status,
-                        &mut self.outgoing,
-                        &mut self.plaintext,
-                        buf,
-                        copied,
-                        None,
-                    )
-                }
-            };
+            let outcome = self.session.process(
+                self.incoming.data_mut(),
+                &mut self.outgoing,
+                &mut self.plaintext,
+                buf,
+                copied,
+                None,
+            );
             let (discard, step) = outcome;
             self.incoming.consume(discard);
             match step {
@@ -249,30 +233,14 @@ impl<S: Socket> TlsStream<S> {
     /// when the handshake is not over yet.
     fn write_op(&mut self, op: WriteOp<'_>) -> io::Result<bool> {
         loop {
-            let (discard, step) = match &mut self.session {
-                Session::Server(s) => {
-                    let status = s.process_tls_records(self.incoming.data_mut());
-                    step(
-                        status,
-                        &mut self.outgoing,
-                        &mut self.plaintext,
-                        &mut [],
-                        &mut 0,
-                        Some(op),
-                    )
-                }
-                Session::Client(c) => {
-                    let status = c.process_tls_records(self.incoming.data_mut());
-                    step(
-                        status,
-                        &mut self.outgoing,
-                        &mut self.plaintext,
-                        &mut [],
-                        &mut 0,
-                        Some(op),
-                    )
-                }
-            };
+            let (discard, step) = self.session.process(
+                self.incoming.data_mut(),
+                &mut self.outgoing,
+                &mut self.plaintext,
+                &mut [],
+                &mut 0,
+                Some(op),
+            );
             self.incoming.consume(discard);
             match step {
                 Ok(Step::Again) => {}

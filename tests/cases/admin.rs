@@ -161,9 +161,16 @@ fn capacity_changes_the_weighting_and_disabling_drains() {
     );
     let mut counts = std::collections::HashMap::new();
     for _ in 0..40 {
-        *counts.entry(get(lb.addr, "/").text()).or_insert(0) += 1;
+        *counts.entry(get(lb.addr, "/").text()).or_insert(0_usize) += 1;
     }
-    assert_eq!((counts["a"], counts["b"]), (30, 10));
+    if workers() == 1 {
+        assert_eq!((counts["a"], counts["b"]), (30, 10));
+    } else {
+        // Each worker's smooth weights follow the capacities to within one pick of any prefix, so
+        // the process's split is within one pick per worker of 3:1.
+        assert_eq!(counts["a"] + counts["b"], 40);
+        assert!(counts["a"].abs_diff(30) <= workers(), "{counts:?}");
+    }
 
     // Disabling b while a request is in flight on it: that request finishes, new ones avoid b.
     let r = admin_request(admin, "PUT", "/backends/1/enabled", "false", None);

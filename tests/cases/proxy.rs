@@ -34,7 +34,13 @@ fn requests_alternate_between_backends() {
     let b = Backend::named("b");
     let lb = lb("", &[a.addr, b.addr]);
     let bodies: Vec<String> = (0..6).map(|_| get(lb.addr, "/").text()).collect();
-    assert_eq!(bodies, ["a", "b", "a", "b", "a", "b"]);
+    if workers() == 1 {
+        assert_eq!(bodies, ["a", "b", "a", "b", "a", "b"]);
+    } else {
+        // Each worker alternates on its own, the second starting one backend further along: however
+        // the connections fall to the two, the process's split stays even.
+        assert_eq!(bodies.iter().filter(|b| *b == "a").count(), 3, "{bodies:?}");
+    }
     // Balancing is per request, also on one keep-alive client connection.
     let mut client = lb.client();
     let mut seen = Vec::new();
@@ -42,7 +48,11 @@ fn requests_alternate_between_backends() {
         client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
         seen.push(client.response(false).text());
     }
-    assert_eq!(seen, ["a", "b", "a", "b"]);
+    if workers() == 1 {
+        assert_eq!(seen, ["a", "b", "a", "b"]);
+    } else {
+        assert!(seen.windows(2).all(|w| w[0] != w[1]), "{seen:?}");
+    }
 }
 
 #[test]

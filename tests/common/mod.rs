@@ -18,23 +18,33 @@ use std::time::{Duration, Instant};
 #[macro_export]
 macro_rules! for_each_engine {
     ($cases:literal) => {
-        $crate::engine_module!(event_loop, "event_loop", $cases);
-        $crate::engine_module!(threaded, "threaded", $cases);
+        $crate::engine_module!(event_loop, "event_loop", "", $cases);
+        $crate::engine_module!(workers2, "event_loop", "workers = 2\n", $cases);
+        $crate::engine_module!(threaded, "threaded", "", $cases);
     };
 }
 
+/// A module of `$cases` run on `$engine`, with `$settings` (top-level keys) added to every
+/// configuration.
 #[macro_export]
 macro_rules! engine_module {
-    ($module:ident, $engine:literal, $cases:literal) => {
+    ($module:ident, $engine:literal, $settings:literal, $cases:literal) => {
         mod $module {
             use super::*;
             #[allow(dead_code)]
             fn lb(settings: &str, backends: &[std::net::SocketAddr]) -> Lb {
-                Lb::start(&format!("engine = \"{}\"\n{settings}", $engine), backends)
+                Lb::start(
+                    &format!("engine = \"{}\"\n{}{settings}", $engine, $settings),
+                    backends,
+                )
             }
             #[allow(dead_code)]
             fn lb_text(text: &str) -> Lb {
-                Lb::start_text(&format!("engine = \"{}\"\n{text}", $engine))
+                Lb::start_text(&format!("engine = \"{}\"\n{}{text}", $engine, $settings))
+            }
+            #[allow(dead_code)]
+            fn workers() -> usize {
+                if $settings.is_empty() { 1 } else { 2 }
             }
             #[allow(dead_code)]
             fn engine_name() -> &'static str {

@@ -49,14 +49,21 @@ pub fn check(old: &Config, new: &Config, listening: SocketAddr) {
     }
 }
 
-/// Applies the new backend list to `balancer` and logs the result.
-pub fn apply(balancer: &mut Balancer, config: &Config) -> Reconfigured {
+/// Applies the new backend list to `balancer`, lets `hand_over` pass the new table on (to the other
+/// workers) before the dropped backends are retired, and logs the result.
+pub fn apply(
+    balancer: &mut Balancer,
+    config: &Config,
+    hand_over: impl FnOnce(&Balancer, &Reconfigured),
+) -> Reconfigured {
     let changes = balancer.reconfigure(
         &config.backends,
         config.algorithm,
         config.health_check.rise,
         config.health_check.fall,
     );
+    hand_over(balancer, &changes);
+    balancer.retire(&changes.removed);
     let urls: Vec<&str> = balancer.iter().map(|b| b.config.url.as_str()).collect();
     log::info!(
         "configuration reloaded: algorithm {}, {} backends ({} added, {} removed): {}",

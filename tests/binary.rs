@@ -296,6 +296,16 @@ fn one_gib_each_way_in_constant_memory() {
     );
 }
 
+/// The engines the signal tests run on: `workers2` is the event loop with two workers.
+const ENGINES: [&str; 3] = ["event_loop", "workers2", "threaded"];
+
+fn engine_line(engine: &str) -> String {
+    match engine {
+        "workers2" => "engine = \"event_loop\"\nworkers = 2".to_string(),
+        other => format!("engine = \"{other}\""),
+    }
+}
+
 fn backends_toml(backends: &[SocketAddr]) -> String {
     backends
         .iter()
@@ -305,7 +315,7 @@ fn backends_toml(backends: &[SocketAddr]) -> String {
 
 #[test]
 fn sigterm_lets_in_flight_requests_finish_and_exits_zero() {
-    for engine in ["event_loop", "threaded"] {
+    for engine in ENGINES {
         sigterm_drain(engine);
     }
 }
@@ -326,7 +336,8 @@ fn sigterm_drain(engine: &str) {
         }
     });
     let mut lb = LbProcess::start(&format!(
-        "listen = \"127.0.0.1:0\"\nengine = \"{engine}\"\naccess_log = false\n[health_check]\ninterval = \"1h\"\n{}",
+        "listen = \"127.0.0.1:0\"\n{}\naccess_log = false\n[health_check]\ninterval = \"1h\"\n{}",
+        engine_line(engine),
         backends_toml(&[backend.addr])
     ));
     let addr = lb.addr;
@@ -372,7 +383,7 @@ fn sigterm_drain(engine: &str) {
 
 #[test]
 fn sighup_reloads_backends_under_a_live_keep_alive_connection() {
-    for engine in ["event_loop", "threaded"] {
+    for engine in ENGINES {
         sighup_reload(engine);
     }
 }
@@ -382,8 +393,9 @@ fn sighup_reload(engine: &str) {
     let b = Backend::named("b");
     let c = Backend::named("c");
     let head = format!(
-        "listen = \"127.0.0.1:0\"\nengine = \"{engine}\"\naccess_log = false\n[health_check]\ninterval = \"1h\"\n\
-         [admin]\nlisten = \"127.0.0.1:0\"\n"
+        "listen = \"127.0.0.1:0\"\n{}\naccess_log = false\n[health_check]\ninterval = \"1h\"\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\n",
+        engine_line(engine)
     );
     let lb = LbProcess::start(&format!("{head}{}", backends_toml(&[a.addr, b.addr])));
     let admin = lb.admin.unwrap();
@@ -442,12 +454,13 @@ fn cpu_ticks(pid: u32) -> u64 {
 
 #[test]
 fn running_out_of_descriptors_pauses_accepting_without_spinning_and_recovers() {
-    for engine in ["event_loop", "threaded"] {
+    for engine in ENGINES {
         let backend = Backend::named("ok");
         let lb = LbProcess::start_limited(
             &format!(
-                "listen = \"127.0.0.1:0\"\nengine = \"{engine}\"\naccess_log = false\n\
+                "listen = \"127.0.0.1:0\"\n{}\naccess_log = false\n\
                  [health_check]\ninterval = \"1h\"\n{}",
+                engine_line(engine),
                 backends_toml(&[backend.addr])
             ),
             Some(40),

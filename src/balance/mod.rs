@@ -223,7 +223,9 @@ impl Balancer {
 
     /// Applies a reloaded configuration. Backends are matched by URL: kept ones keep their figures and
     /// health (their capacity follows the file only where the file changed it, so a capacity set at run
-    /// time survives an unrelated reload), new ones start healthy, dropped ones stop getting requests.
+    /// time survives an unrelated reload), new ones start healthy. Dropped ones stop getting requests
+    /// once [`Balancer::retire`] marks them: after every worker holds the new table, so that no worker
+    /// is left with a table whose every backend is gone.
     pub fn reconfigure(
         &mut self,
         configs: &[BackendConfig],
@@ -274,7 +276,6 @@ impl Balancer {
         }
         for &slot in &self.order {
             if !order.contains(&slot) {
-                self.backends[slot].mark_removed();
                 changes.removed.push(slot);
             }
         }
@@ -283,6 +284,15 @@ impl Balancer {
         self.rise = rise;
         self.fall = fall;
         changes
+    }
+
+    /// Marks the backends a reload dropped (`Reconfigured::removed`): no new requests, in any worker.
+    pub fn retire(&self, removed: &[usize]) {
+        for &slot in removed {
+            if let Some(backend) = self.backends.get(slot) {
+                backend.mark_removed();
+            }
+        }
     }
 
     /// A balancer for another worker of the same process: the same backends (the same live state, so

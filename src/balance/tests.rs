@@ -302,6 +302,7 @@ fn reconfigure_keeps_figures_of_kept_backends() {
                     [[backends]]\nurl = \"http://127.0.0.1:9000\"\ncapacity = 4\n";
     let config = Config::parse(text).unwrap();
     let changes = b.reconfigure(&config.backends, Algorithm::LeastConnections, 2, 3);
+    b.retire(&changes.removed);
     assert_eq!(changes.added, [3]);
     assert_eq!(changes.removed, [2]);
     assert_eq!(b.configured(), [1, 3, 0]);
@@ -322,6 +323,7 @@ fn reconfigure_keeps_figures_of_kept_backends() {
     // Configured again: a fresh start in its old slot.
     let config = Config::parse("[[backends]]\nurl = \"http://127.0.0.1:9002\"\n").unwrap();
     let changes = b.reconfigure(&config.backends, Algorithm::RoundRobin, 2, 3);
+    b.retire(&changes.removed);
     assert_eq!(changes.added, [2]);
     assert_eq!(changes.removed, [1, 3, 0]);
     assert_eq!(pick(&mut b, CLIENT, NONE), Some(2));

@@ -141,8 +141,12 @@ impl Server {
     /// Backends are matched by URL; kept ones keep their statistics, health and pooled connections.
     fn reload(&mut self, config: Config) {
         crate::reload::check(&self.shared.upstream.config, &config, self.local_addr);
-        let changes = crate::reload::apply(&mut self.shared.upstream.balancer, &config);
-        self.hand_reload(&config, &changes);
+        let peers = &self.peers;
+        let changes = crate::reload::apply(
+            &mut self.shared.upstream.balancer,
+            &config,
+            |table, changes| workers::hand_reload(peers, table, &config, changes),
+        );
         self.install(config, changes);
     }
 

@@ -242,18 +242,6 @@ impl Server {
         }
     }
 
-    /// Hands a reload this worker worked out to every other worker.
-    pub(super) fn hand_reload(&self, config: &Config, changes: &crate::balance::Reconfigured) {
-        let table = self.shared.upstream.balancer.table();
-        for peer in &self.peers {
-            peer.control.adopt(Adoption {
-                config: config.clone(),
-                table: table.clone(),
-                changes: changes.clone(),
-            });
-        }
-    }
-
     /// Publishes the figures that change with every connection, once per batch of events.
     pub(super) fn publish(&self) {
         let s = &self.shared;
@@ -263,5 +251,29 @@ impl Server {
             s.sockets.len(),
             s.timers.len(),
         );
+    }
+}
+
+/// Hands a reload the first worker worked out to every other worker, and waits (briefly) until each
+/// has taken it: only then are the dropped backends retired, so no worker is ever left with a table
+/// of retired backends only.
+pub(super) fn hand_reload(
+    peers: &[Peer],
+    balancer: &Balancer,
+    config: &Config,
+    changes: &crate::balance::Reconfigured,
+) {
+    let table = balancer.table();
+    for peer in peers {
+        peer.control.adopt(Adoption {
+            config: config.clone(),
+            table: table.clone(),
+            changes: changes.clone(),
+        });
+    }
+    for peer in peers {
+        if !peer.control.sync(Duration::from_secs(1)) {
+            log::warn!("a worker did not confirm the reload within 1s");
+        }
     }
 }

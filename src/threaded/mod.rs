@@ -134,7 +134,7 @@ impl State {
         let (changes, slots) = {
             let mut balancer = lock(&self.balancer);
             (
-                crate::reload::apply(&mut balancer, &config),
+                crate::reload::apply(&mut balancer, &config, |_, _| {}),
                 balancer.slots(),
             )
         };

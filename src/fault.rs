@@ -3,7 +3,8 @@
 //!
 //! Injection exists only with the `fault-injection` feature, which the test builds enable through the
 //! package's dev-dependency on itself; in every other build [`inject`] is an empty inline function. A
-//! request whose target starts with `/__lb_fault/panic-at-<stage>` then panics at that stage.
+//! request whose target starts with `/__lb_fault/panic-at-<stage>` then panics at that stage, and one
+//! with `/__lb_fault/stall-at-<stage>` stalls its thread there.
 
 use std::any::Any;
 use std::panic::{self, AssertUnwindSafe};
@@ -27,14 +28,26 @@ impl Stage {
     }
 }
 
-/// Panics if this build injects faults and `target` asks for one at `stage`.
+/// How long `/__lb_fault/stall-at-<stage>` stops the thread that serves it.
+#[cfg(feature = "fault-injection")]
+pub const STALL_FOR: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Panics if this build injects faults and `target` asks for one at `stage` (or, for
+/// `/__lb_fault/stall-at-<stage>`, stops the thread for [`STALL_FOR`]).
 #[cfg(feature = "fault-injection")]
 pub fn inject(target: &[u8], stage: Stage) {
     const PREFIX: &[u8] = b"/__lb_fault/panic-at-";
+    const STALL: &[u8] = b"/__lb_fault/stall-at-";
     if let Some(rest) = target.strip_prefix(PREFIX)
         && rest.starts_with(stage.name())
     {
         panic!("fault injected at stage {stage:?}");
+    }
+    // A worker stuck in a long computation or a page fault storm: its thread does nothing else.
+    if let Some(rest) = target.strip_prefix(STALL)
+        && rest.starts_with(stage.name())
+    {
+        std::thread::sleep(STALL_FOR);
     }
 }
 

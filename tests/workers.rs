@@ -243,3 +243,31 @@ fn a_drain_waits_for_requests_in_flight_on_every_worker() {
     // Every worker finished its drain, and the process's loop returned.
     wait_until("the engine to stop", || lb.control.snapshot().is_none());
 }
+
+#[test]
+fn a_stalled_worker_holds_up_no_new_connection() {
+    const CLIENTS: usize = 20;
+    let backend = Backend::named("ok");
+    // The shared listener: a new connection wakes a worker waiting for events, never a busy one.
+    let lb = workers_lb(2, "", &[backend.addr]);
+    let mut stalled = lb.client();
+    stalled.send(b"GET /__lb_fault/stall-at-response HTTP/1.1\r\nHost: h\r\n\r\n");
+    // The backend answers at once; the worker serving this client then stops for 3 s.
+    wait_until("the stalling request to reach the backend", || {
+        backend.request_count() == 1
+    });
+    let start = Instant::now();
+    for _ in 0..CLIENTS {
+        assert_eq!(get(lb.addr, "/").status, 200);
+    }
+    let took = start.elapsed();
+    assert!(
+        took < lb::fault::STALL_FOR / 2,
+        "{CLIENTS} new connections took {took:?} while one worker was stalled"
+    );
+    assert_eq!(backend.request_count(), 1 + CLIENTS);
+    // The stalled worker's own client is answered once it wakes.
+    let r = stalled.response(false);
+    assert_eq!((r.status, r.text().as_str()), (200, "ok"));
+    assert!(start.elapsed() >= lb::fault::STALL_FOR / 2);
+}

@@ -1,5 +1,6 @@
-//! `lb`: an HTTP/1.1 load balancer built as one edge-triggered `mio` event loop on one thread, with a
-//! thread-per-connection engine built from the same parts for comparison.
+//! `lb`: an HTTP/1.1 load balancer built as edge-triggered `mio` event loops — one per worker thread,
+//! `workers` of them in one process — with a thread-per-connection engine built from the same parts
+//! for comparison.
 //!
 //! The layers, from pure to socket-owning (dependencies point one way, down this list):
 //! - [`config`]: `lb.toml`, validated, with backend addresses resolved once at load time;
@@ -20,7 +21,9 @@
 //! - [`reload`], [`listen`], [`control`], [`fault`]: what both engines share around the exchange —
 //!   applying a new configuration, binding listeners, being steered from other threads, containing
 //!   panics;
-//! - [`server`]: the event-loop driver (one `mio::Poll` owning every socket);
+//! - [`workers`]: what the event-loop workers share besides the backends (the process's client count,
+//!   each worker's figures), in atomics;
+//! - [`server`]: the event-loop driver (one `mio::Poll` per worker, owning that worker's sockets);
 //! - [`threaded`]: the thread-per-connection driver.
 //!
 //! The flow of one request: accept → read head (httparse) → validate → pick backend → pooled idle

@@ -1,0 +1,207 @@
+#!/usr/bin/env bash
+# Workers: lb with workers = 1 and workers = 2 (the shared EPOLLEXCLUSIVE listener, and reuse_port),
+# HAProxy with nbthread 2 and nginx with worker_processes 2, under the same wrk -t2 load, in
+# alternation, in one run; medians and ratios against HAProxy nbthread 2. Every proxy keeps
+# connections to the same two fast backends (examples/fast_backend.rs). Loopback only; bounded in time.
+#
+#   benches/workers.sh                          # 3 rounds x 10 s per proxy at 64 and 1000 connections
+#   ROUNDS=5 SECONDS_PER_RUN=15 CONNS="64" benches/workers.sh
+#
+# Measured per proxy: requests/s, p50/p99 latency (wrk --latency), CPU time of the proxy's processes
+# per request (utime+stime from /proc), and for lb the share of requests each worker served (from
+# /metrics, lb_worker_requests_total): "split" is the busiest worker's share of the run's requests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROUNDS=${ROUNDS:-3}
+SECONDS_PER_RUN=${SECONDS_PER_RUN:-10}
+CONNS=${CONNS:-"64 1000"}
+
+need() { command -v "$1" >/dev/null 2>&1; }
+if ! need wrk || ! need haproxy || ! need nginx || ! need curl; then
+    echo "== installing wrk, haproxy, nginx, curl from Debian's packages"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk haproxy nginx curl >/dev/null
+fi
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+MAXCONN=$(( ($(ulimit -n) - 100) / 2 ))
+
+cargo build --release --quiet --bin lb --example fast_backend
+work=$(mktemp -d)
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+B1=19201 B2=19202
+target/release/examples/fast_backend $B1 $B2 >"$work/backends.log" 2>&1 &
+pids+=($!)
+
+declare -A PORT=([lb-w1]=19281 [lb-w2]=19282 [lb-w2-reuseport]=19283 [haproxy-t2]=19284 [nginx-w2]=19285)
+declare -A ADMIN=([lb-w1]=19291 [lb-w2]=19292 [lb-w2-reuseport]=19293)
+
+start_lb() {
+    local name=$1 settings=$2
+    cat >"$work/$name.toml" <<EOF
+listen = "127.0.0.1:${PORT[$name]}"
+access_log = false
+log_level = "warn"
+max_connections = $MAXCONN
+$settings
+[admin]
+listen = "127.0.0.1:${ADMIN[$name]}"
+[[backends]]
+url = "http://127.0.0.1:$B1"
+[[backends]]
+url = "http://127.0.0.1:$B2"
+EOF
+    target/release/lb "$work/$name.toml" >"$work/$name.log" 2>&1 &
+    pids+=($!)
+    echo $! >"$work/$name.pid"
+}
+start_lb lb-w1 "workers = 1"
+start_lb lb-w2 "workers = 2"
+start_lb lb-w2-reuseport "workers = 2
+reuse_port = true"
+
+cat >"$work/haproxy.cfg" <<EOF
+global
+    nbthread 2
+    maxconn $MAXCONN
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 60s
+    timeout server 30s
+    option http-keep-alive
+    http-reuse always
+frontend bench
+    bind 127.0.0.1:${PORT[haproxy-t2]}
+    default_backend servers
+backend servers
+    balance roundrobin
+    server s1 127.0.0.1:$B1
+    server s2 127.0.0.1:$B2
+EOF
+haproxy -f "$work/haproxy.cfg" -db >"$work/haproxy.log" 2>&1 &
+pids+=($!)
+echo $! >"$work/haproxy-t2.pid"
+
+cat >"$work/nginx.conf" <<EOF
+worker_processes 2;
+pid $work/nginx.pid;
+error_log $work/nginx-error.log warn;
+worker_rlimit_nofile $(ulimit -n);
+events { worker_connections $MAXCONN; }
+http {
+    access_log off;
+    upstream servers {
+        server 127.0.0.1:$B1;
+        server 127.0.0.1:$B2;
+        keepalive 1024;
+    }
+    server {
+        listen 127.0.0.1:${PORT[nginx-w2]};
+        keepalive_requests 1000000;
+        location / {
+            proxy_pass http://servers;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+EOF
+nginx -c "$work/nginx.conf" -e "$work/nginx-error.log" 2>/dev/null || nginx -c "$work/nginx.conf"
+sleep 1
+
+proxies="lb-w1 lb-w2 lb-w2-reuseport haproxy-t2 nginx-w2"
+for name in $proxies; do
+    curl -sf -o /dev/null "http://127.0.0.1:${PORT[$name]}/" || { echo "$name does not answer"; exit 1; }
+done
+
+proxy_pids() {
+    case $1 in
+        nginx-w2) pgrep -f "nginx: .*process" | tr '\n' ' ' ;;
+        *) cat "$work/$1.pid" ;;
+    esac
+}
+cpu_ticks() {
+    local t=0
+    for p in $(proxy_pids "$1"); do
+        t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+    done
+    echo $t
+}
+# Requests each lb worker has served so far, space-separated.
+worker_requests() {
+    curl -sf "http://127.0.0.1:${ADMIN[$1]}/metrics" | awk '/^lb_worker_requests_total/ {print $2}' | tr '\n' ' '
+}
+HZ=$(getconf CLK_TCK)
+to_us() {
+    awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) print n; else if (v ~ /ms$/) print n * 1000; else if (v ~ /s$/) print n * 1000000; else print n }'
+}
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+# One wrk -t2 run: prints "req/s p50 p99 cpu-us/req split errors".
+measure() {
+    local name=$1 conns=$2 before after out rps total p50 p99 errors w_before w_after split
+    before=$(cpu_ticks "$name")
+    w_before=""
+    [ -n "${ADMIN[$name]:-}" ] && w_before=$(worker_requests "$name")
+    out=$(wrk -t2 -c"$conns" -d"${SECONDS_PER_RUN}s" --latency "http://127.0.0.1:${PORT[$name]}/" 2>&1)
+    after=$(cpu_ticks "$name")
+    split="-"
+    if [ -n "$w_before" ]; then
+        w_after=$(worker_requests "$name")
+        split=$(awk -v a="$w_before" -v b="$w_after" 'BEGIN {
+            n = split(a, x, " "); split(b, y, " "); total = 0; most = 0
+            for (i = 1; i <= n; i++) { d = y[i] - x[i]; total += d; if (d > most) most = d }
+            if (total > 0) printf "%.2f", most / total; else print "-" }')
+    fi
+    rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+    total=$(echo "$out" | awk '/requests in/ {print $1}')
+    p50=$(to_us "$(echo "$out" | awk '$1 == "50%" {print $2}')")
+    p99=$(to_us "$(echo "$out" | awk '$1 == "99%" {print $2}')")
+    errors=$(echo "$out" | awk '/Non-2xx|Socket errors/ {print}' | tr '\n' ' ')
+    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$rps" "$p50" "$p99" \
+        "$(awk -v a="$before" -v b="$after" -v hz="$HZ" -v n="$total" 'BEGIN { printf "%.2f", (b - a) * 1000000 / hz / n }')" \
+        "$split" "$errors"
+}
+
+results="$work/results.tsv"
+: >"$results"
+for round in $(seq "$ROUNDS"); do
+    order=$proxies
+    [ $((round % 2)) -eq 0 ] && order=$(echo "$proxies" | tr ' ' '\n' | tac | tr '\n' ' ')
+    for conns in $CONNS; do
+        for name in $order; do
+            line=$(measure "$name" "$conns")
+            printf '%s\t%s\t%s\n' "$name" "$conns" "$line" >>"$results"
+            IFS=$'\t' read -r rps p50 p99 cpu split errors <<<"$line"
+            printf 'round %s  %-16s c=%-5s %10s req/s  p50 %8sus  p99 %8sus  cpu %6sus/req  split %s %s\n' \
+                "$round" "$name" "$conns" "$rps" "$p50" "$p99" "$cpu" "$split" "$errors"
+        done
+    done
+done
+
+echo
+echo "== medians over $ROUNDS rounds, wrk -t2 (ratios against HAProxy nbthread 2 at the same concurrency)"
+printf '%-16s %6s %12s %10s %10s %12s %8s %10s %10s\n' proxy conns "req/s" "p50 us" "p99 us" "cpu us/req" split "rps/HAP" "cpu/HAP"
+for conns in $CONNS; do
+    hap_rps=$(awk -F'\t' -v c="$conns" '$1 == "haproxy-t2" && $2 == c {print $3}' "$results" | median)
+    hap_cpu=$(awk -F'\t' -v c="$conns" '$1 == "haproxy-t2" && $2 == c {print $6}' "$results" | median)
+    for name in $proxies; do
+        med() { awk -F'\t' -v n="$name" -v c="$conns" -v f="$1" '$1 == n && $2 == c {print $f}' "$results" | median; }
+        rps=$(med 3); p50=$(med 4); p99=$(med 5); cpu=$(med 6); split=$(med 7)
+        printf '%-16s %6s %12s %10s %10s %12s %8s %10s %10s\n' "$name" "$conns" "$rps" "$p50" "$p99" "$cpu" "$split" \
+            "$(awk -v a="$rps" -v b="$hap_rps" 'BEGIN { printf "%.2f", a / b }')" \
+            "$(awk -v a="$cpu" -v b="$hap_cpu" 'BEGIN { printf "%.2f", a / b }')"
+    done
+done
+echo "(split: the busiest lb worker's share of the requests; 0.50 is even)"
+echo
+echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), $(uname -r); $(date -u +%F)"

@@ -453,6 +453,20 @@ fn cpu_ticks(pid: u32) -> u64 {
 }
 
 #[test]
+fn the_threaded_engine_says_it_ignores_workers() {
+    let backend = Backend::named("ok");
+    let lb = LbProcess::start(&format!(
+        "listen = \"127.0.0.1:0\"\nengine = \"threaded\"\nworkers = 2\naccess_log = false\n\
+         [health_check]\ninterval = \"1h\"\n{}",
+        backends_toml(&[backend.addr])
+    ));
+    assert_eq!(get(lb.addr, "/").status, 200);
+    wait_until("the warning", || {
+        lb.logged("workers = 2 is ignored by the threaded engine")
+    });
+}
+
+#[test]
 fn running_out_of_descriptors_pauses_accepting_without_spinning_and_recovers() {
     for engine in ENGINES {
         let backend = Backend::named("ok");

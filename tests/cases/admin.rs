@@ -73,6 +73,7 @@ fn stats_reflect_traffic() {
     assert!(s["uptime_seconds"].as_f64().unwrap() >= 0.0);
     assert!(s["open_connections"].as_u64().is_some());
     assert!(s["requests_per_second"].as_f64().is_some());
+    assert_eq!(s["workers"], workers());
 }
 
 #[test]
@@ -115,6 +116,24 @@ fn metrics_parse_with_a_prometheus_parser() {
     assert!(
         matches!(find("lb_requests_total").value, prometheus_parse::Value::Counter(v) if v == 4.0)
     );
+    // One series per worker, adding up to the process's requests.
+    let per_worker: Vec<f64> = scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == "lb_worker_requests_total")
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v) => v,
+            _ => f64::NAN,
+        })
+        .collect();
+    assert_eq!(per_worker.len(), workers(), "{text}");
+    assert_eq!(per_worker.iter().sum::<f64>(), 4.0, "{text}");
+    let open = scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == "lb_worker_open_connections")
+        .count();
+    assert_eq!(open, workers(), "{text}");
     for line in text.lines().filter(|l| l.starts_with("# TYPE")) {
         let name = line.split_whitespace().nth(2).unwrap();
         assert!(text.contains(&format!("# HELP {name} ")), "HELP for {name}");

@@ -29,12 +29,9 @@ TLS_CONNS=${TLS_CONNS:-64}
 CONNS=${CONNS:-"1 64 1000"}
 IDLE_CONNS=${IDLE_CONNS:-10000}
 
-need() { command -v "$1" >/dev/null 2>&1; }
-if ! need wrk || ! need haproxy || ! need nginx || ! need openssl; then
-    echo "== installing wrk, haproxy, nginx, openssl from Debian's packages"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk haproxy nginx openssl >/dev/null
-fi
+# shellcheck source=benches/common.sh
+. benches/common.sh
+ensure_tools "wrk haproxy nginx openssl curl" "wrk haproxy nginx openssl curl"
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 # HAProxy reserves two descriptors per connection: its maxconn, and so the idle-connection count that
 # every proxy gets, follow from the descriptor limit (20000 on the machines we run on: 9000 idle).
@@ -102,66 +99,13 @@ start_proxies() {
         start_lb base-threaded "$LB_BASELINE" threaded $P_BASET
     fi
 
-    cat >"$work/haproxy.cfg" <<EOF
-global
-    nbthread 1
-    maxconn $MAXCONN
-    ssl-default-bind-ciphersuites $SUITES
-defaults
-    mode http
-    timeout connect 2s
-    timeout client 60s
-    timeout server 30s
-    option http-keep-alive
-    http-reuse always
-frontend bench
-    bind 127.0.0.1:$P_HAPROXY
-    default_backend servers
-frontend bench_tls
-    bind 127.0.0.1:$T_HAPROXY ssl crt $work/haproxy.pem alpn http/1.1
-    default_backend servers
-backend servers
-    balance roundrobin
-    server s1 127.0.0.1:$B1
-    server s2 127.0.0.1:$B2
-EOF
+    haproxy_cfg 1 "$MAXCONN" $P_HAPROXY $B1 $B2 $T_HAPROXY "$work/haproxy.pem" "$SUITES" >"$work/haproxy.cfg"
     haproxy -f "$work/haproxy.cfg" -db >"$work/haproxy.log" 2>&1 &
     pids+=($!)
     echo $! >"$work/haproxy.pid"
 
-    cat >"$work/nginx.conf" <<EOF
-worker_processes 1;
-pid $work/nginx.pid;
-error_log $work/nginx-error.log warn;
-worker_rlimit_nofile $(ulimit -n);
-events { worker_connections $MAXCONN; }
-http {
-    access_log off;
-    upstream servers {
-        server 127.0.0.1:$B1;
-        server 127.0.0.1:$B2;
-        keepalive 1024;
-    }
-    server {
-        listen 127.0.0.1:$P_NGINX;
-        listen 127.0.0.1:$T_NGINX ssl;
-        ssl_certificate $work/cert.pem;
-        ssl_certificate_key $work/key.pem;
-        # Debian's nginx 1.22 leaves TLS 1.3 off unless asked.
-        ssl_protocols TLSv1.2 TLSv1.3;
-        ssl_prefer_server_ciphers on;
-        ssl_conf_command Ciphersuites $SUITES;
-        ssl_session_cache shared:SSL:10m;
-        keepalive_requests 1000000;
-        location / {
-            proxy_pass http://servers;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }
-    }
-}
-EOF
-    nginx -c "$work/nginx.conf" -e "$work/nginx-error.log" 2>/dev/null || nginx -c "$work/nginx.conf"
+    nginx_conf 1 "$work" "$MAXCONN" $P_NGINX $B1 $B2 $T_NGINX "$work/cert.pem" "$work/key.pem" "$SUITES" >"$work/nginx.conf"
+    start_nginx "$work/nginx.conf" "$work"
     sleep 1
 }
 
@@ -194,12 +138,8 @@ cpu_ticks() {
 rss_kib() { local t=0; for p in $(proxy_pids "$1"); do t=$((t + $(awk '/VmRSS/ {print $2}' "/proc/$p/status"))); done; echo $t; }
 port_of() { case $1 in lb-event_loop) echo $P_LB ;; lb-threaded) echo $P_LBT ;; base-event_loop) echo $P_BASE ;; base-threaded) echo $P_BASET ;; haproxy) echo $P_HAPROXY ;; nginx) echo $P_NGINX ;; esac; }
 HZ=$(getconf CLK_TCK)
-to_us() { # wrk latency like 1.23ms / 456.00us / 1.20s -> microseconds
-    awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) print n; else if (v ~ /ms$/) print n * 1000; else if (v ~ /s$/) print n * 1000000; else print n }'
-}
 
 tls_port_of() { case $1 in lb-event_loop) echo $T_LB ;; lb-threaded) echo $T_LBT ;; haproxy) echo $T_HAPROXY ;; nginx) echo $T_NGINX ;; esac; }
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 # One wrk run against a proxy: name, URL, connections, seconds, then wrk's extra arguments. Prints
 # "req/s p50 p99 cpu-us/req user-us/req errors".

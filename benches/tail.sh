@@ -14,12 +14,9 @@ SECONDS_PER_RUN=${SECONDS_PER_RUN:-5}
 CONNS=${CONNS:-64}
 LB_BASELINE=${LB_BASELINE:-}
 
-need() { command -v "$1" >/dev/null 2>&1; }
-if ! need wrk || ! need haproxy || ! need perf; then
-    echo "== installing wrk, haproxy, linux-perf from Debian's packages"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk haproxy linux-perf >/dev/null
-fi
+# shellcheck source=benches/common.sh
+. benches/common.sh
+ensure_tools "wrk haproxy perf" "wrk haproxy linux-perf"
 cargo build --release --quiet --bin lb --example fast_backend
 
 work=$(mktemp -d)
@@ -60,25 +57,7 @@ if [ -n "$LB_BASELINE" ]; then
     echo "baseline $!" >>"$work/pids"
     proxies="lb:$P_LB baseline:$P_BASE haproxy:$P_HAPROXY"
 fi
-cat >"$work/haproxy.cfg" <<EOF
-global
-    nbthread 1
-    maxconn 5000
-defaults
-    mode http
-    timeout connect 2s
-    timeout client 60s
-    timeout server 30s
-    option http-keep-alive
-    http-reuse always
-frontend bench
-    bind 127.0.0.1:$P_HAPROXY
-    default_backend servers
-backend servers
-    balance roundrobin
-    server s1 127.0.0.1:$B1
-    server s2 127.0.0.1:$B2
-EOF
+haproxy_cfg 1 5000 $P_HAPROXY $B1 $B2 >"$work/haproxy.cfg"
 haproxy -f "$work/haproxy.cfg" -db >/dev/null 2>&1 &
 pids+=($!)
 echo "haproxy $!" >>"$work/pids"

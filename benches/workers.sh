@@ -17,12 +17,9 @@ ROUNDS=${ROUNDS:-3}
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-10}
 CONNS=${CONNS:-"64 1000"}
 
-need() { command -v "$1" >/dev/null 2>&1; }
-if ! need wrk || ! need haproxy || ! need nginx || ! need curl; then
-    echo "== installing wrk, haproxy, nginx, curl from Debian's packages"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk haproxy nginx curl >/dev/null
-fi
+# shellcheck source=benches/common.sh
+. benches/common.sh
+ensure_tools "wrk haproxy nginx curl" "wrk haproxy nginx curl"
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 MAXCONN=$(( ($(ulimit -n) - 100) / 2 ))
 
@@ -68,54 +65,13 @@ start_lb lb-w2 "workers = 2"
 start_lb lb-w2-reuseport "workers = 2
 reuse_port = true"
 
-cat >"$work/haproxy.cfg" <<EOF
-global
-    nbthread 2
-    maxconn $MAXCONN
-defaults
-    mode http
-    timeout connect 2s
-    timeout client 60s
-    timeout server 30s
-    option http-keep-alive
-    http-reuse always
-frontend bench
-    bind 127.0.0.1:${PORT[haproxy-t2]}
-    default_backend servers
-backend servers
-    balance roundrobin
-    server s1 127.0.0.1:$B1
-    server s2 127.0.0.1:$B2
-EOF
+haproxy_cfg 2 "$MAXCONN" "${PORT[haproxy-t2]}" $B1 $B2 >"$work/haproxy.cfg"
 haproxy -f "$work/haproxy.cfg" -db >"$work/haproxy.log" 2>&1 &
 pids+=($!)
 echo $! >"$work/haproxy-t2.pid"
 
-cat >"$work/nginx.conf" <<EOF
-worker_processes 2;
-pid $work/nginx.pid;
-error_log $work/nginx-error.log warn;
-worker_rlimit_nofile $(ulimit -n);
-events { worker_connections $MAXCONN; }
-http {
-    access_log off;
-    upstream servers {
-        server 127.0.0.1:$B1;
-        server 127.0.0.1:$B2;
-        keepalive 1024;
-    }
-    server {
-        listen 127.0.0.1:${PORT[nginx-w2]};
-        keepalive_requests 1000000;
-        location / {
-            proxy_pass http://servers;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }
-    }
-}
-EOF
-nginx -c "$work/nginx.conf" -e "$work/nginx-error.log" 2>/dev/null || nginx -c "$work/nginx.conf"
+nginx_conf 2 "$work" "$MAXCONN" "${PORT[nginx-w2]}" $B1 $B2 >"$work/nginx.conf"
+start_nginx "$work/nginx.conf" "$work"
 sleep 1
 
 proxies="lb-w1 lb-w2 lb-w2-reuseport haproxy-t2 nginx-w2"
@@ -141,10 +97,6 @@ worker_requests() {
     curl -sf "http://127.0.0.1:${ADMIN[$1]}/metrics" | awk '/^lb_worker_requests_total/ {print $2}' | tr '\n' ' '
 }
 HZ=$(getconf CLK_TCK)
-to_us() {
-    awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) print n; else if (v ~ /ms$/) print n * 1000; else if (v ~ /s$/) print n * 1000000; else print n }'
-}
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 # One wrk -t2 run: prints "req/s p50 p99 cpu-us/req split errors".
 measure() {

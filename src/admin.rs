@@ -505,27 +505,26 @@ pub fn metrics_text(o: &Overview) -> String {
         "# HELP lb_tls_handshake_failures_total TLS connections closed before their handshake finished.\n# TYPE lb_tls_handshake_failures_total counter\nlb_tls_handshake_failures_total {}",
         o.tls_handshake_failures
     );
-    let _ = writeln!(
-        out,
-        "# HELP lb_worker_requests_total Requests completed by each event-loop worker.\n# TYPE lb_worker_requests_total counter"
-    );
-    for (worker, load) in o.workers.iter().enumerate() {
-        let _ = writeln!(
-            out,
-            "lb_worker_requests_total{{worker=\"{worker}\"}} {}",
-            load.requests
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP lb_worker_open_connections Open client connections of each event-loop worker.\n# TYPE lb_worker_open_connections gauge"
-    );
-    for (worker, load) in o.workers.iter().enumerate() {
-        let _ = writeln!(
-            out,
-            "lb_worker_open_connections{{worker=\"{worker}\"}} {}",
-            load.open_connections
-        );
+    // Per worker, so that operators can see imbalance between them.
+    let worker_series: [(&str, &str, &str, fn(&WorkerLoad) -> u64); 2] = [
+        (
+            "lb_worker_requests_total",
+            "Requests completed by each event-loop worker.",
+            "counter",
+            |w| w.requests,
+        ),
+        (
+            "lb_worker_open_connections",
+            "Open client connections of each event-loop worker.",
+            "gauge",
+            |w| w.open_connections as u64,
+        ),
+    ];
+    for (name, help, kind, field) in worker_series {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (worker, load) in o.workers.iter().enumerate() {
+            let _ = writeln!(out, "{name}{{worker=\"{worker}\"}} {}", field(load));
+        }
     }
     let _ = writeln!(
         out,

@@ -506,7 +506,8 @@ pub fn metrics_text(o: &Overview) -> String {
         o.tls_handshake_failures
     );
     // Per worker, so that operators can see imbalance between them.
-    let worker_series: [(&str, &str, &str, fn(&WorkerLoad) -> u64); 2] = [
+    type WorkerField = fn(&WorkerLoad) -> u64;
+    let worker_series: [(&str, &str, &str, WorkerField); 2] = [
         (
             "lb_worker_requests_total",
             "Requests completed by each event-loop worker.",

@@ -299,13 +299,6 @@ fn one_gib_each_way_in_constant_memory() {
 /// The engines the signal tests run on: `workers2` is the event loop with two workers.
 const ENGINES: [&str; 3] = ["event_loop", "workers2", "threaded"];
 
-fn engine_line(engine: &str) -> String {
-    match engine {
-        "workers2" => "engine = \"event_loop\"\nworkers = 2".to_string(),
-        other => format!("engine = \"{other}\""),
-    }
-}
-
 fn backends_toml(backends: &[SocketAddr]) -> String {
     backends
         .iter()

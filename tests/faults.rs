@@ -9,22 +9,24 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-const ENGINES: [&str; 2] = ["event_loop", "threaded"];
+/// `workers2`: the event loop with two workers.
+const ENGINES: [&str; 3] = ["event_loop", "workers2", "threaded"];
 
 /// Short timeouts so that lazily cancelled timer entries drain within a test.
 const SHORT: &str =
     "[timeouts]\nidle = \"300ms\"\nrequest_head = \"1s\"\nresponse = \"2s\"\nconnect = \"1s\"\n";
 
 /// Waits until no connection is open and, for the event loop, until the only registered sockets are pooled
-/// backend connections and the only timer entries are the once-a-second tick and one per prober.
+/// backend connections and the only timer entries are each worker's once-a-second tick and one per
+/// prober.
 fn assert_no_leaks(lb: &Lb, engine: &str, backends: usize) {
     lb.wait_released();
-    if engine == "event_loop" {
+    if engine != "threaded" {
         wait_until("sockets and timers to drain", || {
             let s = lb.snapshot();
             s.open_connections == 0
                 && s.registered_sockets == s.pooled_connections
-                && s.timers <= backends + 1
+                && s.timers <= backends + workers_of(engine)
         });
     }
 }
@@ -42,7 +44,10 @@ fn backend_closing_pooled_connections_at_random_loses_nothing() {
                 }
             }
         });
-        let lb = Lb::start(&format!("engine = \"{engine}\"\n{SHORT}"), &[backend.addr]);
+        let lb = Lb::start(
+            &format!("{}\n{SHORT}", engine_line(engine)),
+            &[backend.addr],
+        );
         let threads: Vec<_> = (0..4)
             .map(|_| {
                 let addr = lb.addr;
@@ -85,7 +90,10 @@ fn client_vanishing_mid_download_releases_everything() {
                 }
             }
         });
-        let lb = Lb::start(&format!("engine = \"{engine}\"\n{SHORT}"), &[backend.addr]);
+        let lb = Lb::start(
+            &format!("{}\n{SHORT}", engine_line(engine)),
+            &[backend.addr],
+        );
         {
             let mut client = TcpStream::connect(lb.addr).unwrap();
             client
@@ -108,7 +116,10 @@ fn client_vanishing_mid_download_releases_everything() {
 fn client_vanishing_mid_upload_releases_everything() {
     for engine in ENGINES {
         let backend = Backend::named("never");
-        let lb = Lb::start(&format!("engine = \"{engine}\"\n{SHORT}"), &[backend.addr]);
+        let lb = Lb::start(
+            &format!("{}\n{SHORT}", engine_line(engine)),
+            &[backend.addr],
+        );
         {
             let mut client = TcpStream::connect(lb.addr).unwrap();
             client
@@ -135,7 +146,10 @@ fn client_vanishing_mid_upload_releases_everything() {
 fn slowloris_does_not_starve_normal_clients() {
     for engine in ENGINES {
         let backend = Backend::named("served");
-        let lb = Lb::start(&format!("engine = \"{engine}\"\n{SHORT}"), &[backend.addr]);
+        let lb = Lb::start(
+            &format!("{}\n{SHORT}", engine_line(engine)),
+            &[backend.addr],
+        );
         // Hundreds of connections trickling a head, one byte at a time.
         // Each sends its first byte as it connects (a connection that stays silent for request_head is
         // closed without a word, which is not what this test is about).
@@ -193,7 +207,7 @@ fn connection_flood_beyond_max_connections() {
     for engine in ENGINES {
         let backend = Backend::named("ok");
         let lb = Lb::start(
-            &format!("engine = \"{engine}\"\nmax_connections = 20\n{SHORT}"),
+            &format!("{}\nmax_connections = 20\n{SHORT}", engine_line(engine)),
             &[backend.addr],
         );
         // Twenty keep-alive clients hold every slot.
@@ -248,7 +262,7 @@ fn a_panic_costs_one_connection_only() {
         let backend = Backend::named("fine");
         let admin = "[admin]\nlisten = \"127.0.0.1:0\"\n";
         let lb = Lb::start(
-            &format!("engine = \"{engine}\"\n{SHORT}{admin}"),
+            &format!("{}\n{SHORT}{admin}", engine_line(engine)),
             &[backend.addr],
         );
         let mut bystander = lb.client();

@@ -60,11 +60,7 @@ fn bad_gateway() -> &'static [u8] {
 /// `engine` is the module the cases run in: `event_loop`, `workers2` (the event loop with two
 /// workers) or `threaded`.
 fn start_lb(engine: &str, settings: &str, backends: &[SocketAddr]) -> Lb {
-    let head = match engine {
-        "workers2" => "engine = \"event_loop\"\nworkers = 2".to_string(),
-        other => format!("engine = \"{other}\""),
-    };
-    Lb::start(&format!("{head}\n{settings}"), backends)
+    Lb::start(&format!("{}\n{settings}", engine_line(engine)), backends)
 }
 
 /// Bytes shown escaped in assertion messages (obs-text, CR, LF and NUL stay visible).
@@ -149,11 +145,10 @@ impl Hostile {
 /// are pooled backend connections and the only timer entries are each worker's tick and the prober.
 fn assert_no_leaks(lb: &Lb, engine: &str) {
     lb.wait_released();
-    let workers = match engine {
-        "threaded" => return,
-        "workers2" => 2,
-        _ => 1,
-    };
+    if engine == "threaded" {
+        return;
+    }
+    let workers = workers_of(engine);
     wait_until("sockets and timers to drain", || {
         let s = lb.snapshot();
         s.open_connections == 0

@@ -55,6 +55,19 @@ macro_rules! engine_module {
     };
 }
 
+/// The configuration line of a test engine name: `workers2` is the event loop with two workers.
+pub fn engine_line(engine: &str) -> String {
+    match engine {
+        "workers2" => "engine = \"event_loop\"\nworkers = 2".to_string(),
+        other => format!("engine = \"{other}\""),
+    }
+}
+
+/// Workers of a test engine name (1 for the threaded engine, which has none).
+pub fn workers_of(engine: &str) -> usize {
+    if engine == "workers2" { 2 } else { 1 }
+}
+
 /// Generous bound for anything that should happen "at once" on loopback.
 pub const WAIT: Duration = Duration::from_secs(10);
 

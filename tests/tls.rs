@@ -256,7 +256,10 @@ fn a_backend_failing_verification_is_logged_with_the_reason() {
             backend.addr,
             other.ca_file.display()
         ));
-        assert_eq!(get(lb.addr, "/").status, 502, "{engine}");
+        let mut client = Client::connect(lb.addr);
+        client.send(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n");
+        let status = client.try_response(false).map(|r| r.status);
+        assert_eq!(status, Some(502), "{engine}; lb's log:\n{}", lb.log_text());
         wait_until("the reason in the log", || {
             lb.logged("invalid peer certificate") && lb.logged("UnknownIssuer")
         });

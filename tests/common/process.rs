@@ -112,6 +112,11 @@ impl LbProcess {
         assert_eq!(rc, 0, "kill({signal})");
     }
 
+    /// Everything the process has logged so far, for failure messages.
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
     pub fn logged(&self, needle: &str) -> bool {
         self.log.lock().unwrap().iter().any(|l| l.contains(needle))
     }

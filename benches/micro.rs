@@ -1,6 +1,7 @@
 //! Micro-benchmarks of the per-request pure work: parsing and rewriting a request head, parsing and
 //! rewriting a response head, decoding a chunked body, and every balancing algorithm's pick (with the
-//! start/finish bookkeeping a request does), over 8 backends of mixed capacity.
+//! start/finish bookkeeping a request does), over 8 backends of mixed capacity, and route matching
+//! over 50 routes.
 //! `cargo bench --bench micro`.
 //!
 //! Each result is asserted so that nothing is optimised away; times are per operation, medians of
@@ -47,6 +48,7 @@ fn main() {
         client_ip: "192.0.2.10".parse().unwrap(),
         secure: false,
         default_host: b"10.0.0.1:8001",
+        strip_prefix: 0,
     };
     let mut out = vec![0u8; 16 * 1024];
 
@@ -120,7 +122,7 @@ fn main() {
             client = client.wrapping_add(1);
             let ip =
                 std::net::IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 | (client & 0xffff)));
-            let backend = balancer.pick(black_box(ip), Tried::default()).unwrap();
+            let backend = balancer.pick(0, black_box(ip), Tried::default()).unwrap();
             let slot = backend.slot;
             let latency = Duration::from_micros(200 + slot as u64);
             backend
@@ -138,6 +140,8 @@ fn main() {
         );
         picks.push((algorithm.name(), time));
     }
+
+    let routing = route_matching();
 
     println!("{:<44} {:>10}", "benchmark", "ns/op");
     println!(
@@ -164,4 +168,67 @@ fn main() {
         let label = format!("pick, start, finish: {name}");
         println!("{label:<44} {:>10}", time.as_nanos());
     }
+    for (name, time) in routing {
+        println!(
+            "{:<44} {:>10}",
+            format!("route, 50 routes: {name}"),
+            time.as_nanos()
+        );
+    }
+}
+
+/// 50 routes as a site might have them: 25 exact hosts, 10 wildcard hosts, 15 path prefixes (one pool
+/// each), then requests that match the first, the last, and none (the default pool).
+fn route_matching() -> Vec<(&'static str, Duration)> {
+    let mut text = String::from("[[backends]]\nurl = \"http://127.0.0.1:9000\"\n");
+    let mut routes = String::new();
+    for i in 0..50 {
+        text.push_str(&format!(
+            "[[pools]]\nname = \"p{i}\"\nbackends = [{{ url = \"http://127.0.0.1:{}\" }}]\n",
+            9001 + i
+        ));
+        let matcher = match i {
+            0..25 => format!("host = \"service{i}.example.com\"\n"),
+            25..35 => format!("host = \"*.tenant{i}.example.com\"\n"),
+            _ => format!("path_prefix = \"/section{i}/\"\n"),
+        };
+        routes.push_str(&format!("[[routes]]\n{matcher}pool = \"p{i}\"\n"));
+    }
+    let config = Config::parse(&format!("{text}{routes}")).unwrap();
+    let router = &config.router;
+    assert_eq!(router.routes.len(), 50);
+    let cases: [(&str, &[u8], &[u8], usize); 3] = [
+        (
+            "first matches",
+            b"service0.example.com",
+            b"/api/v1/users/12345?fields=name",
+            1,
+        ),
+        (
+            "last matches",
+            b"www.example.com:8080",
+            b"/section49/app.js?v=3",
+            50,
+        ),
+        (
+            "none (default pool)",
+            b"www.example.com",
+            b"/api/v1/users/12345?fields=name",
+            0,
+        ),
+    ];
+    cases
+        .iter()
+        .map(|&(name, host, target, pool)| {
+            let routed = router.route(Some(host), target).unwrap();
+            assert_eq!(routed.pool, pool, "{name}");
+            let time = measure(|| {
+                router
+                    .route(Some(black_box(host)), black_box(target))
+                    .unwrap()
+                    .pool
+            });
+            (name, time)
+        })
+        .collect()
 }

@@ -358,6 +358,7 @@ struct Stats<'a> {
 #[derive(Serialize)]
 struct BackendStats<'a> {
     index: usize,
+    pool: &'a str,
     url: &'a str,
     healthy: bool,
     enabled: bool,
@@ -403,6 +404,7 @@ pub fn stats_json(o: &Overview) -> String {
             .enumerate()
             .map(|(index, b)| BackendStats {
                 index,
+                pool: &b.pool,
                 url: &b.url,
                 healthy: b.healthy,
                 enabled: b.enabled,
@@ -482,7 +484,13 @@ pub fn metrics_text(o: &Overview) -> String {
     for (name, kind, help, field) in per_backend {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for b in &o.backends {
-            let _ = writeln!(out, "{name}{{backend=\"{}\"}} {}", label(&b.url), field(b));
+            let _ = writeln!(
+                out,
+                "{name}{{backend=\"{}\",pool=\"{}\"}} {}",
+                label(&b.url),
+                label(&b.pool),
+                field(b)
+            );
         }
     }
     let _ = writeln!(
@@ -559,6 +567,7 @@ mod tests {
 
     fn fake() -> Fake {
         let backend = |url: &str| BackendSnapshot {
+            pool: "default".to_string(),
             url: url.to_string(),
             healthy: true,
             enabled: true,
@@ -685,7 +694,9 @@ mod tests {
         assert_eq!(v["tls_handshake_failures"], 4);
         assert_eq!(v["workers"], 2);
         assert_eq!(v["backends"][1]["url"], "http://b\"q:2");
+        assert_eq!(v["backends"][1]["pool"], "default");
         for field in [
+            "pool",
             "url",
             "healthy",
             "enabled",
@@ -712,6 +723,7 @@ mod tests {
             .collect();
         assert_eq!(requests.len(), 2);
         assert_eq!(requests[0].labels.get("backend"), Some("http://a:1"));
+        assert_eq!(requests[0].labels.get("pool"), Some("default"));
         assert!(matches!(requests[0].value, prometheus_parse::Value::Counter(v) if v == 10.0));
         assert!(scrape.docs.contains_key("lb_open_connections"));
         let failures = scrape

@@ -44,6 +44,7 @@ pub mod io;
 pub mod listen;
 pub mod random;
 pub mod reload;
+pub mod route;
 pub mod server;
 pub mod threaded;
 pub mod timer;
@@ -117,6 +118,30 @@ fn log_start(
         urls.len(),
         urls.join(", ")
     );
+    if config.pools.len() > 1 || !config.router.routes.is_empty() {
+        let pools: Vec<String> = config
+            .pools
+            .iter()
+            .map(|p| {
+                format!(
+                    "{} ({} backends, {})",
+                    p.name,
+                    p.backends.len(),
+                    p.algorithm.name()
+                )
+            })
+            .collect();
+        log::info!(
+            "pools: {}; {} routes{}",
+            pools.join(", "),
+            config.router.routes.len(),
+            if config.router.default_pool.is_none() {
+                "; no default pool: unrouted requests get 404"
+            } else {
+                ""
+            }
+        );
+    }
     if let (Some(addr), Some(settings)) = (tls, &config.tls) {
         log::info!(
             "HTTPS on {addr} (TLS {}+, plain HTTP {})",

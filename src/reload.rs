@@ -58,7 +58,7 @@ pub fn apply(
 ) -> Reconfigured {
     let changes = balancer.reconfigure(
         &config.backends,
-        config.algorithm,
+        &config.pools,
         config.health_check.rise,
         config.health_check.fall,
     );

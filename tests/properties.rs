@@ -591,6 +591,7 @@ fn request_rewrite_agrees(
         client_ip,
         secure: false,
         default_host: DEFAULT_HOST,
+        strip_prefix: 0,
     };
     let mut out = vec![0u8; 2 * buf.len() + 512];
     let n = write_request_head(buf, head, &info, &mut out)

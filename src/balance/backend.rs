@@ -221,6 +221,7 @@ impl Backend {
     pub fn snapshot(&self) -> BackendSnapshot {
         let stats = self.stats();
         BackendSnapshot {
+            pool: self.config.pool.clone(),
             url: self.config.url.clone(),
             healthy: self.healthy(),
             enabled: self.enabled(),

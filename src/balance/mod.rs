@@ -8,11 +8,12 @@
 
 mod backend;
 mod pick;
+mod pool;
 
 pub use backend::{Backend, InFlight};
 pub use pick::Picker;
 
-use crate::config::{Algorithm, BackendConfig, Config};
+use crate::config::{Algorithm, BackendConfig, Config, Pool};
 use crate::random::Rng;
 use backend::BackendState;
 use std::net::IpAddr;
@@ -89,6 +90,7 @@ impl Tried {
 /// A copy of one backend's figures, for the admin endpoint and tests.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BackendSnapshot {
+    pub pool: String,
     pub url: String,
     pub healthy: bool,
     pub enabled: bool,
@@ -117,7 +119,7 @@ pub struct Reconfigured {
 pub struct Table {
     backends: Vec<Arc<Backend>>,
     order: Vec<usize>,
-    algorithm: Algorithm,
+    pools: Vec<pool::PoolPicker>,
     rise: u32,
     fall: u32,
 }
@@ -128,7 +130,10 @@ pub struct Balancer {
     backends: Vec<Arc<Backend>>,
     /// Slots of the configured backends, in configuration order (the admin API's indexes).
     order: Vec<usize>,
-    picker: Picker,
+    /// The pools, in configuration order (the default pool first), each choosing among its members.
+    pools: Vec<pool::PoolPicker>,
+    /// Seeds new pools' generators, and probe jitter.
+    rng: Rng,
     rise: u32,
     fall: u32,
 }
@@ -136,15 +141,16 @@ pub struct Balancer {
 impl Balancer {
     /// The balancer a configuration describes.
     pub fn from_config(config: &Config) -> Balancer {
-        Balancer::with_rng(
+        Balancer::with_pools(
             &config.backends,
-            config.algorithm,
+            &config.pools,
             config.health_check.rise,
             config.health_check.fall,
             Rng::from_time(),
         )
     }
 
+    /// One pool of every backend in `configs`, with `algorithm`.
     pub fn with_rng(
         configs: &[BackendConfig],
         algorithm: Algorithm,
@@ -152,7 +158,19 @@ impl Balancer {
         fall: u32,
         rng: Rng,
     ) -> Balancer {
-        let backends = configs
+        let pools = pool::single(crate::config::DEFAULT_POOL, algorithm, configs.len());
+        Balancer::with_pools(configs, &pools, rise, fall, rng)
+    }
+
+    /// `configs` in `pools` (whose ranges index `configs`).
+    pub fn with_pools(
+        configs: &[BackendConfig],
+        pools: &[Pool],
+        rise: u32,
+        fall: u32,
+        mut rng: Rng,
+    ) -> Balancer {
+        let backends: Vec<Arc<Backend>> = configs
             .iter()
             .enumerate()
             .map(|(slot, c)| {
@@ -160,17 +178,28 @@ impl Balancer {
                 Arc::new(Backend::new(slot, c.clone(), rise, fall, state))
             })
             .collect();
+        let order: Vec<usize> = (0..configs.len()).collect();
+        let pools = pool::build(pools, &backends, &order, &[], &mut rng);
         Balancer {
             backends,
-            order: (0..configs.len()).collect(),
-            picker: Picker::new(algorithm, rng),
+            order,
+            pools,
+            rng,
             rise,
             fall,
         }
     }
 
+    /// The first pool's algorithm (the default pool's, when there is one).
     pub fn algorithm(&self) -> Algorithm {
-        self.picker.algorithm
+        self.pools
+            .first()
+            .map_or(Algorithm::RoundRobin, |p| p.picker.algorithm)
+    }
+
+    /// The pools' names, in configuration order.
+    pub fn pool_names(&self) -> impl Iterator<Item = &str> {
+        self.pools.iter().map(|p| p.name.as_str())
     }
 
     /// Slots of the configured backends, in configuration order.
@@ -200,13 +229,13 @@ impl Balancer {
 
     /// A pseudo-random number from the balancer's generator (probe jitter).
     pub fn random(&mut self) -> u64 {
-        self.picker.random()
+        self.rng.next_u64()
     }
 
-    /// Chooses a backend for a request from `client`, among available backends not in `tried`.
-    pub fn pick(&mut self, client: IpAddr, tried: Tried) -> Option<Arc<Backend>> {
-        let slot = self.picker.pick(&self.backends, client, tried)?;
-        self.get(slot).cloned()
+    /// Chooses a backend of pool `pool` (a position in the configuration's pools) for a request from
+    /// `client`, among its available backends not in `tried`.
+    pub fn pick(&mut self, pool: usize, client: IpAddr, tried: Tried) -> Option<Arc<Backend>> {
+        self.pools.get_mut(pool)?.pick(client, tried)
     }
 
     /// Sets the capacity of the backend at `position` in the configuration.
@@ -229,7 +258,7 @@ impl Balancer {
     pub fn reconfigure(
         &mut self,
         configs: &[BackendConfig],
-        algorithm: Algorithm,
+        pools: &[Pool],
         rise: u32,
         fall: u32,
     ) -> Reconfigured {
@@ -239,7 +268,7 @@ impl Balancer {
             let found = self
                 .backends
                 .iter()
-                .position(|b| b.config.url == config.url);
+                .position(|b| b.config.pool == config.pool && b.config.url == config.url);
             let slot = found.unwrap_or(self.backends.len());
             let state = match found.map(|slot| &self.backends[slot]) {
                 Some(old) if !old.removed() => {
@@ -279,8 +308,8 @@ impl Balancer {
                 changes.removed.push(slot);
             }
         }
+        self.pools = pool::build(pools, &self.backends, &order, &self.pools, &mut self.rng);
         self.order = order;
-        self.picker.algorithm = algorithm;
         self.rise = rise;
         self.fall = fall;
         changes
@@ -302,7 +331,8 @@ impl Balancer {
         Balancer {
             backends: self.backends.clone(),
             order: self.order.clone(),
-            picker: self.picker.for_worker(worker),
+            pools: self.pools_for_worker(&self.pools, worker),
+            rng: Rng::with_seed(self.rng.clone().next_u64() ^ crate::random::mix64(worker as u64)),
             rise: self.rise,
             fall: self.fall,
         }
@@ -313,7 +343,7 @@ impl Balancer {
         Table {
             backends: self.backends.clone(),
             order: self.order.clone(),
-            algorithm: self.picker.algorithm,
+            pools: self.pools.clone(),
             rise: self.rise,
             fall: self.fall,
         }
@@ -322,11 +352,30 @@ impl Balancer {
     /// Takes the table another worker's reload built: the reload is worked out once, and every worker
     /// then names the same backends by the same slots.
     pub fn adopt(&mut self, table: Table) {
+        // The pools' members and algorithms come from the table; this worker's picker state stays
+        // (its own cursor and generator), as the first worker's does across a reload.
+        let mut pools = table.pools;
+        for pool in &mut pools {
+            if let Some(mine) = self.pools.iter().find(|p| p.name == pool.name) {
+                pool.picker = mine.picker.reconfigured(pool.picker.algorithm);
+            }
+        }
         self.backends = table.backends;
         self.order = table.order;
-        self.picker.algorithm = table.algorithm;
+        self.pools = pools;
         self.rise = table.rise;
         self.fall = table.fall;
+    }
+
+    fn pools_for_worker(&self, pools: &[pool::PoolPicker], worker: usize) -> Vec<pool::PoolPicker> {
+        pools
+            .iter()
+            .map(|p| pool::PoolPicker {
+                name: p.name.clone(),
+                members: p.members.clone(),
+                picker: p.picker.for_worker(worker),
+            })
+            .collect()
     }
 
     /// The configured backends' figures, in configuration order.

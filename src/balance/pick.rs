@@ -41,12 +41,24 @@ impl Picker {
         }
     }
 
+    /// The same picker after a reload: its generator and cursor go on, its smooth weights start again
+    /// (the members they were kept for may have changed).
+    pub fn reconfigured(&self, algorithm: Algorithm) -> Picker {
+        Picker {
+            algorithm,
+            cursor: self.cursor,
+            weights: Vec::new(),
+            rng: self.rng.clone(),
+        }
+    }
+
     /// A pseudo-random number from the picker's generator.
     pub fn random(&mut self) -> u64 {
         self.rng.next_u64()
     }
 
-    /// Chooses a backend for a request from `client`, among available backends not in `tried`.
+    /// Chooses a backend for a request from `client`, among available `backends` whose slots are not
+    /// in `tried`; the answer is a position in `backends`.
     pub fn pick(
         &mut self,
         backends: &[Arc<Backend>],
@@ -198,7 +210,8 @@ struct Candidates<'a> {
 
 impl Candidates<'_> {
     fn ok(&self, i: usize) -> bool {
-        self.backends[i].available() && !self.tried.contains(i)
+        let backend = &self.backends[i];
+        backend.available() && !self.tried.contains(backend.slot)
     }
 
     fn count(&self) -> usize {

@@ -25,7 +25,7 @@ const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 const NONE: Tried = Tried(0);
 
 fn pick(b: &mut Balancer, client: IpAddr, tried: Tried) -> Option<usize> {
-    b.pick(client, tried).map(|backend| backend.slot)
+    b.pick(0, client, tried).map(|backend| backend.slot)
 }
 
 fn picks(b: &mut Balancer, n: usize) -> Vec<usize> {
@@ -112,9 +112,9 @@ fn least_connections_weighs_by_capacity_and_rotates_ties() {
     );
     // Requests started through the balancer count.
     let mut b = balancer(&[1, 1], Algorithm::LeastConnections);
-    let first = b.pick(CLIENT, NONE).unwrap();
+    let first = b.pick(0, CLIENT, NONE).unwrap();
     let _busy = first.clone().start();
-    let second = b.pick(CLIENT, NONE).unwrap();
+    let second = b.pick(0, CLIENT, NONE).unwrap();
     assert_ne!(first.slot, second.slot, "the busy backend is avoided");
 }
 
@@ -301,7 +301,12 @@ fn reconfigure_keeps_figures_of_kept_backends() {
     let text = "[[backends]]\nurl = \"http://127.0.0.1:9001\"\n[[backends]]\nurl = \"http://127.0.0.1:9005\"\ncapacity = 2\n\
                     [[backends]]\nurl = \"http://127.0.0.1:9000\"\ncapacity = 4\n";
     let config = Config::parse(text).unwrap();
-    let changes = b.reconfigure(&config.backends, Algorithm::LeastConnections, 2, 3);
+    let pools = pool::single(
+        "default",
+        Algorithm::LeastConnections,
+        config.backends.len(),
+    );
+    let changes = b.reconfigure(&config.backends, &pools, 2, 3);
     b.retire(&changes.removed);
     assert_eq!(changes.added, [3]);
     assert_eq!(changes.removed, [2]);
@@ -322,7 +327,7 @@ fn reconfigure_keeps_figures_of_kept_backends() {
     assert!(!picks.contains(&2));
     // Configured again: a fresh start in its old slot.
     let config = Config::parse("[[backends]]\nurl = \"http://127.0.0.1:9002\"\n").unwrap();
-    let changes = b.reconfigure(&config.backends, Algorithm::RoundRobin, 2, 3);
+    let changes = b.reconfigure(&config.backends, &config.pools, 2, 3);
     b.retire(&changes.removed);
     assert_eq!(changes.added, [2]);
     assert_eq!(changes.removed, [1, 3, 0]);

@@ -3,9 +3,12 @@
 //! knows it). Backend host names are resolved here, once, so that the event loop never performs a DNS
 //! lookup.
 
+mod routing;
 mod tls;
 mod values;
 
+pub use crate::route::Router;
+pub use routing::{DEFAULT_POOL, Pool};
 use serde::Deserialize;
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -119,7 +122,13 @@ pub struct Config {
     pub admin: Option<Admin>,
     /// The HTTPS listener, when `[tls]` is present.
     pub tls: Option<TlsListener>,
+    /// Every backend of every pool: the default pool's first, then each `[[pools]]` entry's, in
+    /// configuration order. Their positions are the admin API's indexes.
     pub backends: Vec<BackendConfig>,
+    /// The pools, the default (the top-level `[[backends]]`) first when there is one.
+    pub pools: Vec<Pool>,
+    /// Which pool serves a request.
+    pub router: Router,
     /// Settings that work but probably not as the operator meant, each naming its keys: logged at
     /// start and on reload, printed by `--check`.
     pub warnings: Vec<String>,
@@ -191,6 +200,8 @@ pub struct Admin {
 /// One backend as configured, with its address already resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendConfig {
+    /// The pool it belongs to: with its URL, what names it across reloads.
+    pub pool: String,
     /// The URL as written, for logs and the admin API.
     pub url: String,
     /// `host:port` as written, used as the `Host` header when a client sent none (HTTP/1.0).
@@ -240,6 +251,10 @@ struct RawConfig {
     tls: Option<tls::RawTls>,
     #[serde(default)]
     backends: Vec<RawBackend>,
+    #[serde(default)]
+    pools: Vec<routing::RawPool>,
+    #[serde(default)]
+    routes: Vec<routing::RawRoute>,
 }
 
 #[derive(Deserialize)]
@@ -354,12 +369,6 @@ impl Config {
             path: name.to_string(),
             message: e.to_string(),
         })?;
-        if raw.backends.is_empty() {
-            return Err(ConfigError::Invalid {
-                key: "backends".into(),
-                message: "at least one [[backends]] entry is required".into(),
-            });
-        }
         let mut warnings = Vec::new();
         if raw.health_check.timeout > raw.health_check.interval {
             warnings.push(format!(
@@ -373,19 +382,24 @@ impl Config {
             None => None,
         };
         let mut system_roots = None;
-        let mut backends = Vec::with_capacity(raw.backends.len());
-        for (index, b) in raw.backends.into_iter().enumerate() {
-            let backend = backend_config(
-                index,
-                b,
-                &raw.health_check,
-                &backends,
-                base,
-                &mut system_roots,
-                &mut warnings,
-            )?;
-            backends.push(backend);
-        }
+        let routing = routing::routing(
+            raw.backends,
+            raw.algorithm,
+            &raw.health_check,
+            raw.pools,
+            raw.routes,
+            |key, b, health, pool_so_far| {
+                backend_config(
+                    key,
+                    b,
+                    health,
+                    pool_so_far,
+                    base,
+                    &mut system_roots,
+                    &mut warnings,
+                )
+            },
+        )?;
         Ok(Config {
             listen: raw.listen,
             algorithm: raw.algorithm,
@@ -400,7 +414,9 @@ impl Config {
             health_check: raw.health_check,
             admin: raw.admin,
             tls,
-            backends,
+            backends: routing.backends,
+            pools: routing.pools,
+            router: routing.router,
             warnings,
         })
     }
@@ -429,9 +445,10 @@ fn check_listeners(raw: &RawConfig) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// Backend `index` as configured, checked against the ones before it (`earlier`).
+/// The backend at `key` (`backends[2]`, `pools[0].backends[1]`) as configured, checked against the
+/// ones before it in its pool (`earlier`).
 fn backend_config(
-    index: usize,
+    key: &str,
     b: RawBackend,
     health_check: &HealthCheck,
     earlier: &[BackendConfig],
@@ -439,24 +456,25 @@ fn backend_config(
     system_roots: &mut Option<rustls::RootCertStore>,
     warnings: &mut Vec<String>,
 ) -> Result<BackendConfig, ConfigError> {
-    let key = format!("backends[{index}]");
     let addr = resolve(&b.url.host, b.url.port).map_err(|message| ConfigError::Invalid {
         key: format!("{key}.url"),
         message,
     })?;
     let url = b.url.text.trim_end_matches('/').to_string();
+    // `backends[3]` -> `backends`: the list the earlier entries are named in.
+    let list = key.rsplit_once('[').map_or(key, |(list, _)| list);
     if let Some(first) = earlier.iter().position(|o| o.url == url) {
-        // A backend is known by its URL (statistics, reloads, the admin API's changes).
+        // A backend is known by its pool and URL (statistics, reloads, the admin API's changes).
         return Err(ConfigError::Invalid {
             key: format!("{key}.url"),
             message: format!(
-                "{url} is already backends[{first}]: list it once, with the combined capacity"
+                "{url} is already {list}[{first}]: list it once, with the combined capacity"
             ),
         });
     }
     if let Some(first) = earlier.iter().position(|o| o.addr == addr) {
         warnings.push(format!(
-            "{key}.url ({url}) resolves to {addr}, as backends[{first}] does: that server gets both shares"
+            "{key}.url ({url}) resolves to {addr}, as {list}[{first}] does: that server gets both shares"
         ));
     }
     let interval = b.health_check_period.unwrap_or(health_check.interval);
@@ -471,8 +489,9 @@ fn backend_config(
         server_name: b.tls_server_name,
         verify: b.tls_verify,
     };
-    let tls = tls::backend(&key, &b.url, tls_keys, base, system_roots, warnings)?;
+    let tls = tls::backend(key, &b.url, tls_keys, base, system_roots, warnings)?;
     Ok(BackendConfig {
+        pool: routing::DEFAULT_POOL.to_string(),
         url,
         authority: b.url.authority,
         addr,

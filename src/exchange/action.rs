@@ -81,8 +81,9 @@ impl IntoIterator for Actions {
 /// What an exchange needs from the engine it runs in.
 pub trait Context {
     fn config(&self) -> &Config;
-    /// Chooses a backend for a request from `client` among available ones not in `tried`.
-    fn pick(&mut self, client: IpAddr, tried: Tried) -> Option<Arc<Backend>>;
+    /// Chooses a backend of pool `pool` for a request from `client` among available ones not in
+    /// `tried`.
+    fn pick(&mut self, pool: usize, client: IpAddr, tried: Tried) -> Option<Arc<Backend>>;
     /// SIGTERM was received: every response closes its connection.
     fn draining(&self) -> bool;
     /// A request was answered, by a backend or by lb itself (the requests-per-second meter).

@@ -147,7 +147,7 @@ impl Exchange {
         f.attempt.tried = f.attempt.tried.with(backend.slot);
         let line = f.line;
         let next = match decision {
-            Retry::OtherBackend => ctx.pick(self.client.ip(), f.attempt.tried),
+            Retry::OtherBackend => ctx.pick(f.routed.pool, self.client.ip(), f.attempt.tried),
             _ => None,
         };
         if let Some(next) = next {

@@ -32,6 +32,7 @@ use crate::buffer::Buffer;
 use crate::config::Config;
 use crate::http::response::ResponsePlan;
 use crate::http::{ErrorResponse, Version};
+use crate::route::Routed;
 use output::{Flow, Outbox};
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -78,6 +79,8 @@ enum Phase {
 struct Flight {
     started: Instant,
     line: RequestLine,
+    /// The pool serving the request, and what of its path the backend does not see.
+    routed: Routed,
     request: RequestFacts,
     /// The request body, client → backend (after a `101`, every byte the client sends).
     upload: Outbox,

@@ -64,12 +64,21 @@ impl Exchange {
         }
         let buf = self.client_in.data();
         let line = RequestLine::new(head.method(buf), head.target.get(buf));
-        let Some(backend) = ctx.pick(self.client.ip(), Tried::default()) else {
+        let Some(routed) = ctx
+            .config()
+            .router
+            .route(head.host(buf), head.target.get(buf))
+        else {
+            ::log::info!("{} \"{line}\": no route -> 404", self.client);
+            self.respond(ErrorResponse::NotFound, ctx, now, actions);
+            return;
+        };
+        let Some(backend) = ctx.pick(routed.pool, self.client.ip(), Tried::default()) else {
             ::log::warn!("{} \"{line}\": no backend available -> 503", self.client);
             self.respond(ErrorResponse::ServiceUnavailable, ctx, now, actions);
             return;
         };
-        if !self.write_request_head(head, &backend) {
+        if !self.write_request_head(head, &backend, routed.strip) {
             ::log::info!(
                 "{} \"{line}\": rewritten head too large -> 431",
                 self.client
@@ -102,6 +111,7 @@ impl Exchange {
         self.phase = Phase::Serving(boxed(Flight {
             started: now,
             line,
+            routed,
             request,
             upload: Outbox::new(relay),
             head_kept,
@@ -122,13 +132,20 @@ impl Exchange {
         fault::inject(line.target(), fault::Stage::Request);
     }
 
-    /// Writes the head `backend` receives into `to_backend`. False when it does not fit.
-    pub(super) fn write_request_head(&mut self, head: &RequestHead, backend: &Backend) -> bool {
+    /// Writes the head `backend` receives into `to_backend`, without the first `strip` bytes of its
+    /// path. False when it does not fit.
+    pub(super) fn write_request_head(
+        &mut self,
+        head: &RequestHead,
+        backend: &Backend,
+        strip: usize,
+    ) -> bool {
         self.to_backend.clear();
         let info = ForwardInfo {
             client_ip: self.client.ip(),
             secure: self.secure,
             default_host: backend.config.authority.as_bytes(),
+            strip_prefix: strip,
         };
         let client_in = &self.client_in;
         self.to_backend
@@ -145,8 +162,9 @@ impl Exchange {
         if f.head_kept == 0 {
             return true;
         }
+        let strip = f.routed.strip;
         match request::parse_request(self.client_in.data(), buffer::capacity()) {
-            Ok(Some(head)) => self.write_request_head(&head, backend),
+            Ok(Some(head)) => self.write_request_head(&head, backend, strip),
             _ => {
                 ::log::error!(
                     "conn {}: cannot rebuild the request head for a retry",

@@ -18,8 +18,8 @@ impl Context for Fake {
     fn config(&self) -> &Config {
         &self.config
     }
-    fn pick(&mut self, client: IpAddr, tried: Tried) -> Option<Arc<Backend>> {
-        self.balancer.pick(client, tried)
+    fn pick(&mut self, pool: usize, client: IpAddr, tried: Tried) -> Option<Arc<Backend>> {
+        self.balancer.pick(pool, client, tried)
     }
     fn draining(&self) -> bool {
         self.draining

@@ -485,6 +485,8 @@ impl<'a> HeadWriter<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorResponse {
     BadRequest,
+    /// No route matches and there is no default pool.
+    NotFound,
     RequestTimeout,
     HeadTooLarge,
     NotImplemented,
@@ -497,6 +499,7 @@ impl ErrorResponse {
     pub fn status(self) -> u16 {
         match self {
             ErrorResponse::BadRequest => 400,
+            ErrorResponse::NotFound => 404,
             ErrorResponse::RequestTimeout => 408,
             ErrorResponse::HeadTooLarge => 431,
             ErrorResponse::NotImplemented => 501,
@@ -510,6 +513,9 @@ impl ErrorResponse {
         match self {
             ErrorResponse::BadRequest => {
                 b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: 16\r\nConnection: close\r\n\r\n400 Bad Request\n"
+            }
+            ErrorResponse::NotFound => {
+                b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: 14\r\nConnection: close\r\n\r\n404 Not Found\n"
             }
             ErrorResponse::RequestTimeout => {
                 b"HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain\r\nContent-Length: 20\r\nConnection: close\r\n\r\n408 Request Timeout\n"
@@ -611,6 +617,7 @@ mod tests {
     fn canned_responses_are_well_formed() {
         let all = [
             ErrorResponse::BadRequest,
+            ErrorResponse::NotFound,
             ErrorResponse::RequestTimeout,
             ErrorResponse::HeadTooLarge,
             ErrorResponse::NotImplemented,

@@ -284,6 +284,8 @@ pub struct ForwardInfo<'a> {
     pub secure: bool,
     /// `Host` for requests that carry none (HTTP/1.0): the backend's `host:port`.
     pub default_host: &'a [u8],
+    /// Bytes at the start of the path the backend does not see (a route's `strip_path_prefix`).
+    pub strip_prefix: usize,
 }
 
 /// Writes the head the backend receives: HTTP/1.1 request line, the client's end-to-end fields, `Host`,
@@ -299,8 +301,9 @@ pub fn write_request_head(
     w.put(head.method.get(buf));
     w.put(b" ");
     let target = head.target.get(buf);
+    let target = target.get(info.strip_prefix..).unwrap_or(target);
     // An absolute-form target with an empty path (`http://a`, `http://a?q`) gets the "/" that
-    // origin-form requires (RFC 9112 3.2.1).
+    // origin-form requires (RFC 9112 3.2.1), and so does a path whose prefix was stripped.
     if target.first() != Some(&b'/') && target != b"*" {
         w.put(b"/");
     }
@@ -441,6 +444,7 @@ mod tests {
             client_ip: "192.0.2.7".parse().unwrap(),
             secure: false,
             default_host: b"10.0.0.1:8001",
+            strip_prefix: 0,
         };
         let n = write_request_head(raw.as_bytes(), &head, &info, &mut out).unwrap();
         String::from_utf8(out[..n].to_vec()).unwrap()
@@ -900,6 +904,7 @@ mod tests {
             client_ip: "192.0.2.7".parse().unwrap(),
             secure: false,
             default_host: b"h",
+            strip_prefix: 0,
         };
         let n = write_request_head(at_limit.as_bytes(), &head, &info, &mut out).unwrap();
         let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -923,6 +928,7 @@ mod tests {
             client_ip: "::1".parse().unwrap(),
             secure: false,
             default_host: b"x",
+            strip_prefix: 0,
         };
         let mut small = [0u8; 20];
         assert_eq!(
@@ -940,6 +946,7 @@ mod tests {
             client_ip: "192.0.2.7".parse().unwrap(),
             secure: true,
             default_host: b"b",
+            strip_prefix: 0,
         };
         let n = write_request_head(raw.as_bytes(), &head, &info, &mut out).unwrap();
         assert_eq!(

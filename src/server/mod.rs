@@ -119,8 +119,8 @@ impl Context for Upstream {
         &self.config
     }
 
-    fn pick(&mut self, client: IpAddr, tried: Tried) -> Option<Arc<Backend>> {
-        self.balancer.pick(client, tried)
+    fn pick(&mut self, pool: usize, client: IpAddr, tried: Tried) -> Option<Arc<Backend>> {
+        self.balancer.pick(pool, client, tried)
     }
 
     fn draining(&self) -> bool {

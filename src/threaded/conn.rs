@@ -33,8 +33,8 @@ impl Context for Engine<'_> {
         &self.config
     }
 
-    fn pick(&mut self, client: IpAddr, tried: Tried) -> Option<Arc<Backend>> {
-        lock(&self.state.balancer).pick(client, tried)
+    fn pick(&mut self, pool: usize, client: IpAddr, tried: Tried) -> Option<Arc<Backend>> {
+        lock(&self.state.balancer).pick(pool, client, tried)
     }
 
     fn draining(&self) -> bool {

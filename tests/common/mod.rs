@@ -42,6 +42,11 @@ macro_rules! engine_module {
             fn lb_text(text: &str) -> Lb {
                 Lb::start_text(&format!("engine = \"{}\"\n{}{text}", $engine, $settings))
             }
+            /// `text` with this module's engine settings, as `lb_text` starts it (for reloads).
+            #[allow(dead_code)]
+            fn engine_config(text: &str) -> String {
+                format!("engine = \"{}\"\n{}{text}", $engine, $settings)
+            }
             #[allow(dead_code)]
             fn workers() -> usize {
                 if $settings.is_empty() { 1 } else { 2 }

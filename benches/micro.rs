@@ -122,7 +122,9 @@ fn main() {
             client = client.wrapping_add(1);
             let ip =
                 std::net::IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 | (client & 0xffff)));
-            let backend = balancer.pick(0, black_box(ip), Tried::default()).unwrap();
+            let backend = balancer
+                .pick(0, black_box(ip), Tried::default(), None)
+                .unwrap();
             let slot = backend.slot;
             let latency = Duration::from_micros(200 + slot as u64);
             backend

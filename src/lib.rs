@@ -46,6 +46,7 @@ pub mod random;
 pub mod reload;
 pub mod route;
 pub mod server;
+pub mod sticky;
 pub mod threaded;
 pub mod timer;
 pub mod tls;

@@ -64,6 +64,8 @@ pub struct Backend {
     fall: u32,
     /// Identity for `ip_hash`, derived from the URL so it survives restarts and reloads.
     pub(super) hash_key: u64,
+    /// Its name in a sticky cookie (`crate::sticky`): from its pool and URL.
+    pub sticky_id: u64,
     pub(super) state: Arc<BackendState>,
 }
 
@@ -78,6 +80,7 @@ impl Backend {
         Backend {
             slot,
             hash_key: mix64(fnv1a(config.url.as_bytes())),
+            sticky_id: crate::sticky::backend_id(&config.pool, &config.url),
             config,
             rise,
             fall,

@@ -233,9 +233,16 @@ impl Balancer {
     }
 
     /// Chooses a backend of pool `pool` (a position in the configuration's pools) for a request from
-    /// `client`, among its available backends not in `tried`.
-    pub fn pick(&mut self, pool: usize, client: IpAddr, tried: Tried) -> Option<Arc<Backend>> {
-        self.pools.get_mut(pool)?.pick(client, tried)
+    /// `client`, among its available backends not in `tried`: the one whose sticky id is `prefer`
+    /// when it can take the request, else the pool's algorithm's choice.
+    pub fn pick(
+        &mut self,
+        pool: usize,
+        client: IpAddr,
+        tried: Tried,
+        prefer: Option<u64>,
+    ) -> Option<Arc<Backend>> {
+        self.pools.get_mut(pool)?.pick(client, tried, prefer)
     }
 
     /// Sets the capacity of the backend at `position` in the configuration.

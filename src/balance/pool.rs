@@ -17,7 +17,21 @@ pub(super) struct PoolPicker {
 }
 
 impl PoolPicker {
-    pub(super) fn pick(&mut self, client: IpAddr, tried: Tried) -> Option<Arc<Backend>> {
+    /// The member whose sticky id is `prefer` when it can take the request, else the algorithm's pick.
+    pub(super) fn pick(
+        &mut self,
+        client: IpAddr,
+        tried: Tried,
+        prefer: Option<u64>,
+    ) -> Option<Arc<Backend>> {
+        if let Some(id) = prefer
+            && let Some(sticky) = self
+                .members
+                .iter()
+                .find(|b| b.sticky_id == id && b.available() && !tried.contains(b.slot))
+        {
+            return Some(sticky.clone());
+        }
         let i = self.picker.pick(&self.members, client, tried)?;
         self.members.get(i).cloned()
     }
@@ -61,5 +75,6 @@ pub(super) fn single(name: &str, algorithm: Algorithm, count: usize) -> Vec<Pool
         name: name.to_string(),
         algorithm,
         backends: 0..count,
+        sticky_cookie: None,
     }]
 }

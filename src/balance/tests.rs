@@ -25,7 +25,7 @@ const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 const NONE: Tried = Tried(0);
 
 fn pick(b: &mut Balancer, client: IpAddr, tried: Tried) -> Option<usize> {
-    b.pick(0, client, tried).map(|backend| backend.slot)
+    b.pick(0, client, tried, None).map(|backend| backend.slot)
 }
 
 fn picks(b: &mut Balancer, n: usize) -> Vec<usize> {
@@ -112,9 +112,9 @@ fn least_connections_weighs_by_capacity_and_rotates_ties() {
     );
     // Requests started through the balancer count.
     let mut b = balancer(&[1, 1], Algorithm::LeastConnections);
-    let first = b.pick(0, CLIENT, NONE).unwrap();
+    let first = b.pick(0, CLIENT, NONE, None).unwrap();
     let _busy = first.clone().start();
-    let second = b.pick(0, CLIENT, NONE).unwrap();
+    let second = b.pick(0, CLIENT, NONE, None).unwrap();
     assert_ne!(first.slot, second.slot, "the busy backend is avoided");
 }
 

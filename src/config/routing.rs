@@ -23,6 +23,8 @@ pub(super) struct RawPool {
     backends: Vec<RawBackend>,
     #[serde(default)]
     health_check: RawPoolHealth,
+    #[serde(default)]
+    sticky_cookie: Option<String>,
 }
 
 /// A pool's defaults for its backends' probes; the rest of `[health_check]` is process-wide.
@@ -53,6 +55,8 @@ pub struct Pool {
     pub name: String,
     pub algorithm: Algorithm,
     pub backends: Range<usize>,
+    /// The cookie that keeps a client on one backend of this pool (`sticky_cookie`).
+    pub sticky_cookie: Option<String>,
 }
 
 /// What the pools and routes of a file come to.
@@ -87,6 +91,7 @@ pub(super) fn routing(
             "backends".to_string(),
             algorithm,
             health_check.clone(),
+            None,
             top,
         ));
     }
@@ -117,6 +122,16 @@ pub(super) fn routing(
         if let Some(interval) = p.health_check.interval {
             health.interval = interval;
         }
+        if let Some(cookie) = &p.sticky_cookie
+            && !crate::sticky::valid_name(cookie)
+        {
+            return Err(invalid(
+                format!("{key}.sticky_cookie"),
+                format!(
+                    "{cookie:?} is not a cookie name: letters, digits and !#$%&'*+-.^_`|~ only"
+                ),
+            ));
+        }
         if p.name == DEFAULT_POOL {
             named_default = Some(specs.len());
         }
@@ -125,6 +140,7 @@ pub(super) fn routing(
             format!("{key}.backends"),
             p.algorithm.unwrap_or(algorithm),
             health,
+            p.sticky_cookie,
             p.backends,
         ));
     }
@@ -135,7 +151,7 @@ pub(super) fn routing(
     }
     let mut pools = Vec::with_capacity(specs.len());
     let mut backends: Vec<BackendConfig> = Vec::new();
-    for (name, key, algorithm, health, raw) in specs {
+    for (name, key, algorithm, health, sticky_cookie, raw) in specs {
         let start = backends.len();
         for (i, b) in raw.into_iter().enumerate() {
             let backend = build(&format!("{key}[{i}]"), b, &health, &backends[start..])?;
@@ -148,6 +164,7 @@ pub(super) fn routing(
             name,
             algorithm,
             backends: start..backends.len(),
+            sticky_cookie,
         });
     }
     if backends.is_empty() {
@@ -377,6 +394,12 @@ backends = [{ url = "http://127.0.0.1:9001" }]
                     "{top}[[pools]]\nname = \"p\"\nhealth_check = {{ path = \"x\" }}\nbackends = [{{ url = \"http://127.0.0.1:9002\" }}]\n"
                 ),
                 vec!["path", "must start with '/'"],
+            ),
+            (
+                format!(
+                    "{top}[[pools]]\nname = \"p\"\nsticky_cookie = \"a b\"\nbackends = [{{ url = \"http://127.0.0.1:9002\" }}]\n"
+                ),
+                vec!["pools[0].sticky_cookie", "not a cookie name"],
             ),
         ];
         for (text, needles) in cases {

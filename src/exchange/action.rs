@@ -82,8 +82,14 @@ impl IntoIterator for Actions {
 pub trait Context {
     fn config(&self) -> &Config;
     /// Chooses a backend of pool `pool` for a request from `client` among available ones not in
-    /// `tried`.
-    fn pick(&mut self, pool: usize, client: IpAddr, tried: Tried) -> Option<Arc<Backend>>;
+    /// `tried`: the one whose sticky id is `prefer` if it can take the request.
+    fn pick(
+        &mut self,
+        pool: usize,
+        client: IpAddr,
+        tried: Tried,
+        prefer: Option<u64>,
+    ) -> Option<Arc<Backend>>;
     /// SIGTERM was received: every response closes its connection.
     fn draining(&self) -> bool;
     /// A request was answered, by a backend or by lb itself (the requests-per-second meter).

@@ -147,7 +147,9 @@ impl Exchange {
         f.attempt.tried = f.attempt.tried.with(backend.slot);
         let line = f.line;
         let next = match decision {
-            Retry::OtherBackend => ctx.pick(f.routed.pool, self.client.ip(), f.attempt.tried),
+            Retry::OtherBackend => {
+                ctx.pick(f.routed.pool, self.client.ip(), f.attempt.tried, f.sticky)
+            }
             _ => None,
         };
         if let Some(next) = next {

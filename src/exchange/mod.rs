@@ -81,6 +81,8 @@ struct Flight {
     line: RequestLine,
     /// The pool serving the request, and what of its path the backend does not see.
     routed: Routed,
+    /// The backend the client's sticky cookie names, when its pool has one.
+    sticky: Option<u64>,
     request: RequestFacts,
     /// The request body, client → backend (after a `101`, every byte the client sends).
     upload: Outbox,

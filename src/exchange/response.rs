@@ -110,9 +110,26 @@ impl Exchange {
         let request_cut = !f.upload.relay.is_done();
         plan.close_client = policy::close_client(plan.close_client, request_cut, ctx.draining());
         let interim_queued = self.to_client.len();
+        let backend = f.attempt.inflight.backend();
+        // A sticky pool names the backend that answered, unless the client's cookie already does.
+        let set_cookie = match &ctx.config().pools.get(f.routed.pool) {
+            Some(pool) if f.sticky != Some(backend.sticky_id) => pool
+                .sticky_cookie
+                .as_deref()
+                .map(|name| crate::sticky::set_cookie_field(name, backend.sticky_id)),
+            _ => None,
+        };
+        let extra = set_cookie.as_deref().unwrap_or_default().as_bytes();
         let backend_in = &self.backend_in;
         let written = self.to_client.write_with(|out| {
-            response::write_response_head(backend_in.data(), head, Some(&plan), version, out)
+            response::write_response_head_with(
+                backend_in.data(),
+                head,
+                Some(&plan),
+                version,
+                extra,
+                out,
+            )
         });
         if !written {
             return Err("response head too large".into());

@@ -73,7 +73,9 @@ impl Exchange {
             self.respond(ErrorResponse::NotFound, ctx, now, actions);
             return;
         };
-        let Some(backend) = ctx.pick(routed.pool, self.client.ip(), Tried::default()) else {
+        let sticky = sticky_cookie(ctx.config(), routed.pool, head, buf);
+        let Some(backend) = ctx.pick(routed.pool, self.client.ip(), Tried::default(), sticky)
+        else {
             ::log::warn!("{} \"{line}\": no backend available -> 503", self.client);
             self.respond(ErrorResponse::ServiceUnavailable, ctx, now, actions);
             return;
@@ -112,6 +114,7 @@ impl Exchange {
             started: now,
             line,
             routed,
+            sticky,
             request,
             upload: Outbox::new(relay),
             head_kept,
@@ -245,4 +248,15 @@ pub(super) fn pooled(request: &RequestFacts) -> Pooled {
     } else {
         Pooled::Any
     }
+}
+
+/// The backend id in the request's sticky cookie, when the pool keeps clients by one.
+fn sticky_cookie(config: &Config, pool: usize, head: &RequestHead, buf: &[u8]) -> Option<u64> {
+    let name = config.pools.get(pool)?.sticky_cookie.as_deref()?;
+    let fields = head
+        .headers
+        .iter(buf)
+        .filter(|h| h.name.get(buf).eq_ignore_ascii_case(b"cookie"))
+        .map(|h| h.value.get(buf));
+    crate::sticky::find(fields, name.as_bytes())
 }

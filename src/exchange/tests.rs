@@ -18,8 +18,14 @@ impl Context for Fake {
     fn config(&self) -> &Config {
         &self.config
     }
-    fn pick(&mut self, pool: usize, client: IpAddr, tried: Tried) -> Option<Arc<Backend>> {
-        self.balancer.pick(pool, client, tried)
+    fn pick(
+        &mut self,
+        pool: usize,
+        client: IpAddr,
+        tried: Tried,
+        prefer: Option<u64>,
+    ) -> Option<Arc<Backend>> {
+        self.balancer.pick(pool, client, tried, prefer)
     }
     fn draining(&self) -> bool {
         self.draining

@@ -223,6 +223,19 @@ pub fn write_response_head(
     client_version: Version,
     out: &mut [u8],
 ) -> Option<usize> {
+    write_response_head_with(buf, head, plan, client_version, b"", out)
+}
+
+/// [`write_response_head`] with `extra` (whole field lines, each ending in CRLF, such as a sticky
+/// session's `Set-Cookie`) after the backend's fields.
+pub fn write_response_head_with(
+    buf: &[u8],
+    head: &ResponseHead,
+    plan: Option<&ResponsePlan>,
+    client_version: Version,
+    extra: &[u8],
+    out: &mut [u8],
+) -> Option<usize> {
     let tunnel = matches!(
         plan,
         Some(ResponsePlan {
@@ -260,6 +273,7 @@ pub fn write_response_head(
             w.header(name, h.value.get(buf));
         }
     }
+    w.put(extra);
     if let Some(plan) = plan {
         match plan.body {
             ClientBody::Length(n) => {

@@ -119,8 +119,14 @@ impl Context for Upstream {
         &self.config
     }
 
-    fn pick(&mut self, pool: usize, client: IpAddr, tried: Tried) -> Option<Arc<Backend>> {
-        self.balancer.pick(pool, client, tried)
+    fn pick(
+        &mut self,
+        pool: usize,
+        client: IpAddr,
+        tried: Tried,
+        prefer: Option<u64>,
+    ) -> Option<Arc<Backend>> {
+        self.balancer.pick(pool, client, tried, prefer)
     }
 
     fn draining(&self) -> bool {

@@ -33,8 +33,14 @@ impl Context for Engine<'_> {
         &self.config
     }
 
-    fn pick(&mut self, pool: usize, client: IpAddr, tried: Tried) -> Option<Arc<Backend>> {
-        lock(&self.state.balancer).pick(pool, client, tried)
+    fn pick(
+        &mut self,
+        pool: usize,
+        client: IpAddr,
+        tried: Tried,
+        prefer: Option<u64>,
+    ) -> Option<Arc<Backend>> {
+        lock(&self.state.balancer).pick(pool, client, tried, prefer)
     }
 
     fn draining(&self) -> bool {

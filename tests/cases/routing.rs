@@ -192,3 +192,58 @@ fn a_reload_adds_and_removes_pools_and_routes() {
     let url = |b: &Backend| format!("http://{}", b.addr);
     assert_eq!(listed, [url(&pools.default), url(&pools.api), url(&v2)]);
 }
+
+#[test]
+fn a_sticky_cookie_keeps_a_client_on_its_backend_until_that_backend_goes() {
+    let a = Backend::named("a");
+    let b = Backend::named("b");
+    let text = format!(
+        "{HEAD}[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [[pools]]\nname = \"app\"\nsticky_cookie = \"lb_app\"\n\
+         backends = [{{ url = \"http://{}\" }}, {{ url = \"http://{}\" }}]\n\
+         [[routes]]\npath_prefix = \"/\"\npool = \"app\"\n",
+        a.addr, b.addr
+    );
+    let lb = lb_text(&text);
+    let first = ask(&lb, "GET / HTTP/1.1\r\nHost: h\r\n\r\n");
+    let set = first.header("set-cookie").expect("the first response sets the cookie");
+    let value = set
+        .strip_prefix("lb_app=")
+        .and_then(|v| v.strip_suffix("; Path=/; HttpOnly"))
+        .unwrap_or_else(|| panic!("{set}"))
+        .to_string();
+    assert_eq!(value.len(), 16, "{set}");
+    for addr in [a.addr, b.addr] {
+        assert!(!set.contains(&addr.port().to_string()), "opaque: {set}");
+    }
+    let home = first.text();
+    let other = if home == "a" { "b" } else { "a" };
+    let with_cookie = format!("GET / HTTP/1.1\r\nHost: h\r\nCookie: x=1; lb_app={value}\r\n\r\n");
+    for _ in 0..6 {
+        let r = ask(&lb, &with_cookie);
+        assert_eq!(r.text(), home, "the cookie wins over round robin");
+        assert_eq!(r.header("set-cookie"), None, "a valid cookie is not set again");
+    }
+    // A value lb never set: an ordinary pick, and a cookie for it.
+    let r = ask(&lb, "GET / HTTP/1.1\r\nHost: h\r\nCookie: lb_app=0000000000000000\r\n\r\n");
+    assert!(r.header("set-cookie").is_some());
+    // The same configuration again: the cookie still names the same backend.
+    lb.control.reload(lb::config::Config::parse(&engine_config(&text)).unwrap());
+    assert!(lb.control.sync(WAIT));
+    assert_eq!(ask(&lb, &with_cookie).text(), home, "stable across a reload");
+    // Its backend drained: another one, and the cookie moves there.
+    let index = if home == "a" { 0 } else { 1 };
+    let mut admin = Client::connect(lb.admin_addr.unwrap());
+    admin.send(
+        format!("PUT /backends/{index}/enabled HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nfalse")
+            .as_bytes(),
+    );
+    assert_eq!(admin.response(false).status, 200);
+    let moved = ask(&lb, &with_cookie);
+    assert_eq!(moved.text(), other);
+    let new_set = moved.header("set-cookie").expect("the cookie follows the new backend");
+    assert_ne!(new_set, set);
+    let new_value = &new_set["lb_app=".len().."lb_app=".len() + 16];
+    let again = format!("GET / HTTP/1.1\r\nHost: h\r\nCookie: lb_app={new_value}\r\n\r\n");
+    assert_eq!(ask(&lb, &again).text(), other);
+}

@@ -27,6 +27,22 @@ pub struct Overview {
     pub version: &'static str,
     /// Each event-loop worker's load (one entry for the threaded engine), to show imbalance.
     pub workers: Vec<WorkerLoad>,
+    /// Requests refused for their rate (429), connections closed for their count, by `[limits]`.
+    pub limit_rejections: LimitRejections,
+}
+
+/// What `[limits]` refused since start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct LimitRejections {
+    pub rate: u64,
+    pub connections: u64,
+}
+
+impl LimitRejections {
+    pub fn of(limits: &crate::limit::Limits) -> LimitRejections {
+        let (rate, connections) = limits.refused();
+        LimitRejections { rate, connections }
+    }
 }
 
 /// One worker's share of the work.
@@ -43,6 +59,7 @@ pub struct Counts {
     pub internal_errors: u64,
     pub tls_handshake_failures: u64,
     pub workers: Vec<WorkerLoad>,
+    pub limit_rejections: LimitRejections,
 }
 
 impl Overview {
@@ -67,6 +84,7 @@ impl Overview {
             engine: config.engine.name(),
             version: env!("CARGO_PKG_VERSION"),
             workers: counts.workers,
+            limit_rejections: counts.limit_rejections,
         }
     }
 }
@@ -352,6 +370,7 @@ struct Stats<'a> {
     internal_errors: u64,
     tls_handshake_failures: u64,
     workers: usize,
+    limit_rejections: LimitRejections,
     backends: Vec<BackendStats<'a>>,
 }
 
@@ -398,6 +417,7 @@ pub fn stats_json(o: &Overview) -> String {
         internal_errors: o.internal_errors,
         tls_handshake_failures: o.tls_handshake_failures,
         workers: o.workers.len(),
+        limit_rejections: o.limit_rejections,
         backends: o
             .backends
             .iter()
@@ -513,6 +533,11 @@ pub fn metrics_text(o: &Overview) -> String {
         "# HELP lb_tls_handshake_failures_total TLS connections closed before their handshake finished.\n# TYPE lb_tls_handshake_failures_total counter\nlb_tls_handshake_failures_total {}",
         o.tls_handshake_failures
     );
+    let _ = writeln!(
+        out,
+        "# HELP lb_limit_rejections_total Refused by [limits]: requests over their rate (429), connections over their count (closed).\n# TYPE lb_limit_rejections_total counter\nlb_limit_rejections_total{{reason=\"rate\"}} {}\nlb_limit_rejections_total{{reason=\"connections\"}} {}",
+        o.limit_rejections.rate, o.limit_rejections.connections
+    );
     // Per worker, so that operators can see imbalance between them.
     type WorkerField = fn(&WorkerLoad) -> u64;
     let worker_series: [(&str, &str, &str, WorkerField); 2] = [
@@ -600,6 +625,10 @@ mod tests {
                         open_connections: 1,
                     },
                 ],
+                limit_rejections: LimitRejections {
+                    rate: 5,
+                    connections: 2,
+                },
             },
         }
     }
@@ -693,6 +722,8 @@ mod tests {
         assert_eq!(v["requests_per_second"], 12.5);
         assert_eq!(v["tls_handshake_failures"], 4);
         assert_eq!(v["workers"], 2);
+        assert_eq!(v["limit_rejections"]["rate"], 5);
+        assert_eq!(v["limit_rejections"]["connections"], 2);
         assert_eq!(v["backends"][1]["url"], "http://b\"q:2");
         assert_eq!(v["backends"][1]["pool"], "default");
         for field in [

@@ -41,6 +41,7 @@ pub mod fault;
 pub mod health;
 pub mod http;
 pub mod io;
+pub mod limit;
 pub mod listen;
 pub mod random;
 pub mod reload;

@@ -3,6 +3,7 @@
 //! knows it). Backend host names are resolved here, once, so that the event loop never performs a DNS
 //! lookup.
 
+mod limits;
 mod routing;
 mod tls;
 mod values;
@@ -129,6 +130,8 @@ pub struct Config {
     pub pools: Vec<Pool>,
     /// Which pool serves a request.
     pub router: Router,
+    /// Per-client limits (`[limits]`); zeros are no limit.
+    pub limits: crate::limit::Settings,
     /// Settings that work but probably not as the operator meant, each naming its keys: logged at
     /// start and on reload, printed by `--check`.
     pub warnings: Vec<String>,
@@ -251,6 +254,8 @@ struct RawConfig {
     tls: Option<tls::RawTls>,
     #[serde(default)]
     backends: Vec<RawBackend>,
+    #[serde(default)]
+    limits: Option<limits::RawLimits>,
     #[serde(default)]
     pools: Vec<routing::RawPool>,
     #[serde(default)]
@@ -381,6 +386,7 @@ impl Config {
             Some(raw_tls) => Some(tls::listener(raw_tls, base)?),
             None => None,
         };
+        let limits = limits::settings(raw.limits)?;
         let mut system_roots = None;
         let routing = routing::routing(
             raw.backends,
@@ -417,6 +423,7 @@ impl Config {
             backends: routing.backends,
             pools: routing.pools,
             router: routing.router,
+            limits,
             warnings,
         })
     }

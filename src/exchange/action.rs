@@ -5,6 +5,7 @@ use crate::balance::{Backend, Tried};
 use crate::config::Config;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Instant;
 
 /// How a connection ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,6 +91,8 @@ pub trait Context {
         tried: Tried,
         prefer: Option<u64>,
     ) -> Option<Arc<Backend>>;
+    /// Takes a token from `client`'s request bucket (`[limits]`); false: answer 429.
+    fn admit_request(&mut self, client: IpAddr, now: Instant) -> bool;
     /// SIGTERM was received: every response closes its connection.
     fn draining(&self) -> bool;
     /// A request was answered, by a backend or by lb itself (the requests-per-second meter).

@@ -56,6 +56,18 @@ impl Exchange {
         actions: &mut Actions,
     ) {
         self.requests = self.requests.saturating_add(1);
+        if !ctx.admit_request(self.client.ip(), now) {
+            ::log::info!(
+                "{} \"{}\": over [limits] requests_per_second -> 429",
+                self.client,
+                RequestLine::new(
+                    head.method(self.client_in.data()),
+                    head.target.get(self.client_in.data())
+                )
+            );
+            self.respond(ErrorResponse::TooManyRequests, ctx, now, actions);
+            return;
+        }
         if !self.secure
             && let Some(port) = ctx.https_redirect_port()
         {

@@ -27,6 +27,9 @@ impl Context for Fake {
     ) -> Option<Arc<Backend>> {
         self.balancer.pick(pool, client, tried, prefer)
     }
+    fn admit_request(&mut self, _client: IpAddr, _now: Instant) -> bool {
+        true
+    }
     fn draining(&self) -> bool {
         self.draining
     }

@@ -487,6 +487,8 @@ pub enum ErrorResponse {
     BadRequest,
     /// No route matches and there is no default pool.
     NotFound,
+    /// The client's request rate is above `[limits]`.
+    TooManyRequests,
     RequestTimeout,
     HeadTooLarge,
     NotImplemented,
@@ -500,6 +502,7 @@ impl ErrorResponse {
         match self {
             ErrorResponse::BadRequest => 400,
             ErrorResponse::NotFound => 404,
+            ErrorResponse::TooManyRequests => 429,
             ErrorResponse::RequestTimeout => 408,
             ErrorResponse::HeadTooLarge => 431,
             ErrorResponse::NotImplemented => 501,
@@ -516,6 +519,9 @@ impl ErrorResponse {
             }
             ErrorResponse::NotFound => {
                 b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: 14\r\nConnection: close\r\n\r\n404 Not Found\n"
+            }
+            ErrorResponse::TooManyRequests => {
+                b"HTTP/1.1 429 Too Many Requests\r\nContent-Type: text/plain\r\nContent-Length: 22\r\nRetry-After: 1\r\nConnection: close\r\n\r\n429 Too Many Requests\n"
             }
             ErrorResponse::RequestTimeout => {
                 b"HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain\r\nContent-Length: 20\r\nConnection: close\r\n\r\n408 Request Timeout\n"
@@ -618,6 +624,7 @@ mod tests {
         let all = [
             ErrorResponse::BadRequest,
             ErrorResponse::NotFound,
+            ErrorResponse::TooManyRequests,
             ErrorResponse::RequestTimeout,
             ErrorResponse::HeadTooLarge,
             ErrorResponse::NotImplemented,

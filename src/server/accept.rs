@@ -65,6 +65,14 @@ impl Server {
     /// Takes an accepted client in; false when it could not be (and is closed).
     fn add_client(&mut self, stream: TcpStream, addr: SocketAddr, entry: Entry) -> bool {
         let now = self.now;
+        let limit = match self.shared.upstream.limits.connect(addr.ip(), now) {
+            Ok(limit) => limit,
+            Err(_) => {
+                // Closed at once (the stream is dropped): a client over its connection count.
+                log::debug!("{addr}: over [limits] connections_per_client, connection closed");
+                return false;
+            }
+        };
         if let Err(e) = stream.set_nodelay(true) {
             log::debug!("set_nodelay on client {addr}: {e}");
         }
@@ -94,7 +102,7 @@ impl Server {
         };
         let id = Server::next_id(&mut self.next_id, self.shared.upstream.process.workers());
         log::debug!("conn {id}: accepted {addr}");
-        let conn = entry.insert(Conn::new(key, id, transport, token, addr, now));
+        let conn = entry.insert(Conn::new(key, id, transport, token, addr, now, limit));
         conn.refresh_deadline(&mut self.shared);
         true
     }

@@ -66,6 +66,7 @@ impl Shared {
                         open_connections: w.open,
                     })
                     .collect(),
+                limit_rejections: crate::admin::LimitRejections::of(&u.limits),
             },
             u.meter.started,
         )

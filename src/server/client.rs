@@ -78,6 +78,8 @@ pub(super) struct Conn {
     backend: Option<BackendEnd>,
     exchange: Exchange,
     pub(super) deadline: Deadline,
+    /// Counted against the client's `connections_per_client`: given back by `Server::remove`.
+    pub(super) limit: Option<crate::limit::Held>,
 }
 
 impl Conn {
@@ -88,6 +90,7 @@ impl Conn {
         token: Token,
         addr: SocketAddr,
         now: Instant,
+        limit: Option<crate::limit::Held>,
     ) -> Conn {
         let ready = Readiness {
             writable: true,
@@ -101,6 +104,7 @@ impl Conn {
             backend: None,
             exchange: Exchange::new(id, addr, secure, now),
             deadline: Deadline::default(),
+            limit,
         }
     }
 
@@ -555,7 +559,7 @@ mod tests {
     #[test]
     fn an_idle_connection_stays_small() {
         let size = std::mem::size_of::<super::Conn>();
-        assert!(size <= 312, "Conn grew to {size} bytes");
+        assert!(size <= 320, "Conn grew to {size} bytes");
         assert!(std::mem::size_of::<crate::buffer::Buffer>() <= 24);
     }
 }

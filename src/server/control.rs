@@ -163,6 +163,7 @@ impl Server {
             // New connections get the new certificates; open ones keep the session they have.
             self.tls_server = Some(tls.server.clone());
         }
+        self.shared.upstream.limits.configure(config.limits);
         let now = Instant::now();
         let slots = self.shared.upstream.balancer.slots();
         while self.shared.idle.len() < slots {

@@ -112,6 +112,8 @@ struct Upstream {
     /// Figures shared with the other workers, and this worker's index in them.
     process: Arc<Process>,
     worker: usize,
+    /// Per-client limits, shared by every worker.
+    limits: Arc<crate::limit::Limits>,
 }
 
 impl Context for Upstream {
@@ -127,6 +129,10 @@ impl Context for Upstream {
         prefer: Option<u64>,
     ) -> Option<Arc<Backend>> {
         self.balancer.pick(pool, client, tried, prefer)
+    }
+
+    fn admit_request(&mut self, client: IpAddr, now: Instant) -> bool {
+        self.limits.request(client, now).is_ok()
     }
 
     fn draining(&self) -> bool {
@@ -438,6 +444,9 @@ impl Server {
         };
         let upstream = &self.shared.upstream;
         upstream.process.release(upstream.worker);
+        if let Some(held) = conn.limit.take() {
+            upstream.limits.disconnect(held);
+        }
         let id = conn.id();
         let shared = &mut self.shared;
         if let Err(cause) = fault::contain(|| conn.teardown(shared, how)) {

@@ -53,6 +53,7 @@ impl Server {
             None => (0..count).map(|_| None).collect(),
         };
         let process = Process::new(count);
+        let limits = Arc::new(crate::limit::Limits::new(config.limits, Instant::now()));
         let balancer = Balancer::from_config(&config);
         let mut workers = Vec::with_capacity(count);
         for (index, plain) in plain.into_iter().enumerate() {
@@ -67,6 +68,7 @@ impl Server {
                 balancer.share(index),
                 listeners,
                 process.clone(),
+                limits.clone(),
             )?);
         }
         let mut workers = workers.into_iter();
@@ -90,6 +92,7 @@ impl Server {
         balancer: Balancer,
         listeners: Listeners,
         process: Arc<Process>,
+        limits: Arc<crate::limit::Limits>,
     ) -> io::Result<Server> {
         let poll = Poll::new()?;
         let local_addr = listeners.plain.local_addr()?;
@@ -158,6 +161,7 @@ impl Server {
                     https_port,
                     process,
                     worker: index,
+                    limits,
                 },
                 registry,
                 sockets: Slab::with_capacity(max_connections * 2),

@@ -30,6 +30,7 @@ impl AdminTarget for AdminView<'_> {
                     requests: total_requests,
                     open_connections: open,
                 }],
+                limit_rejections: crate::admin::LimitRejections::of(&self.0.limits),
             },
             self.0.started,
         )

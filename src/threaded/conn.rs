@@ -51,6 +51,10 @@ impl Context for Engine<'_> {
         self.state.total_requests.fetch_add(1, Ordering::Relaxed);
     }
 
+    fn admit_request(&mut self, client: IpAddr, now: Instant) -> bool {
+        self.state.limits.request(client, now).is_ok()
+    }
+
     fn https_redirect_port(&self) -> Option<u16> {
         self.config
             .tls

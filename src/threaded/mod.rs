@@ -61,6 +61,8 @@ struct State {
     internal_errors: AtomicU64,
     /// TLS connections closed before their handshake finished (`lb_tls_handshake_failures_total`).
     tls_handshake_failures: AtomicU64,
+    /// Per-client limits (`[limits]`).
+    limits: Arc<crate::limit::Limits>,
 }
 
 /// Locks a mutex. The engine never holds two of its locks at once (so no lock order can deadlock): take
@@ -145,6 +147,7 @@ impl State {
                 idle[slot].clear();
             }
         }
+        self.limits.configure(config.limits);
         *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);
     }
 }
@@ -194,6 +197,7 @@ impl Threaded {
         };
         let tls_server = config.tls.as_ref().map(|t| t.server.clone());
         let balancer = Balancer::from_config(&config);
+        let limits = Arc::new(crate::limit::Limits::new(config.limits, Instant::now()));
         let idle = config.backends.iter().map(|_| Vec::new()).collect();
         let (commands_in, commands) = mpsc::channel();
         Ok(Threaded {
@@ -218,6 +222,7 @@ impl Threaded {
                 open: AtomicUsize::new(0),
                 internal_errors: AtomicU64::new(0),
                 tls_handshake_failures: AtomicU64::new(0),
+                limits,
             }),
             commands,
             control: Control::new(commands_in, None),
@@ -406,6 +411,10 @@ fn accept_loop(state: &Arc<State>, listener: TcpListener, secure: bool) {
         let Ok(addr) = stream.peer_addr() else {
             continue;
         };
+        let Ok(limit) = crate::limit::hold(&state.limits, addr.ip(), Instant::now()) else {
+            log::debug!("{addr}: over [limits] connections_per_client, connection closed");
+            continue;
+        };
         let id = state.next_id.fetch_add(1, Ordering::SeqCst);
         let idle = Arc::new(AtomicBool::new(true));
         if let Ok(clone) = stream.try_clone() {
@@ -417,6 +426,7 @@ fn accept_loop(state: &Arc<State>, listener: TcpListener, secure: bool) {
             .name("lb-conn".into())
             .stack_size(CONNECTION_STACK)
             .spawn(move || {
+                let _limit = limit;
                 conn::serve(&worker, id, stream, addr, secure, &idle);
                 lock(&worker.clients).remove(&id);
                 worker.open.fetch_sub(1, Ordering::SeqCst);

@@ -7,7 +7,7 @@
 //! Each result is asserted so that nothing is optimised away; times are per operation, medians of
 //! several runs, and meant to be compared with each other on one machine, not across machines.
 
-use lb::balance::{Balancer, Outcome, Tried};
+use lb::balance::{Balancer, Outcome, Pick, Tried};
 use lb::config::{Algorithm, Config};
 use lb::http::Version;
 use lb::http::body::{ChunkedDecoder, Relay, relay_all};
@@ -122,14 +122,14 @@ fn main() {
             client = client.wrapping_add(1);
             let ip =
                 std::net::IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 | (client & 0xffff)));
-            let backend = balancer
-                .pick(0, black_box(ip), Tried::default(), None)
-                .unwrap();
-            let slot = backend.slot;
+            let Pick::Started(mut inflight) =
+                balancer.pick(0, black_box(ip), Tried::default(), None)
+            else {
+                panic!("no backend")
+            };
+            let slot = inflight.backend().slot;
             let latency = Duration::from_micros(200 + slot as u64);
-            backend
-                .start()
-                .finish(Outcome::Success { latency }, "response");
+            inflight.finish(Outcome::Success { latency }, "response");
             slot
         });
         let total: u64 = balancer.snapshot().iter().map(|b| b.success_count).sum();

@@ -14,6 +14,8 @@ pub const DASHBOARD: &str = include_str!("dashboard.html");
 #[derive(Debug, Clone, PartialEq)]
 pub struct Overview {
     pub backends: Vec<BackendSnapshot>,
+    /// Each pool's name and the requests waiting in its queue, in configuration order.
+    pub pools: Vec<(String, usize)>,
     pub open_connections: usize,
     pub requests_per_second: f64,
     pub total_requests: u64,
@@ -74,6 +76,7 @@ impl Overview {
     ) -> Overview {
         Overview {
             backends: balancer.snapshot(),
+            pools: balancer.queues(),
             open_connections,
             requests_per_second,
             total_requests: counts.total_requests,
@@ -371,7 +374,14 @@ struct Stats<'a> {
     tls_handshake_failures: u64,
     workers: usize,
     limit_rejections: LimitRejections,
+    pools: Vec<PoolStats<'a>>,
     backends: Vec<BackendStats<'a>>,
+}
+
+#[derive(Serialize)]
+struct PoolStats<'a> {
+    name: &'a str,
+    queue_length: usize,
 }
 
 #[derive(Serialize)]
@@ -418,6 +428,14 @@ pub fn stats_json(o: &Overview) -> String {
         tls_handshake_failures: o.tls_handshake_failures,
         workers: o.workers.len(),
         limit_rejections: o.limit_rejections,
+        pools: o
+            .pools
+            .iter()
+            .map(|(name, queued)| PoolStats {
+                name,
+                queue_length: *queued,
+            })
+            .collect(),
         backends: o
             .backends
             .iter()
@@ -538,6 +556,17 @@ pub fn metrics_text(o: &Overview) -> String {
         "# HELP lb_limit_rejections_total Refused by [limits]: requests over their rate (429), connections over their count (closed).\n# TYPE lb_limit_rejections_total counter\nlb_limit_rejections_total{{reason=\"rate\"}} {}\nlb_limit_rejections_total{{reason=\"connections\"}} {}",
         o.limit_rejections.rate, o.limit_rejections.connections
     );
+    let _ = writeln!(
+        out,
+        "# HELP lb_pool_queue_length Requests waiting for a backend with room under its max_connections.\n# TYPE lb_pool_queue_length gauge"
+    );
+    for (name, queued) in &o.pools {
+        let _ = writeln!(
+            out,
+            "lb_pool_queue_length{{pool=\"{}\"}} {queued}",
+            label(name)
+        );
+    }
     // Per worker, so that operators can see imbalance between them.
     type WorkerField = fn(&WorkerLoad) -> u64;
     let worker_series: [(&str, &str, &str, WorkerField); 2] = [
@@ -606,6 +635,7 @@ mod tests {
         Fake {
             overview: Overview {
                 backends: vec![backend("http://a:1"), backend("http://b\"q:2")],
+                pools: vec![("default".to_string(), 3)],
                 open_connections: 3,
                 requests_per_second: 12.5,
                 total_requests: 20,
@@ -722,6 +752,8 @@ mod tests {
         assert_eq!(v["requests_per_second"], 12.5);
         assert_eq!(v["tls_handshake_failures"], 4);
         assert_eq!(v["workers"], 2);
+        assert_eq!(v["pools"][0]["name"], "default");
+        assert_eq!(v["pools"][0]["queue_length"], 3);
         assert_eq!(v["limit_rejections"]["rate"], 5);
         assert_eq!(v["limit_rejections"]["connections"], 2);
         assert_eq!(v["backends"][1]["url"], "http://b\"q:2");

@@ -25,6 +25,8 @@ pub enum TimerOwner {
     Tick,
     /// The end of the drain period after SIGTERM.
     Drain,
+    /// Requests wait in a pool's queue: look for room again.
+    Queue,
 }
 
 /// Who a timer entry wakes: the owner's slot and the generation of the thing living there when it was

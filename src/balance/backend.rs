@@ -117,6 +117,33 @@ impl Backend {
         Hysteresis::unpack(self.state.health.load(Ordering::Relaxed)).healthy
     }
 
+    /// Below its `max_connections` (or without one): it may take one more request.
+    pub fn has_room(&self) -> bool {
+        let max = self.config.max_connections;
+        max == 0 || self.state.active.load(Ordering::Relaxed) < max
+    }
+
+    /// Counts a request sent to this backend if it has room under its `max_connections` (checked and
+    /// taken in one step, so that workers together never pass it).
+    pub fn try_start(self: Arc<Self>) -> Option<InFlight> {
+        let max = self.config.max_connections;
+        if max > 0 {
+            self.state
+                .active
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    (n < max).then_some(n + 1)
+                })
+                .ok()?;
+        } else {
+            self.state.active.fetch_add(1, Ordering::Relaxed);
+        }
+        self.state.requests.fetch_add(1, Ordering::Relaxed);
+        Some(InFlight {
+            backend: self,
+            open: true,
+        })
+    }
+
     /// Healthy, enabled and configured: a candidate for new requests.
     pub fn available(&self) -> bool {
         self.healthy() && self.enabled() && !self.removed()

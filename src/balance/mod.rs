@@ -12,6 +12,7 @@ mod pool;
 
 pub use backend::{Backend, InFlight};
 pub use pick::Picker;
+pub use pool::{Pick, PoolState, QueueSpot};
 
 use crate::config::{Algorithm, BackendConfig, Config, Pool};
 use crate::random::Rng;
@@ -235,14 +236,24 @@ impl Balancer {
     /// Chooses a backend of pool `pool` (a position in the configuration's pools) for a request from
     /// `client`, among its available backends not in `tried`: the one whose sticky id is `prefer`
     /// when it can take the request, else the pool's algorithm's choice.
-    pub fn pick(
-        &mut self,
-        pool: usize,
-        client: IpAddr,
-        tried: Tried,
-        prefer: Option<u64>,
-    ) -> Option<Arc<Backend>> {
-        self.pools.get_mut(pool)?.pick(client, tried, prefer)
+    pub fn pick(&mut self, pool: usize, client: IpAddr, tried: Tried, prefer: Option<u64>) -> Pick {
+        match self.pools.get_mut(pool) {
+            Some(p) => p.pick(client, tried, prefer),
+            None => Pick::None,
+        }
+    }
+
+    /// The shared state of pool `pool` (its queue).
+    pub fn pool_state(&self, pool: usize) -> Option<&Arc<PoolState>> {
+        self.pools.get(pool).map(|p| &p.state)
+    }
+
+    /// Each pool's name and queue length, in configuration order.
+    pub fn queues(&self) -> Vec<(String, usize)> {
+        self.pools
+            .iter()
+            .map(|p| (p.name.clone(), p.state.queued()))
+            .collect()
     }
 
     /// Sets the capacity of the backend at `position` in the configuration.
@@ -379,6 +390,7 @@ impl Balancer {
             .iter()
             .map(|p| pool::PoolPicker {
                 name: p.name.clone(),
+                state: p.state.clone(),
                 members: p.members.clone(),
                 picker: p.picker.for_worker(worker),
             })

@@ -211,7 +211,7 @@ struct Candidates<'a> {
 impl Candidates<'_> {
     fn ok(&self, i: usize) -> bool {
         let backend = &self.backends[i];
-        backend.available() && !self.tried.contains(backend.slot)
+        backend.available() && backend.has_room() && !self.tried.contains(backend.slot)
     }
 
     fn count(&self) -> usize {

@@ -2,15 +2,96 @@
 //! state (cursor, smooth weights, generator) that choose among its members. Members are handles on the
 //! same live state as the balancer's table, so a backend's figures are the same wherever it is seen.
 
-use super::{Backend, Picker, Tried};
+use super::{Backend, InFlight, Picker, Tried};
 use crate::config::{Algorithm, Pool};
 use crate::random::{Rng, mix64};
+use std::collections::VecDeque;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+/// What a pool shares across workers and threads: its queue's length, and for the threaded engine the
+/// queue itself (waiting threads by ticket, oldest first).
+#[derive(Debug, Default)]
+pub struct PoolState {
+    queued: AtomicUsize,
+    tickets: Mutex<(u64, VecDeque<u64>)>,
+    turn: Condvar,
+}
+
+impl PoolState {
+    /// Requests waiting in this pool's queue, over every worker.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    /// A place in the queue if it has fewer than `size` requests: held until dropped.
+    pub fn enqueue(self: &Arc<Self>, size: usize) -> Option<QueueSpot> {
+        self.queued
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < size).then_some(n + 1)
+            })
+            .ok()?;
+        Some(QueueSpot { pool: self.clone() })
+    }
+
+    /// For a thread that waits its turn (the threaded engine): a ticket at the back of the line.
+    pub fn take_ticket(&self) -> u64 {
+        let mut line = self.tickets.lock().unwrap_or_else(|p| p.into_inner());
+        line.0 += 1;
+        let ticket = line.0;
+        line.1.push_back(ticket);
+        ticket
+    }
+
+    /// Waits (at most `wait`) until `ticket` is first in line.
+    pub fn wait_turn(&self, ticket: u64, wait: Duration) -> bool {
+        let line = self.tickets.lock().unwrap_or_else(|p| p.into_inner());
+        let (line, _) = self
+            .turn
+            .wait_timeout_while(line, wait, |l| l.1.front() != Some(&ticket))
+            .unwrap_or_else(|p| p.into_inner());
+        line.1.front() == Some(&ticket)
+    }
+
+    /// `ticket` leaves the line (served, or given up), and the next one gets its turn.
+    pub fn leave(&self, ticket: u64) {
+        let mut line = self.tickets.lock().unwrap_or_else(|p| p.into_inner());
+        line.1.retain(|&t| t != ticket);
+        drop(line);
+        self.turn.notify_all();
+    }
+}
+
+/// A request's place in its pool's queue; leaving it (served, timed out, or the client gone) is
+/// dropping it.
+#[derive(Debug)]
+pub struct QueueSpot {
+    pool: Arc<PoolState>,
+}
+
+impl Drop for QueueSpot {
+    fn drop(&mut self) {
+        self.pool.queued.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// What a pick came to.
+#[derive(Debug)]
+pub enum Pick {
+    /// A backend took the request: it is counted in flight there.
+    Started(InFlight),
+    /// Backends are up but all at their `max_connections`: the request may wait in the queue.
+    Full,
+    /// No backend of the pool is available (down, drained, or already tried).
+    None,
+}
 
 #[derive(Debug, Clone)]
 pub(super) struct PoolPicker {
     pub(super) name: String,
+    pub(super) state: Arc<PoolState>,
     /// The pool's backends, in configuration order.
     pub(super) members: Vec<Arc<Backend>>,
     pub(super) picker: Picker,
@@ -18,22 +99,30 @@ pub(super) struct PoolPicker {
 
 impl PoolPicker {
     /// The member whose sticky id is `prefer` when it can take the request, else the algorithm's pick.
-    pub(super) fn pick(
-        &mut self,
-        client: IpAddr,
-        tried: Tried,
-        prefer: Option<u64>,
-    ) -> Option<Arc<Backend>> {
+    pub(super) fn pick(&mut self, client: IpAddr, tried: Tried, prefer: Option<u64>) -> Pick {
         if let Some(id) = prefer
-            && let Some(sticky) = self
-                .members
-                .iter()
-                .find(|b| b.sticky_id == id && b.available() && !tried.contains(b.slot))
+            && let Some(sticky) = self.members.iter().find(|b| {
+                b.sticky_id == id && b.available() && b.has_room() && !tried.contains(b.slot)
+            })
+            && let Some(started) = sticky.clone().try_start()
         {
-            return Some(sticky.clone());
+            return Pick::Started(started);
         }
-        let i = self.picker.pick(&self.members, client, tried)?;
-        self.members.get(i).cloned()
+        // Another worker may fill a backend between the pick and the start: pick again, at most once
+        // per member.
+        for _ in 0..self.members.len().max(1) {
+            let Some(i) = self.picker.pick(&self.members, client, tried) else {
+                break;
+            };
+            if let Some(started) = self.members.get(i).and_then(|b| b.clone().try_start()) {
+                return Pick::Started(started);
+            }
+        }
+        let waiting = self
+            .members
+            .iter()
+            .any(|b| b.available() && !tried.contains(b.slot) && !b.has_room());
+        if waiting { Pick::Full } else { Pick::None }
     }
 }
 
@@ -56,12 +145,14 @@ pub(super) fn build(
                 .filter_map(|position| slot_of.get(position))
                 .filter_map(|&slot| backends.get(slot).cloned())
                 .collect();
-            let picker = match previous.iter().find(|p| p.name == pool.name) {
+            let old = previous.iter().find(|p| p.name == pool.name);
+            let picker = match old {
                 Some(old) => old.picker.reconfigured(pool.algorithm),
                 None => Picker::new(pool.algorithm, Rng::with_seed(mix64(seed.next_u64()))),
             };
             PoolPicker {
                 name: pool.name.clone(),
+                state: old.map_or_else(Arc::default, |o| o.state.clone()),
                 members,
                 picker,
             }

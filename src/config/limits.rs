@@ -1,7 +1,7 @@
 //! `[limits]`: per-client request rate and connection count, validated into [`Settings`].
 
 use super::ConfigError;
-use super::values::at_least_one;
+use super::values::optional_at_least_one;
 use crate::limit::Settings;
 use serde::Deserialize;
 
@@ -14,10 +14,6 @@ pub(super) struct RawLimits {
     burst: Option<u32>,
     #[serde(default, deserialize_with = "optional_at_least_one")]
     connections_per_client: Option<u32>,
-}
-
-fn optional_at_least_one<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
-    at_least_one(d).map(Some)
 }
 
 /// The limits a `[limits]` section asks for (zero: no limit); `burst` defaults to the rate.

@@ -19,8 +19,8 @@ use std::time::Duration;
 pub use tls::{BackendTls, TlsListener};
 pub use values::{BackendUrl, parse_backend_url, parse_duration};
 use values::{
-    at_least_one, backend_url, optional_positive_duration, optional_url_path, positive_duration,
-    positive_usize, socket_addr, url_path, workers,
+    at_least_one, backend_url, optional_at_least_one, optional_positive_duration,
+    optional_url_path, positive_duration, positive_usize, socket_addr, url_path, workers,
 };
 
 /// How a backend is chosen for each request.
@@ -132,6 +132,8 @@ pub struct Config {
     pub router: Router,
     /// Per-client limits (`[limits]`); zeros are no limit.
     pub limits: crate::limit::Settings,
+    /// Where requests wait when every backend of their pool is at its `max_connections`.
+    pub queue: Queue,
     /// Settings that work but probably not as the operator meant, each naming its keys: logged at
     /// start and on reload, printed by `--check`.
     pub warnings: Vec<String>,
@@ -191,6 +193,25 @@ impl Default for HealthCheck {
     }
 }
 
+/// `[queue]`: per pool, how many requests may wait for a backend with room, and for how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Queue {
+    #[serde(deserialize_with = "positive_usize")]
+    pub size: usize,
+    #[serde(deserialize_with = "positive_duration")]
+    pub timeout: Duration,
+}
+
+impl Default for Queue {
+    fn default() -> Self {
+        Queue {
+            size: 1000,
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Admin {
@@ -211,6 +232,9 @@ pub struct BackendConfig {
     pub authority: String,
     pub addr: SocketAddr,
     pub capacity: u32,
+    /// Requests this backend may serve at once (retries included); 0: no bound. Beyond it, requests
+    /// wait in their pool's queue.
+    pub max_connections: u32,
     pub health_check_path: String,
     pub health_check_interval: Duration,
     /// `[health_check] timeout`, capped at this backend's interval: a probe never outlives the period
@@ -257,6 +281,8 @@ struct RawConfig {
     #[serde(default)]
     limits: Option<limits::RawLimits>,
     #[serde(default)]
+    queue: Queue,
+    #[serde(default)]
     pools: Vec<routing::RawPool>,
     #[serde(default)]
     routes: Vec<routing::RawRoute>,
@@ -269,6 +295,8 @@ struct RawBackend {
     url: BackendUrl,
     #[serde(default = "default_capacity", deserialize_with = "at_least_one")]
     capacity: u32,
+    #[serde(default, deserialize_with = "optional_at_least_one")]
+    max_connections: Option<u32>,
     #[serde(default, deserialize_with = "optional_url_path")]
     health_check_url: Option<String>,
     #[serde(default, deserialize_with = "optional_positive_duration")]
@@ -424,6 +452,7 @@ impl Config {
             pools: routing.pools,
             router: routing.router,
             limits,
+            queue: raw.queue,
             warnings,
         })
     }
@@ -503,6 +532,7 @@ fn backend_config(
         authority: b.url.authority,
         addr,
         capacity: b.capacity,
+        max_connections: b.max_connections.unwrap_or(0),
         health_check_path: b
             .health_check_url
             .unwrap_or_else(|| health_check.path.clone()),

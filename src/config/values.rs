@@ -89,6 +89,12 @@ pub(super) fn at_least_one<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Er
     Ok(value as u32)
 }
 
+pub(super) fn optional_at_least_one<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<u32>, D::Error> {
+    at_least_one(d).map(Some)
+}
+
 pub(super) fn positive_usize<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
     let value = i64::deserialize(d)?;
     if value < 1 {

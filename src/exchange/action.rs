@@ -1,10 +1,9 @@
 //! What an exchange tells its driver to do ([`Action`]), and what it asks of the engine it runs in
 //! ([`Context`]).
 
-use crate::balance::{Backend, Tried};
+use crate::balance::{Pick, QueueSpot, Tried};
 use crate::config::Config;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::time::Instant;
 
 /// How a connection ends.
@@ -46,6 +45,9 @@ pub enum Action {
     ShutdownClient,
     /// Close the client connection (and the backend connection, if one is left).
     Close(Close),
+    /// The request waits in pool `pool`'s queue: retry it ([`Exchange::retry_queued`]) when a
+    /// backend may have room, oldest first.
+    Enqueue { pool: usize },
 }
 
 /// The actions one event produced, in order (never more than three).
@@ -84,13 +86,9 @@ pub trait Context {
     fn config(&self) -> &Config;
     /// Chooses a backend of pool `pool` for a request from `client` among available ones not in
     /// `tried`: the one whose sticky id is `prefer` if it can take the request.
-    fn pick(
-        &mut self,
-        pool: usize,
-        client: IpAddr,
-        tried: Tried,
-        prefer: Option<u64>,
-    ) -> Option<Arc<Backend>>;
+    fn pick(&mut self, pool: usize, client: IpAddr, tried: Tried, prefer: Option<u64>) -> Pick;
+    /// A place in pool `pool`'s queue, if it has room (`[queue] size`).
+    fn enqueue(&mut self, pool: usize) -> Option<QueueSpot>;
     /// Takes a token from `client`'s request bucket (`[limits]`); false: answer 429.
     fn admit_request(&mut self, client: IpAddr, now: Instant) -> bool;
     /// SIGTERM was received: every response closes its connection.

@@ -134,6 +134,8 @@ impl Exchange {
             match &self.phase {
                 Phase::ReadingHead { .. } => self.read_head(ctx, now, &mut actions),
                 Phase::Serving(_) => self.serve(ctx, now, &mut actions),
+                // The driver retries it when a backend may have room.
+                Phase::Queued(_) => {}
                 Phase::Closing { shut, .. } => {
                     if !*shut && self.to_client.is_empty() {
                         self.client_in.release();

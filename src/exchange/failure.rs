@@ -93,6 +93,14 @@ impl Exchange {
                     self.attempt_failed(Failure::Timeout, reason, ctx, now, &mut actions);
                 }
             },
+            Phase::Queued(waiting) => {
+                ::log::warn!(
+                    "{}: waited {:?} in the queue for a backend with room -> 503",
+                    self.client,
+                    now.saturating_duration_since(waiting.since)
+                );
+                self.respond(ErrorResponse::ServiceUnavailable, ctx, now, &mut actions);
+            }
             Phase::Closing { .. } => {
                 let how = if self.to_client.is_empty() {
                     Close::Graceful
@@ -146,18 +154,23 @@ impl Exchange {
         f.attempt.inflight.finish(Outcome::Failure, reason);
         f.attempt.tried = f.attempt.tried.with(backend.slot);
         let line = f.line;
+        // A retry counts against max_connections like any request; it does not queue.
         let next = match decision {
             Retry::OtherBackend => {
-                ctx.pick(f.routed.pool, self.client.ip(), f.attempt.tried, f.sticky)
+                match ctx.pick(f.routed.pool, self.client.ip(), f.attempt.tried, f.sticky) {
+                    crate::balance::Pick::Started(inflight) => Some(inflight),
+                    _ => None,
+                }
             }
             _ => None,
         };
-        if let Some(next) = next {
+        if let Some(started) = next {
             if failure == Failure::Broken {
                 ::log::warn!("backend {url}: {reason}; request retried on another backend");
             }
             f.attempt.number += 1;
-            f.attempt.inflight = next.clone().start();
+            let next = started.backend().clone();
+            f.attempt.inflight = started;
             actions.push(Action::ReleaseBackend { reuse: false });
             let pooled = super::start::pooled(&f.request);
             self.new_attempt(&next, pooled, now, actions);

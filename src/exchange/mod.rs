@@ -27,7 +27,7 @@ pub use action::{Action, Actions, Close, Context, Pooled};
 pub use log::RequestLine;
 pub use output::Outgoing;
 
-use crate::balance::{Backend, InFlight, Tried};
+use crate::balance::{Backend, InFlight, QueueSpot, Tried};
 use crate::buffer::Buffer;
 use crate::config::Config;
 use crate::http::response::ResponsePlan;
@@ -66,6 +66,9 @@ enum Phase {
         /// When the first byte of this head arrived (`request_head` runs from there).
         head_started: Option<Instant>,
     },
+    /// A request waits in its pool's queue for a backend with room; its head stays in `client_in`.
+    /// (Boxed: the phase is part of every connection, and few wait.)
+    Queued(Box<Waiting>),
     /// A request is being served.
     Serving(Box<Flight>),
     /// A final response of ours (or the last one) is being flushed; then the client's input is
@@ -73,6 +76,15 @@ enum Phase {
     Closing { since: Instant, shut: bool },
     /// Over: the driver closes the sockets.
     Closed,
+}
+
+/// A request in its pool's queue.
+struct Waiting {
+    since: Instant,
+    routed: Routed,
+    sticky: Option<u64>,
+    /// Its place in the queue, given back when the phase ends.
+    _spot: QueueSpot,
 }
 
 /// One request, from its head to its response's last byte.
@@ -259,6 +271,7 @@ impl Exchange {
                 Stage::Relaying { .. } => "relaying",
                 Stage::Tunnel { .. } => "tunnel",
             },
+            Phase::Queued(_) => "queued",
             Phase::Closing { .. } => "closing",
             Phase::Closed => "closed",
         }
@@ -301,6 +314,8 @@ impl Exchange {
         }
         match &self.phase {
             Phase::ReadingHead { .. } | Phase::Closing { .. } => true,
+            // A queued request holds its connection and nothing more.
+            Phase::Queued(_) => false,
             Phase::Serving(f) => match f.stage {
                 Stage::Tunnel { .. } => true,
                 Stage::Relaying {
@@ -331,6 +346,7 @@ impl Exchange {
     pub fn blocking_read_side(&self, now: Instant) -> Option<(Side, Option<Instant>)> {
         match &self.phase {
             Phase::ReadingHead { .. } | Phase::Closing { .. } => Some((Side::Client, None)),
+            Phase::Queued(_) => None,
             Phase::Serving(f) => {
                 let body_pending = self.wants_client_input() && !f.upload.relay.is_done();
                 let continue_until = f.started + CONTINUE_WAIT;
@@ -401,6 +417,7 @@ impl Exchange {
                 Stage::Tunnel { .. } => self.last_progress + t.idle,
                 _ => self.last_progress + t.response,
             },
+            Phase::Queued(w) => w.since + config.queue.timeout,
             Phase::Closing { since, .. } => *since + LINGER,
             Phase::Closed => self.last_progress,
         }

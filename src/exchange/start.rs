@@ -3,7 +3,7 @@
 //! backend connection released (`finish_request`).
 
 use super::*;
-use crate::balance::Outcome;
+use crate::balance::{Outcome, Pick};
 use crate::buffer;
 use crate::fault;
 use crate::http::Framing;
@@ -86,12 +86,55 @@ impl Exchange {
             return;
         };
         let sticky = sticky_cookie(ctx.config(), routed.pool, head, buf);
-        let Some(backend) = ctx.pick(routed.pool, self.client.ip(), Tried::default(), sticky)
-        else {
-            ::log::warn!("{} \"{line}\": no backend available -> 503", self.client);
-            self.respond(ErrorResponse::ServiceUnavailable, ctx, now, actions);
-            return;
+        self.pick_for(head, routed, sticky, ctx, now, actions);
+    }
+
+    /// Picks a backend of the request's pool and starts the request there; when every backend is at
+    /// its `max_connections`, the request waits in the pool's queue (holding only its client
+    /// connection) until the driver retries it ([`Exchange::retry_queued`]).
+    pub(super) fn pick_for(
+        &mut self,
+        head: &RequestHead,
+        routed: Routed,
+        sticky: Option<u64>,
+        ctx: &mut impl Context,
+        now: Instant,
+        actions: &mut Actions,
+    ) {
+        let buf = self.client_in.data();
+        let line = RequestLine::new(head.method(buf), head.target.get(buf));
+        let inflight = match ctx.pick(routed.pool, self.client.ip(), Tried::default(), sticky) {
+            Pick::Started(inflight) => inflight,
+            Pick::Full => {
+                if matches!(self.phase, Phase::Queued(_)) {
+                    // Still no room: it keeps its place.
+                    return;
+                }
+                match ctx.enqueue(routed.pool) {
+                    Some(spot) => {
+                        ::log::debug!("conn {}: \"{line}\" queued", self.id);
+                        self.phase = Phase::Queued(Box::new(Waiting {
+                            since: now,
+                            routed,
+                            sticky,
+                            _spot: spot,
+                        }));
+                        actions.push(Action::Enqueue { pool: routed.pool });
+                    }
+                    None => {
+                        ::log::warn!("{} \"{line}\": queue full -> 503", self.client);
+                        self.respond(ErrorResponse::ServiceUnavailable, ctx, now, actions);
+                    }
+                }
+                return;
+            }
+            Pick::None => {
+                ::log::warn!("{} \"{line}\": no backend available -> 503", self.client);
+                self.respond(ErrorResponse::ServiceUnavailable, ctx, now, actions);
+                return;
+            }
         };
+        let backend = inflight.backend().clone();
         if !self.write_request_head(head, &backend, routed.strip) {
             ::log::info!(
                 "{} \"{line}\": rewritten head too large -> 431",
@@ -131,7 +174,7 @@ impl Exchange {
             upload: Outbox::new(relay),
             head_kept,
             attempt: Attempt {
-                inflight: backend.start(),
+                inflight,
                 number: 1,
                 tried: Tried::default(),
                 reused: false,
@@ -259,6 +302,43 @@ pub(super) fn pooled(request: &RequestFacts) -> Pooled {
         Pooled::Verified
     } else {
         Pooled::Any
+    }
+}
+
+impl Exchange {
+    /// In `Queued`: tries again to start the request (a backend may have room now). Still no room: it
+    /// stays queued, in its place.
+    pub fn retry_queued(&mut self, ctx: &mut impl Context, now: Instant) -> Actions {
+        let mut actions = Actions::default();
+        let Phase::Queued(waiting) = &self.phase else {
+            return actions;
+        };
+        let (routed, sticky) = (waiting.routed, waiting.sticky);
+        match request::parse_request(self.client_in.data(), buffer::capacity()) {
+            Ok(Some(head)) => {
+                self.pick_for(&head, routed, sticky, ctx, now, &mut actions);
+                if matches!(self.phase, Phase::Serving(_)) {
+                    // Queued no more: what the new phase asks for comes next.
+                    let more = self.settle(ctx, now);
+                    for action in more {
+                        actions.push(action);
+                    }
+                }
+            }
+            _ => {
+                ::log::error!(
+                    "conn {}: cannot parse a queued request's head again",
+                    self.id
+                );
+                self.close(Close::Abort, &mut actions);
+            }
+        }
+        actions
+    }
+
+    /// Waiting in its pool's queue.
+    pub fn is_queued(&self) -> bool {
+        matches!(self.phase, Phase::Queued(_))
     }
 }
 

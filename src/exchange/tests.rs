@@ -5,7 +5,6 @@ use super::*;
 use crate::balance::Balancer;
 use crate::random::Rng;
 use std::net::IpAddr;
-use std::sync::Arc;
 
 struct Fake {
     config: Config,
@@ -24,8 +23,14 @@ impl Context for Fake {
         client: IpAddr,
         tried: Tried,
         prefer: Option<u64>,
-    ) -> Option<Arc<Backend>> {
+    ) -> crate::balance::Pick {
         self.balancer.pick(pool, client, tried, prefer)
+    }
+
+    fn enqueue(&mut self, pool: usize) -> Option<crate::balance::QueueSpot> {
+        self.balancer
+            .pool_state(pool)?
+            .enqueue(self.config.queue.size)
     }
     fn admit_request(&mut self, _client: IpAddr, _now: Instant) -> bool {
         true
@@ -161,6 +166,7 @@ impl Run {
                 Action::ShutdownBackend => "shutdown backend".into(),
                 Action::ShutdownClient => "shutdown client".into(),
                 Action::Close(how) => format!("close {how:?}").to_lowercase(),
+                Action::Enqueue { pool } => format!("enqueue {pool}"),
             })
             .collect()
     }

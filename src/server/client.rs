@@ -112,6 +112,18 @@ impl Conn {
         self.exchange.id
     }
 
+    pub(super) fn is_queued(&self) -> bool {
+        self.exchange.is_queued()
+    }
+
+    /// Offers the queued request a backend again.
+    pub(super) fn retry_queued(&mut self, sh: &mut Shared, now: Instant) -> Result<(), Close> {
+        let actions = self.exchange.retry_queued(&mut sh.upstream, now);
+        self.apply(actions, sh, now)?;
+        self.refresh_deadline(sh);
+        Ok(())
+    }
+
     pub(super) fn client_addr(&self) -> SocketAddr {
         self.exchange.client_addr()
     }
@@ -416,6 +428,7 @@ impl Conn {
                     }
                 }
                 Action::Close(how) => return Err(how),
+                Action::Enqueue { pool } => sh.enqueue(pool, self.key as usize, self.id()),
             }
         }
         Ok(())

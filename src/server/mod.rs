@@ -24,6 +24,7 @@ mod client;
 mod control;
 mod pool;
 mod probe;
+mod queue;
 mod workers;
 
 use admin::AdminConn;
@@ -32,7 +33,7 @@ use pool::{IdleConn, Owner, Readiness, mark_ready};
 use probe::Prober;
 use workers::Peer;
 
-use crate::balance::{Backend, Balancer, Tried};
+use crate::balance::{Balancer, Tried};
 use crate::config::Config;
 pub use crate::control::{Command, Control, Snapshot};
 use crate::exchange::{Close, Context};
@@ -127,8 +128,14 @@ impl Context for Upstream {
         client: IpAddr,
         tried: Tried,
         prefer: Option<u64>,
-    ) -> Option<Arc<Backend>> {
+    ) -> crate::balance::Pick {
         self.balancer.pick(pool, client, tried, prefer)
+    }
+
+    fn enqueue(&mut self, pool: usize) -> Option<crate::balance::QueueSpot> {
+        self.balancer
+            .pool_state(pool)?
+            .enqueue(self.config.queue.size)
     }
 
     fn admit_request(&mut self, client: IpAddr, now: Instant) -> bool {
@@ -163,6 +170,8 @@ struct Shared {
     /// Health probers, by slot: the first worker's only (one probe per backend and interval for the
     /// whole process); the other workers read the health it records in the backends' shared state.
     probers: Vec<Prober>,
+    /// Connections whose requests wait in a pool's queue.
+    queues: queue::Queues,
 }
 
 impl Shared {
@@ -328,6 +337,8 @@ impl Server {
                 }
             }
             self.run_timers();
+            // Requests that ended in this batch may have freed room for waiting ones.
+            self.serve_queues();
             self.publish();
             if std::mem::take(&mut self.woken) && self.handle_commands() {
                 log::info!(
@@ -506,6 +517,7 @@ impl Server {
                     );
                 }
                 TimerOwner::Drain => {}
+                TimerOwner::Queue => self.serve_queues(),
                 TimerOwner::Conn(slot) => {
                     let Some(conn) = self.conns.get_mut(slot) else {
                         continue;

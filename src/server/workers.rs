@@ -168,6 +168,7 @@ impl Server {
                 idle,
                 timers: Timers::new(),
                 probers,
+                queues: Default::default(),
             },
             next_id: 1 + index as u64,
             listener_ready: false,

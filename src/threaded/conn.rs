@@ -6,7 +6,7 @@
 //! sockets at once (`tunnel.rs`).
 
 use super::{State, lock};
-use crate::balance::{Backend, Tried};
+use crate::balance::Tried;
 use crate::config::Config;
 use crate::exchange::{Action, Actions, Close, Context, Exchange, Outgoing, Pooled, Side};
 use crate::io::send;
@@ -39,8 +39,13 @@ impl Context for Engine<'_> {
         client: IpAddr,
         tried: Tried,
         prefer: Option<u64>,
-    ) -> Option<Arc<Backend>> {
+    ) -> crate::balance::Pick {
         lock(&self.state.balancer).pick(pool, client, tried, prefer)
+    }
+
+    fn enqueue(&mut self, pool: usize) -> Option<crate::balance::QueueSpot> {
+        let size = self.config.queue.size;
+        lock(&self.state.balancer).pool_state(pool)?.enqueue(size)
     }
 
     fn draining(&self) -> bool {
@@ -313,9 +318,36 @@ impl Conn<'_> {
                     }
                 }
                 Action::Close(how) => return Err(how),
+                Action::Enqueue { pool } => self.wait_in_queue(pool)?,
             }
         }
         Ok(())
+    }
+
+    /// Waits in pool `pool`'s line, oldest first, until a backend has room for the request (it then
+    /// starts) or the queue timeout ends it (503). A backend's slot frees without a signal here, so
+    /// the first in line looks again every few milliseconds.
+    fn wait_in_queue(&mut self, pool: usize) -> Result<(), Close> {
+        const LOOK_AGAIN: Duration = Duration::from_millis(5);
+        let Some(line) = lock(&self.engine.state.balancer).pool_state(pool).cloned() else {
+            return Ok(());
+        };
+        let ticket = line.take_ticket();
+        let result = loop {
+            let now = Instant::now();
+            if now >= self.exchange.deadline(&self.engine.config) {
+                break self.exchange.on_timeout(&mut self.engine, now);
+            }
+            if line.wait_turn(ticket, LOOK_AGAIN) {
+                let actions = self.exchange.retry_queued(&mut self.engine, Instant::now());
+                if !self.exchange.is_queued() {
+                    break actions;
+                }
+                std::thread::sleep(LOOK_AGAIN);
+            }
+        };
+        line.leave(ticket);
+        self.apply(result)
     }
 
     /// Gets a connection to `backend`: a pooled one if allowed and available, else a new one.

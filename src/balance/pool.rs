@@ -169,3 +169,48 @@ pub(super) fn single(name: &str, algorithm: Algorithm, count: usize) -> Vec<Pool
         sticky_cookie: None,
     }]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_queue_holds_up_to_its_size_and_spots_give_places_back() {
+        let pool = Arc::new(PoolState::default());
+        // (size, spots taken and kept before, whether one more fits)
+        let cases: &[(usize, usize, bool)] =
+            &[(1, 0, true), (1, 1, false), (3, 2, true), (3, 3, false)];
+        for &(size, held, fits) in cases {
+            let spots: Vec<QueueSpot> = (0..held).filter_map(|_| pool.enqueue(size)).collect();
+            assert_eq!(spots.len(), held);
+            assert_eq!(
+                pool.enqueue(size).is_some(),
+                fits,
+                "size {size}, {held} held"
+            );
+            drop(spots);
+            assert_eq!(pool.queued(), 0, "dropped spots are given back");
+        }
+    }
+
+    #[test]
+    fn threads_get_their_turn_oldest_first() {
+        let pool = PoolState::default();
+        let (a, b, c) = (pool.take_ticket(), pool.take_ticket(), pool.take_ticket());
+        let now = Duration::ZERO;
+        assert!(pool.wait_turn(a, now));
+        assert!(!pool.wait_turn(b, now) && !pool.wait_turn(c, now));
+        // One that gives up leaves its place without taking anyone's turn.
+        pool.leave(b);
+        assert!(!pool.wait_turn(c, now));
+        pool.leave(a);
+        assert!(pool.wait_turn(c, now));
+        // A waiter wakes as soon as its turn comes.
+        let d = pool.take_ticket();
+        std::thread::scope(|s| {
+            let waiter = s.spawn(|| pool.wait_turn(d, Duration::from_secs(10)));
+            pool.leave(c);
+            assert!(waiter.join().unwrap());
+        });
+    }
+}

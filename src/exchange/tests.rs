@@ -603,3 +603,79 @@ fn deadlines_follow_the_phase() {
     r.client_sends(b"G");
     assert_eq!(r.ex.deadline(&r.ctx.config), start + s(3));
 }
+
+/// One backend that serves one request at once.
+fn bounded_run() -> Run {
+    let mut r = Run::new("", 1);
+    let text = "access_log = false\n[queue]\nsize = 1\ntimeout = \"2s\"\n\
+                [[backends]]\nurl = \"http://127.0.0.1:9100\"\nmax_connections = 1\n";
+    let config = Config::parse(text).expect("config");
+    r.ctx.balancer =
+        Balancer::with_rng(&config.backends, config.algorithm, 2, 3, Rng::with_seed(1));
+    r.ctx.config = config;
+    r
+}
+
+#[test]
+fn a_request_waits_in_the_queue_for_room_then_goes() {
+    let mut r = bounded_run();
+    let crate::balance::Pick::Started(held) =
+        r.ctx
+            .balancer
+            .pick(0, r.ex.client_addr().ip(), Tried::default(), None)
+    else {
+        panic!("the one slot")
+    };
+    r.client_sends(GET);
+    assert_eq!(r.said(), ["enqueue 0"]);
+    assert_eq!(r.ex.phase_name(), "queued");
+    assert!(
+        !r.ex.wants_client_input(),
+        "a queued request reads nothing more"
+    );
+    assert_eq!(r.ex.deadline(&r.ctx.config), r.now + Duration::from_secs(2));
+    assert_eq!(r.ctx.balancer.queues(), [("default".to_string(), 1)]);
+    // Still full: nothing happens, it keeps its place.
+    let a = r.ex.retry_queued(&mut r.ctx, r.now);
+    r.take(a);
+    assert!(r.said().is_empty());
+    assert!(r.ex.is_queued());
+    // The slot frees: the request goes, and leaves the queue.
+    drop(held);
+    let a = r.ex.retry_queued(&mut r.ctx, r.now);
+    r.take(a);
+    assert_eq!(r.said(), ["connect 0 any"]);
+    assert_eq!(r.ctx.balancer.queues(), [("default".to_string(), 0)]);
+    r.connected(false);
+    assert_eq!(r.backend_text(), FORWARDED_GET);
+}
+
+#[test]
+fn a_full_queue_or_its_timeout_answers_503() {
+    let unavailable =
+        String::from_utf8_lossy(ErrorResponse::ServiceUnavailable.bytes()).into_owned();
+    let mut r = bounded_run();
+    let crate::balance::Pick::Started(_held) =
+        r.ctx
+            .balancer
+            .pick(0, r.ex.client_addr().ip(), Tried::default(), None)
+    else {
+        panic!("the one slot")
+    };
+    r.client_sends(GET);
+    assert_eq!(r.said(), ["enqueue 0"]);
+    // The queue (size 1) is full now: another client's request is answered at once.
+    let mut other = Exchange::new(2, CLIENT.parse().unwrap(), false, r.now);
+    assert!(other.client_buffer().append(GET));
+    let a = other.on_client_input(&mut r.ctx, r.now);
+    assert!(a.into_iter().all(|a| !matches!(a, Action::Enqueue { .. })));
+    assert_eq!(
+        String::from_utf8_lossy(other.client_output().queued),
+        unavailable
+    );
+    // The first waits out its timeout.
+    r.now += Duration::from_secs(2);
+    r.timeout();
+    assert_eq!(r.client_text(), unavailable);
+    assert_eq!(r.ctx.balancer.queues(), [("default".to_string(), 0)]);
+}

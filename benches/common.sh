@@ -1,6 +1,18 @@
-# Shared by the benchmark scripts (sourced, not run): installing the tools, the HAProxy and nginx
-# configurations every comparison uses (keep-alive to the same two backends), and turning wrk's output
-# into numbers.
+# Shared by the benchmark scripts (sourced, not run): a scratch folder and cleanup, installing the
+# tools, the HAProxy and nginx configurations every comparison uses (keep-alive to the same two
+# backends), and turning wrk's output into numbers.
+
+# A scratch folder, and the background processes started into `pids`: both go when the script exits
+# (nginx, which daemonizes, by its pid file in the folder).
+work=$(mktemp -d)
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
 
 need() { command -v "$1" >/dev/null 2>&1; }
 

@@ -42,15 +42,6 @@ if [ "$IDLE_CONNS" -gt $((MAXCONN - 500)) ]; then
 fi
 
 cargo build --release --quiet --bin lb --example fast_backend --example idle_conns
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
 
 B1=19101 B2=19102
 P_LB=19181 P_LBT=19182 P_HAPROXY=19183 P_NGINX=19184 P_BASE=19185 P_BASET=19186

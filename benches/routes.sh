@@ -17,14 +17,6 @@ CONNS=${CONNS:-64}
 ensure_tools "wrk" "wrk"
 cargo build --release --quiet --bin lb --example fast_backend
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
 
 B1=19501 B2=19502 P_ONE=19581 P_ROUTES=19582
 target/release/examples/fast_backend $B1 $B2 >/dev/null 2>&1 &

@@ -19,14 +19,6 @@ LB_BASELINE=${LB_BASELINE:-}
 ensure_tools "wrk haproxy perf" "wrk haproxy linux-perf"
 cargo build --release --quiet --bin lb --example fast_backend
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
 
 B1=19301 B2=19302 P_LB=19381 P_BASE=19382 P_HAPROXY=19383
 target/release/examples/fast_backend $B1 $B2 >/dev/null 2>&1 &

@@ -24,15 +24,6 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 MAXCONN=$(( ($(ulimit -n) - 100) / 2 ))
 
 cargo build --release --quiet --bin lb --example fast_backend
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
 
 B1=19201 B2=19202
 target/release/examples/fast_backend $B1 $B2 >"$work/backends.log" 2>&1 &

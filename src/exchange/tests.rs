@@ -616,16 +616,22 @@ fn bounded_run() -> Run {
     r
 }
 
+/// Takes the bounded backend's one slot, as another request would.
+fn hold_the_slot(r: &mut Run) -> crate::balance::InFlight {
+    match r
+        .ctx
+        .balancer
+        .pick(0, r.ex.client_addr().ip(), Tried::default(), None)
+    {
+        crate::balance::Pick::Started(inflight) => inflight,
+        _ => panic!("the one slot"),
+    }
+}
+
 #[test]
 fn a_request_waits_in_the_queue_for_room_then_goes() {
     let mut r = bounded_run();
-    let crate::balance::Pick::Started(held) =
-        r.ctx
-            .balancer
-            .pick(0, r.ex.client_addr().ip(), Tried::default(), None)
-    else {
-        panic!("the one slot")
-    };
+    let held = hold_the_slot(&mut r);
     r.client_sends(GET);
     assert_eq!(r.said(), ["enqueue 0"]);
     assert_eq!(r.ex.phase_name(), "queued");
@@ -655,13 +661,7 @@ fn a_full_queue_or_its_timeout_answers_503() {
     let unavailable =
         String::from_utf8_lossy(ErrorResponse::ServiceUnavailable.bytes()).into_owned();
     let mut r = bounded_run();
-    let crate::balance::Pick::Started(_held) =
-        r.ctx
-            .balancer
-            .pick(0, r.ex.client_addr().ip(), Tried::default(), None)
-    else {
-        panic!("the one slot")
-    };
+    let _held = hold_the_slot(&mut r);
     r.client_sends(GET);
     assert_eq!(r.said(), ["enqueue 0"]);
     // The queue (size 1) is full now: another client's request is answered at once.

@@ -397,6 +397,30 @@ struct BackendStats<'a> {
     success_count: u64,
     error_count: u64,
     average_latency_ms: f64,
+    latency_ms: Percentiles,
+}
+
+/// Response-time percentiles in milliseconds, from the backend's histogram (null without samples).
+#[derive(Serialize)]
+struct Percentiles {
+    p50: Option<f64>,
+    p90: Option<f64>,
+    p99: Option<f64>,
+}
+
+impl Percentiles {
+    fn of(counts: &crate::histogram::Counts) -> Percentiles {
+        let q = |q| {
+            counts
+                .quantile_ms(q)
+                .map(|ms| (ms * 1000.0).round() / 1000.0)
+        };
+        Percentiles {
+            p50: q(0.5),
+            p90: q(0.9),
+            p99: q(0.99),
+        }
+    }
 }
 
 /// The answer to a change: `{"index":I,"<setting>":V}`.
@@ -452,6 +476,7 @@ pub fn stats_json(o: &Overview) -> String {
                 success_count: b.success_count,
                 error_count: b.error_count,
                 average_latency_ms: json_number(b.average_latency_ms),
+                latency_ms: Percentiles::of(&b.latency),
             })
             .collect(),
     };
@@ -464,6 +489,25 @@ fn label(s: &str) -> String {
     s.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
+}
+
+/// `lb_backend_response_seconds` as a Prometheus histogram per backend.
+fn response_histograms(out: &mut String, backends: &[BackendSnapshot]) {
+    let name = "lb_backend_response_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Time from sending a request to the end of the backend's response (successes and 5xx).\n# TYPE {name} histogram"
+    );
+    for b in backends {
+        let labels = format!("backend=\"{}\",pool=\"{}\"", label(&b.url), label(&b.pool));
+        for (bound, count) in b.latency.cumulative() {
+            let le = bound.map_or_else(|| "+Inf".to_string(), |s| s.to_string());
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {count}");
+        }
+        let sum = b.latency.sum_us as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
+        let _ = writeln!(out, "{name}_count{{{labels}}} {}", b.latency.count());
+    }
 }
 
 pub fn metrics_text(o: &Overview) -> String {
@@ -531,6 +575,7 @@ pub fn metrics_text(o: &Overview) -> String {
             );
         }
     }
+    response_histograms(&mut out, &o.backends);
     let _ = writeln!(
         out,
         "# HELP lb_open_connections Open client connections.\n# TYPE lb_open_connections gauge\nlb_open_connections {}",
@@ -631,6 +676,13 @@ mod tests {
             success_count: 9,
             error_count: 1,
             average_latency_ms: 2.5,
+            latency: {
+                let h = crate::histogram::Histogram::default();
+                for ms in [3, 3, 40] {
+                    h.record(std::time::Duration::from_millis(ms));
+                }
+                h.counts()
+            },
         };
         Fake {
             overview: Overview {
@@ -753,6 +805,9 @@ mod tests {
         assert_eq!(v["tls_handshake_failures"], 4);
         assert_eq!(v["workers"], 2);
         assert_eq!(v["pools"][0]["name"], "default");
+        // 3, 3 and 40 ms: the median inside (2, 5] ms, p99 inside (20, 50] ms.
+        assert_eq!(v["backends"][0]["latency_ms"]["p50"], 4.25);
+        assert_eq!(v["backends"][0]["latency_ms"]["p99"], 49.1);
         assert_eq!(v["pools"][0]["queue_length"], 3);
         assert_eq!(v["limit_rejections"]["rate"], 5);
         assert_eq!(v["limit_rejections"]["connections"], 2);
@@ -769,6 +824,7 @@ mod tests {
             "success_count",
             "error_count",
             "average_latency_ms",
+            "latency_ms",
         ] {
             assert!(!v["backends"][0][field].is_null(), "{field}");
         }
@@ -789,6 +845,18 @@ mod tests {
         assert_eq!(requests[0].labels.get("pool"), Some("default"));
         assert!(matches!(requests[0].value, prometheus_parse::Value::Counter(v) if v == 10.0));
         assert!(scrape.docs.contains_key("lb_open_connections"));
+        assert!(text.contains(
+            "lb_backend_response_seconds_bucket{backend=\"http://a:1\",pool=\"default\",le=\"0.005\"} 2\n"
+        ));
+        assert!(text.contains(
+            "lb_backend_response_seconds_bucket{backend=\"http://a:1\",pool=\"default\",le=\"+Inf\"} 3\n"
+        ));
+        assert!(text.contains(
+            "lb_backend_response_seconds_count{backend=\"http://a:1\",pool=\"default\"} 3\n"
+        ));
+        assert!(text.contains(
+            "lb_backend_response_seconds_sum{backend=\"http://a:1\",pool=\"default\"} 0.046\n"
+        ));
         let failures = scrape
             .samples
             .iter()

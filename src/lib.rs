@@ -39,6 +39,7 @@ pub mod control;
 pub mod exchange;
 pub mod fault;
 pub mod health;
+pub mod histogram;
 pub mod http;
 pub mod io;
 pub mod limit;

@@ -43,6 +43,12 @@ try {
   check(JSON.stringify(rows.map((r) => r.url)) === JSON.stringify(fromApi), "the page lists every backend from /stats: " + fromApi.join(", "));
   check(rows.every((r) => r.state === "up" && r.button === "drain"), "every backend shows up, with a drain button: " + JSON.stringify(rows));
   check(await page.$("#chart") !== null, "the requests-per-second chart is on the page");
+  const headers = await page.$$eval("thead th", (ths) => ths.map((th) => th.textContent));
+  check(headers.includes("p50") && headers.includes("p99"), "p50 and p99 columns: " + headers.join(", "));
+  const latency = (await stats()).backends.map((b) => b.latency_ms);
+  const cells = await page.$$eval("#backends tr", (trs) => trs.map((tr) => [...tr.querySelectorAll("td")].map((td) => td.textContent)));
+  check(latency.some((l) => l.p50 !== null) && cells.some((row) => row.filter((t) => /^\d+(\.\d+)? ms$/.test(t)).length >= 3),
+    "percentiles from /stats are shown: " + JSON.stringify(latency) + " " + JSON.stringify(cells));
 
   // Drain the first backend with its button.
   await page.click("#backends tr:first-child button.toggle");

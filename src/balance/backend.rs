@@ -7,6 +7,7 @@
 use crate::balance::{BackendSnapshot, Outcome, Stats};
 use crate::config::BackendConfig;
 use crate::health::{Hysteresis, Transition};
+use crate::histogram::Histogram;
 use crate::random::{fnv1a, mix64};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -34,6 +35,8 @@ pub(super) struct BackendState {
     latency_total_ns: AtomicU64,
     /// Moving average of response times in microseconds (f64 bits), or `NO_SAMPLE`.
     latency_ewma_us: AtomicU64,
+    /// Response times of every answered request (successes and 5xx), over all workers.
+    responses: Histogram,
 }
 
 impl BackendState {
@@ -49,6 +52,7 @@ impl BackendState {
             errors: AtomicU64::new(0),
             latency_total_ns: AtomicU64::new(0),
             latency_ewma_us: AtomicU64::new(NO_SAMPLE),
+            responses: Histogram::default(),
         }
     }
 }
@@ -257,6 +261,7 @@ impl Backend {
             enabled: self.enabled(),
             capacity: self.capacity(),
             active_connections: self.active(),
+            latency: self.state.responses.counts(),
             request_count: stats.requests,
             success_count: stats.successes,
             error_count: stats.errors,
@@ -293,11 +298,13 @@ impl InFlight {
         match outcome {
             Outcome::Success { latency } => {
                 s.successes.fetch_add(1, Ordering::Relaxed);
+                s.responses.record(latency);
                 backend.record_latency(latency);
                 backend.observe(true, why);
             }
-            Outcome::ErrorResponse { .. } => {
+            Outcome::ErrorResponse { latency } => {
                 s.errors.fetch_add(1, Ordering::Relaxed);
+                s.responses.record(latency);
             }
             Outcome::Failure => {
                 s.errors.fetch_add(1, Ordering::Relaxed);

@@ -97,6 +97,8 @@ pub struct BackendSnapshot {
     pub enabled: bool,
     pub capacity: u32,
     pub active_connections: u32,
+    /// Response times (successes and 5xx answers).
+    pub latency: crate::histogram::Counts,
     pub request_count: u64,
     pub success_count: u64,
     pub error_count: u64,

@@ -390,3 +390,34 @@ fn drain_finishes_in_flight_requests_and_closes_idle_ones() {
     assert_eq!(r.header("connection").as_deref(), Some("close"));
     assert!(busy.is_closed());
 }
+
+#[test]
+fn response_times_are_a_histogram_merged_over_workers() {
+    let slow = Backend::start(|mut peer| {
+        while peer.read_request().is_some() {
+            std::thread::sleep(std::time::Duration::from_millis(25));
+            if !peer.ok("slow") {
+                return;
+            }
+        }
+    });
+    let (lb, admin) = start_with_admin(None, &[slow.addr]);
+    for _ in 0..6 {
+        assert_eq!(get(lb.addr, "/").status, 200);
+    }
+    lb.wait_idle();
+    let s = stats(admin, None);
+    let p50 = s["backends"][0]["latency_ms"]["p50"].as_f64().unwrap();
+    let p99 = s["backends"][0]["latency_ms"]["p99"].as_f64().unwrap();
+    // Every sample took 25 ms at least: none is in the buckets up to 20 ms.
+    assert!(p50 >= 20.0 && p99 >= p50, "{s}");
+    let metrics = admin_request(admin, "GET", "/metrics", "", None).text();
+    let labels = format!("backend=\"http://{}\",pool=\"default\"", slow.addr);
+    for (line, value) in [
+        (format!("lb_backend_response_seconds_bucket{{{labels},le=\"0.02\"}}"), "0"),
+        (format!("lb_backend_response_seconds_bucket{{{labels},le=\"+Inf\"}}"), "6"),
+        (format!("lb_backend_response_seconds_count{{{labels}}}"), "6"),
+    ] {
+        assert!(metrics.contains(&format!("{line} {value}\n")), "{line} {value} in\n{metrics}");
+    }
+}

@@ -505,3 +505,40 @@ fn running_out_of_descriptors_pauses_accepting_without_spinning_and_recovers() {
         });
     }
 }
+
+#[test]
+fn access_lines_come_in_the_configured_format() {
+    let backend = Backend::named("ok");
+    for (format, needles) in [
+        (
+            "combined",
+            vec![
+                "127.0.0.1 - - [".to_string(),
+                "] \"GET /x?y=1 HTTP/1.1\" 200 ".to_string(),
+                " \"https://ref.example/\" \"test-agent/1.0\"".to_string(),
+            ],
+        ),
+        (
+            "json",
+            vec![
+                "\"method\":\"GET\"".to_string(),
+                "\"target\":\"/x?y=1\"".to_string(),
+                "\"status\":200".to_string(),
+                format!("\"backend\":\"http://{}\"", backend.addr),
+                "\"user_agent\":\"test-agent/1.0\"".to_string(),
+                "\"referer\":\"https://ref.example/\"".to_string(),
+            ],
+        ),
+    ] {
+        let lb = LbProcess::start(&format!(
+            "listen = \"127.0.0.1:0\"\naccess_log_format = \"{format}\"\n[health_check]\ninterval = \"1h\"\n{}",
+            backends_toml(&[backend.addr])
+        ));
+        let r = request(
+            lb.addr,
+            "GET /x?y=1 HTTP/1.1\r\nHost: h\r\nUser-Agent: test-agent/1.0\r\nReferer: https://ref.example/\r\n\r\n",
+        );
+        assert_eq!(r.status, 200);
+        wait_until("the access line", || needles.iter().all(|n| lb.logged(n)));
+    }
+}

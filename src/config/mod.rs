@@ -118,6 +118,7 @@ pub struct Config {
     pub retries: u32,
     pub log_level: LogLevel,
     pub access_log: bool,
+    pub access_log_format: AccessLogFormat,
     pub timeouts: Timeouts,
     pub health_check: HealthCheck,
     pub admin: Option<Admin>,
@@ -191,6 +192,17 @@ impl Default for HealthCheck {
             fall: 3,
         }
     }
+}
+
+/// How access log lines are written (`access_log_format`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessLogFormat {
+    /// Apache's and nginx's "combined" format.
+    #[default]
+    Combined,
+    /// One JSON object per line.
+    Json,
 }
 
 /// `[queue]`: per pool, how many requests may wait for a backend with room, and for how long.
@@ -268,6 +280,8 @@ struct RawConfig {
     log_level: LogLevel,
     #[serde(default = "default_true")]
     access_log: bool,
+    #[serde(default)]
+    access_log_format: AccessLogFormat,
     #[serde(default)]
     timeouts: Timeouts,
     #[serde(default)]
@@ -444,6 +458,7 @@ impl Config {
             retries: raw.retries,
             log_level: raw.log_level,
             access_log: raw.access_log,
+            access_log_format: raw.access_log_format,
             timeouts: raw.timeouts,
             health_check: raw.health_check,
             admin: raw.admin,
@@ -793,6 +808,7 @@ url = "http://localhost:8002/"
             (format!("retries = -1\n{b}"), vec!["retries"]),
             (format!("log_level = \"loud\"\n{b}"), vec!["log_level", "loud"]),
             (format!("access_log = \"yes\"\n{b}"), vec!["access_log"]),
+            (format!("access_log_format = \"apache\"\n{b}"), vec!["access_log_format", "apache", "combined"]),
             (format!("[timeouts]\nconnect = \"5x\"\n{b}"), vec!["connect", "5x", "line 2"]),
             (format!("[timeouts]\nidle = 0\n{b}"), vec!["idle", "greater than zero"]),
             (format!("[timeouts]\nrespons = \"1s\"\n{b}"), vec!["respons", "line 2"]),

@@ -334,8 +334,21 @@ impl Exchange {
         now: Instant,
     ) {
         ctx.count_request();
-        if ctx.config().access_log {
-            log::own(self.client, status, bytes);
+        let config = ctx.config();
+        if config.access_log {
+            log::access(
+                config.access_log_format,
+                &log::Access {
+                    client: self.client,
+                    request: None,
+                    status,
+                    bytes: bytes as u64,
+                    backend: None,
+                    took: None,
+                    referer: b"",
+                    user_agent: b"",
+                },
+            );
         }
         self.phase = Phase::Closing {
             since: now,

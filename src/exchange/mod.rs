@@ -95,6 +95,9 @@ struct Flight {
     routed: Routed,
     /// The backend the client's sticky cookie names, when its pool has one.
     sticky: Option<u64>,
+    /// `Referer` and `User-Agent`, for the access log (empty when it is off).
+    referer: log::Kept,
+    user_agent: log::Kept,
     request: RequestFacts,
     /// The request body, client → backend (after a `101`, every byte the client sends).
     upload: Outbox,

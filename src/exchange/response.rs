@@ -153,9 +153,21 @@ impl Exchange {
             f.attempt
                 .inflight
                 .finish(outcome, "101 Switching Protocols");
-            if ctx.config().access_log {
-                let url = &f.attempt.inflight.backend().config.url;
-                log::tunnel(self.client, &f.line, url);
+            let config = ctx.config();
+            if config.access_log {
+                log::access(
+                    config.access_log_format,
+                    &log::Access {
+                        client: self.client,
+                        request: Some((&f.line, version)),
+                        status: 101,
+                        bytes: 0,
+                        backend: Some(&f.attempt.inflight.backend().config.url),
+                        took: Some(latency),
+                        referer: f.referer.get(),
+                        user_agent: f.user_agent.get(),
+                    },
+                );
             }
             f.stage = Stage::Tunnel {
                 download: Outbox::new(relay),

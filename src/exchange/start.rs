@@ -134,6 +134,8 @@ impl Exchange {
                 return;
             }
         };
+        let referer = kept_field(ctx.config(), head, buf, b"referer");
+        let user_agent = kept_field(ctx.config(), head, buf, b"user-agent");
         let backend = inflight.backend().clone();
         if !self.write_request_head(head, &backend, routed.strip) {
             ::log::info!(
@@ -170,6 +172,8 @@ impl Exchange {
             line,
             routed,
             sticky,
+            referer,
+            user_agent,
             request,
             upload: Outbox::new(relay),
             head_kept,
@@ -261,14 +265,20 @@ impl Exchange {
             .attempt
             .inflight
             .finish(Outcome::of_status(flight.status, latency), "response");
-        if ctx.config().access_log {
-            log::proxied(
-                self.client,
-                &flight.line,
-                flight.status,
-                flight.response_bytes,
-                &backend.config.url,
-                latency,
+        let config = ctx.config();
+        if config.access_log {
+            log::access(
+                config.access_log_format,
+                &log::Access {
+                    client: self.client,
+                    request: Some((&flight.line, flight.request.version)),
+                    status: flight.status,
+                    bytes: flight.response_bytes,
+                    backend: Some(&backend.config.url),
+                    took: Some(latency),
+                    referer: flight.referer.get(),
+                    user_agent: flight.user_agent.get(),
+                },
             );
         }
         let reuse = policy::backend_reusable(
@@ -340,6 +350,17 @@ impl Exchange {
     pub fn is_queued(&self) -> bool {
         matches!(self.phase, Phase::Queued(_))
     }
+}
+
+/// The first `name` field of the request, kept for the access log (nothing when the log is off).
+fn kept_field(config: &Config, head: &RequestHead, buf: &[u8], name: &[u8]) -> log::Kept {
+    if !config.access_log {
+        return log::Kept::EMPTY;
+    }
+    head.headers
+        .iter(buf)
+        .find(|h| h.name.get(buf).eq_ignore_ascii_case(name))
+        .map_or(log::Kept::EMPTY, |h| log::Kept::new(h.value.get(buf)))
 }
 
 /// The backend id in the request's sticky cookie, when the pool keeps clients by one.

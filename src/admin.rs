@@ -31,6 +31,10 @@ pub struct Overview {
     pub workers: Vec<WorkerLoad>,
     /// Requests refused for their rate (429), connections closed for their count, by `[limits]`.
     pub limit_rejections: LimitRejections,
+    /// The last ten minutes, a sample a second.
+    pub history: Vec<crate::history::Sample>,
+    /// The last health transitions, oldest first.
+    pub health_events: Vec<crate::history::HealthEvent>,
 }
 
 /// What `[limits]` refused since start.
@@ -55,13 +59,14 @@ pub struct WorkerLoad {
 }
 
 /// The engine-wide counters both engines keep.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Counts {
     pub total_requests: u64,
     pub internal_errors: u64,
     pub tls_handshake_failures: u64,
     pub workers: Vec<WorkerLoad>,
     pub limit_rejections: LimitRejections,
+    pub history: Vec<crate::history::Sample>,
 }
 
 impl Overview {
@@ -88,6 +93,8 @@ impl Overview {
             version: env!("CARGO_PKG_VERSION"),
             workers: counts.workers,
             limit_rejections: counts.limit_rejections,
+            history: counts.history,
+            health_events: balancer.health_events(),
         }
     }
 }
@@ -376,6 +383,8 @@ struct Stats<'a> {
     limit_rejections: LimitRejections,
     pools: Vec<PoolStats<'a>>,
     backends: Vec<BackendStats<'a>>,
+    history: &'a [crate::history::Sample],
+    health_events: &'a [crate::history::HealthEvent],
 }
 
 #[derive(Serialize)]
@@ -479,6 +488,8 @@ pub fn stats_json(o: &Overview) -> String {
                 latency_ms: Percentiles::of(&b.latency),
             })
             .collect(),
+        history: &o.history,
+        health_events: &o.health_events,
     };
     // Plain structs of numbers and strings always serialise.
     serde_json::to_string(&stats).unwrap_or_default()
@@ -711,6 +722,19 @@ mod tests {
                     rate: 5,
                     connections: 2,
                 },
+                history: vec![crate::history::Sample {
+                    t: 1_795_946_825,
+                    requests: 12,
+                    errors: 1,
+                    p99_ms: Some(4.5),
+                }],
+                health_events: vec![crate::history::HealthEvent {
+                    t: 1_795_946_800,
+                    pool: "default".into(),
+                    backend: "http://a:1".into(),
+                    state: "down",
+                    reason: "connection refused".into(),
+                }],
             },
         }
     }
@@ -805,6 +829,10 @@ mod tests {
         assert_eq!(v["tls_handshake_failures"], 4);
         assert_eq!(v["workers"], 2);
         assert_eq!(v["pools"][0]["name"], "default");
+        assert_eq!(v["history"][0]["requests"], 12);
+        assert_eq!(v["history"][0]["p99_ms"], 4.5);
+        assert_eq!(v["health_events"][0]["state"], "down");
+        assert_eq!(v["health_events"][0]["reason"], "connection refused");
         // 3, 3 and 40 ms: the median inside (2, 5] ms, p99 inside (20, 50] ms.
         assert_eq!(v["backends"][0]["latency_ms"]["p50"], 4.25);
         assert_eq!(v["backends"][0]["latency_ms"]["p99"], 49.1);

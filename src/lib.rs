@@ -40,6 +40,7 @@ pub mod exchange;
 pub mod fault;
 pub mod health;
 pub mod histogram;
+pub mod history;
 pub mod http;
 pub mod io;
 pub mod limit;

@@ -1,6 +1,7 @@
 // Drives the dashboard of a running lb in headless Chromium: the page must render every backend from
 // /stats, the drain button must disable a backend (checked both on the page and through /stats), the
-// capacity field must change a capacity, and a screenshot is saved.
+// capacity field must change a capacity, the charts must open full from the server's history, and a
+// screenshot is saved.
 //
 // Usage: node dashboard.mjs http://127.0.0.1:9090/ <screenshot.png> <expected backend count>
 import { chromium } from "playwright-core";
@@ -32,6 +33,13 @@ try {
   const errors = [];
   page.on("pageerror", (e) => errors.push(String(e)));
   page.on("console", (m) => { if (m.type() === "error") errors.push(m.text()); });
+  // The server's history has a few seconds in it before the page opens: the charts must show them at once.
+  let seconds = 0;
+  for (let i = 0; i < 100 && seconds < 2; i++) {
+    seconds = (await stats()).history.length;
+    if (seconds < 2) await new Promise((r) => setTimeout(r, 100));
+  }
+  check(seconds >= 2, "the server keeps a history: " + seconds + " seconds");
   await page.goto(admin);
   await page.waitForFunction((n) => document.querySelectorAll("#backends tr").length === n, expectedBackends, { timeout: 10000 });
   const rows = await page.$$eval("#backends tr", (trs) => trs.map((tr) => ({
@@ -43,6 +51,10 @@ try {
   check(JSON.stringify(rows.map((r) => r.url)) === JSON.stringify(fromApi), "the page lists every backend from /stats: " + fromApi.join(", "));
   check(rows.every((r) => r.state === "up" && r.button === "drain"), "every backend shows up, with a drain button: " + JSON.stringify(rows));
   check(await page.$("#chart") !== null, "the requests-per-second chart is on the page");
+  await page.waitForFunction(() => Number(document.getElementById("chart").dataset.points) >= 2, null, { timeout: 10000 });
+  check(Number(await page.getAttribute("#chart", "data-points")) >= 2 && Number(await page.getAttribute("#latency", "data-points")) >= 2,
+    "both charts are drawn from the server's history as soon as the page opens");
+  check((await page.$$("#events li")).length >= 1, "the health transitions list is on the page");
   const headers = await page.$$eval("thead th", (ths) => ths.map((th) => th.textContent));
   check(headers.includes("p50") && headers.includes("p99"), "p50 and p99 columns: " + headers.join(", "));
   const latency = (await stats()).backends.map((b) => b.latency_ms);

@@ -8,6 +8,7 @@ use crate::balance::{BackendSnapshot, Outcome, Stats};
 use crate::config::BackendConfig;
 use crate::health::{Hysteresis, Transition};
 use crate::histogram::Histogram;
+use crate::history::{EventLog, HealthEvent};
 use crate::random::{fnv1a, mix64};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -71,6 +72,8 @@ pub struct Backend {
     /// Its name in a sticky cookie (`crate::sticky`): from its pool and URL.
     pub sticky_id: u64,
     pub(super) state: Arc<BackendState>,
+    /// Where its health transitions are kept for the dashboard (the balancer's, shared).
+    events: Arc<EventLog>,
 }
 
 impl Backend {
@@ -80,6 +83,7 @@ impl Backend {
         rise: u32,
         fall: u32,
         state: Arc<BackendState>,
+        events: Arc<EventLog>,
     ) -> Backend {
         Backend {
             slot,
@@ -89,6 +93,7 @@ impl Backend {
             rise,
             fall,
             state,
+            events,
         }
     }
 
@@ -210,11 +215,14 @@ impl Backend {
             return None;
         }
         match transition {
-            Some(Transition::Down) => log::warn!(
-                "backend {} is DOWN after {} consecutive failures (last: {why})",
-                self.config.url,
-                self.fall
-            ),
+            Some(Transition::Down) => {
+                log::warn!(
+                    "backend {} is DOWN after {} consecutive failures (last: {why})",
+                    self.config.url,
+                    self.fall
+                );
+                self.record_event("down", why);
+            }
             Some(Transition::Up) => {
                 // A recovered backend is measured afresh by least_latency.
                 self.state
@@ -225,10 +233,21 @@ impl Backend {
                     self.config.url,
                     self.rise
                 );
+                self.record_event("up", why);
             }
             None => {}
         }
         transition
+    }
+
+    fn record_event(&self, state: &'static str, why: &str) {
+        self.events.push(HealthEvent {
+            t: crate::history::unix_now(),
+            pool: self.config.pool.clone(),
+            backend: self.config.url.clone(),
+            state,
+            reason: why.to_string(),
+        });
     }
 
     fn record_latency(&self, latency: Duration) {

@@ -139,6 +139,8 @@ pub struct Balancer {
     rng: Rng,
     rise: u32,
     fall: u32,
+    /// The backends' last health transitions.
+    events: Arc<crate::history::EventLog>,
 }
 
 impl Balancer {
@@ -173,12 +175,20 @@ impl Balancer {
         fall: u32,
         mut rng: Rng,
     ) -> Balancer {
+        let events = Arc::new(crate::history::EventLog::default());
         let backends: Vec<Arc<Backend>> = configs
             .iter()
             .enumerate()
             .map(|(slot, c)| {
                 let state = Arc::new(BackendState::new(c.capacity));
-                Arc::new(Backend::new(slot, c.clone(), rise, fall, state))
+                Arc::new(Backend::new(
+                    slot,
+                    c.clone(),
+                    rise,
+                    fall,
+                    state,
+                    events.clone(),
+                ))
             })
             .collect();
         let order: Vec<usize> = (0..configs.len()).collect();
@@ -190,6 +200,7 @@ impl Balancer {
             rng,
             rise,
             fall,
+            events,
         }
     }
 
@@ -315,7 +326,14 @@ impl Balancer {
                     Arc::new(BackendState::new(config.capacity))
                 }
             };
-            let backend = Arc::new(Backend::new(slot, config.clone(), rise, fall, state));
+            let backend = Arc::new(Backend::new(
+                slot,
+                config.clone(),
+                rise,
+                fall,
+                state,
+                self.events.clone(),
+            ));
             if slot == self.backends.len() {
                 self.backends.push(backend);
             } else {
@@ -355,7 +373,29 @@ impl Balancer {
             rng: Rng::with_seed(self.rng.clone().next_u64() ^ crate::random::mix64(worker as u64)),
             rise: self.rise,
             fall: self.fall,
+            events: self.events.clone(),
         }
+    }
+
+    /// The last health transitions, oldest first.
+    pub fn health_events(&self) -> Vec<crate::history::HealthEvent> {
+        self.events.events()
+    }
+
+    /// The totals the dashboard's history samples: requests answered by backends, errors, and
+    /// every backend's response times together.
+    pub fn totals(&self) -> (u64, crate::histogram::Counts) {
+        let mut errors = 0;
+        let mut latency = crate::histogram::Counts::default();
+        for b in self.backends.iter() {
+            let s = b.snapshot();
+            errors += s.error_count;
+            latency.sum_us += s.latency.sum_us;
+            for (sum, n) in latency.buckets.iter_mut().zip(s.latency.buckets) {
+                *sum += n;
+            }
+        }
+        (errors, latency)
     }
 
     /// The table after a reload, to hand to the other workers.

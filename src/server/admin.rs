@@ -67,6 +67,7 @@ impl Shared {
                     })
                     .collect(),
                 limit_rejections: crate::admin::LimitRejections::of(&u.limits),
+                history: u.history.samples(),
             },
             u.meter.started,
         )

@@ -115,6 +115,8 @@ struct Upstream {
     worker: usize,
     /// Per-client limits, shared by every worker.
     limits: Arc<crate::limit::Limits>,
+    /// The dashboard's last ten minutes (the first worker's, which serves the admin API).
+    history: crate::history::History,
 }
 
 impl Context for Upstream {
@@ -508,6 +510,16 @@ impl Server {
                 TimerOwner::Tick => {
                     let total = self.shared.upstream.process.total().requests;
                     self.shared.upstream.meter.tick(total, now);
+                    if self.index == 0 {
+                        let u = &mut self.shared.upstream;
+                        let (errors, latency) = u.balancer.totals();
+                        let totals = crate::history::Totals {
+                            requests: total,
+                            errors,
+                            latency,
+                        };
+                        u.history.record(crate::history::unix_now(), totals);
+                    }
                     // A backstop for max_connections: a place freed by another worker.
                     self.resume_accepting();
                     Deadline::default().set(

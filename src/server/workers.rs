@@ -162,6 +162,7 @@ impl Server {
                     process,
                     worker: index,
                     limits,
+                    history: Default::default(),
                 },
                 registry,
                 sockets: Slab::with_capacity(max_connections * 2),

@@ -31,6 +31,7 @@ impl AdminTarget for AdminView<'_> {
                     open_connections: open,
                 }],
                 limit_rejections: crate::admin::LimitRejections::of(&self.0.limits),
+                history: lock(&self.0.history).samples(),
             },
             self.0.started,
         )

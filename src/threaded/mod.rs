@@ -63,6 +63,8 @@ struct State {
     tls_handshake_failures: AtomicU64,
     /// Per-client limits (`[limits]`).
     limits: Arc<crate::limit::Limits>,
+    /// The dashboard's last ten minutes.
+    history: Mutex<crate::history::History>,
 }
 
 /// Locks a mutex. The engine never holds two of its locks at once (so no lock order can deadlock): take
@@ -223,6 +225,7 @@ impl Threaded {
                 internal_errors: AtomicU64::new(0),
                 tls_handshake_failures: AtomicU64::new(0),
                 limits,
+                history: Mutex::default(),
             }),
             commands,
             control: Control::new(commands_in, None),
@@ -447,6 +450,13 @@ fn meter_loop(state: &State) {
         let total = state.total_requests.load(Ordering::SeqCst);
         let rate = (total - last.1) as f64 / now.duration_since(last.0).as_secs_f64();
         state.per_second.store(rate.to_bits(), Ordering::SeqCst);
+        let (errors, latency) = lock(&state.balancer).totals();
+        let totals = crate::history::Totals {
+            requests: total,
+            errors,
+            latency,
+        };
+        lock(&state.history).record(crate::history::unix_now(), totals);
         last = (now, total);
     }
 }

@@ -421,3 +421,35 @@ fn response_times_are_a_histogram_merged_over_workers() {
         assert!(metrics.contains(&format!("{line} {value}\n")), "{line} {value} in\n{metrics}");
     }
 }
+
+#[test]
+fn stats_carry_ten_minutes_of_history_and_the_health_transitions() {
+    let dead = closed_port();
+    let alive = Backend::named("ok");
+    let lb = lb_text(&format!(
+        "listen = \"127.0.0.1:0\"\naccess_log = false\n[health_check]\ninterval = \"100ms\"\ntimeout = \"100ms\"\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\n\
+         [[backends]]\nurl = \"http://{dead}\"\n[[backends]]\nurl = \"http://{}\"\n",
+        alive.addr
+    ));
+    let admin = lb.admin_addr.unwrap();
+    wait_until("the dead backend's transition", || {
+        stats(admin, None)["health_events"]
+            .as_array()
+            .is_some_and(|events| {
+                events.iter().any(|e| {
+                    e["state"] == "down" && e["backend"] == format!("http://{dead}") && e["pool"] == "default"
+                })
+            })
+    });
+    // A sample a second: a few seconds in, requests made meanwhile are in it.
+    for _ in 0..5 {
+        assert_eq!(get(lb.addr, "/").status, 200);
+    }
+    wait_until("two seconds of history with the requests", || {
+        let s = stats(admin, None);
+        let history = s["history"].as_array().cloned().unwrap_or_default();
+        history.len() >= 2
+            && history.iter().map(|h| h["requests"].as_u64().unwrap_or(0)).sum::<u64>() >= 5
+    });
+}

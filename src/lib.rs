@@ -45,6 +45,7 @@ pub mod http;
 pub mod io;
 pub mod limit;
 pub mod listen;
+pub mod proxy_protocol;
 pub mod random;
 pub mod reload;
 pub mod route;

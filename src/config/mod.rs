@@ -114,6 +114,8 @@ pub struct Config {
     pub workers: usize,
     /// With several workers: a SO_REUSEPORT listener per worker instead of one shared listener.
     pub reuse_port: bool,
+    /// Every client connection starts with a PROXY protocol header (v1 or v2) naming the client.
+    pub proxy_protocol: bool,
     pub max_connections: usize,
     pub retries: u32,
     pub log_level: LogLevel,
@@ -269,6 +271,8 @@ struct RawConfig {
     workers: usize,
     #[serde(default)]
     reuse_port: bool,
+    #[serde(default)]
+    proxy_protocol: bool,
     #[serde(
         default = "default_max_connections",
         deserialize_with = "positive_usize"
@@ -454,6 +458,7 @@ impl Config {
             engine: raw.engine,
             workers: raw.workers,
             reuse_port: raw.reuse_port,
+            proxy_protocol: raw.proxy_protocol,
             max_connections: raw.max_connections,
             retries: raw.retries,
             log_level: raw.log_level,

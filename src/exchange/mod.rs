@@ -251,6 +251,12 @@ impl Exchange {
         self.client
     }
 
+    /// The client a PROXY protocol header named: from now on it is the client everywhere
+    /// (X-Forwarded-For, ip_hash, limits, the access log).
+    pub fn set_client_addr(&mut self, client: SocketAddr) {
+        self.client = client;
+    }
+
     pub fn requests(&self) -> u32 {
         self.requests
     }

@@ -65,7 +65,13 @@ impl Server {
     /// Takes an accepted client in; false when it could not be (and is closed).
     fn add_client(&mut self, stream: TcpStream, addr: SocketAddr, entry: Entry) -> bool {
         let now = self.now;
-        let limit = match self.shared.upstream.limits.connect(addr.ip(), now) {
+        // Behind a PROXY header the client is not known yet: it is counted once the header names it.
+        let proxied = self.shared.upstream.config.proxy_protocol;
+        let counted = match proxied {
+            true => Ok(None),
+            false => self.shared.upstream.limits.connect(addr.ip(), now),
+        };
+        let limit = match counted {
             Ok(limit) => limit,
             Err(_) => {
                 // Closed at once (the stream is dropped): a client over its connection count.
@@ -103,6 +109,7 @@ impl Server {
         let id = Server::next_id(&mut self.next_id, self.shared.upstream.process.workers());
         log::debug!("conn {id}: accepted {addr}");
         let conn = entry.insert(Conn::new(key, id, transport, token, addr, now, limit));
+        conn.proxy_pending = proxied;
         conn.refresh_deadline(&mut self.shared);
         true
     }

@@ -124,6 +124,28 @@ pub(super) fn serve(
 ) {
     crate::buffer::keep_free_blocks(FREE_BLOCKS);
     let _ = stream.set_nodelay(true);
+    let config = state.config();
+    let (addr, _limit) = if config.proxy_protocol {
+        let deadline = Instant::now() + config.timeouts.request_head;
+        let client = match read_proxy_header(&stream, deadline) {
+            // The connection's own timeouts are set by its ends from here on, from none.
+            Ok(source) if stream.set_read_timeout(None).is_ok() => source.unwrap_or(addr),
+            Ok(_) => return,
+            Err(e) => {
+                log::info!("{addr}: {e}; connection closed");
+                return;
+            }
+        };
+        match crate::limit::hold(&state.limits, client.ip(), Instant::now()) {
+            Ok(limit) => (client, limit),
+            Err(_) => {
+                log::debug!("{client}: over [limits] connections_per_client, connection closed");
+                return;
+            }
+        }
+    } else {
+        (addr, None)
+    };
     let transport = if secure {
         let session = state
             .tls_server()
@@ -436,5 +458,42 @@ fn connect_backend(
         Ok(false) => Err(io::ErrorKind::TimedOut.into()),
         Err(e) if timed_out(&e) => Err(io::ErrorKind::TimedOut.into()),
         Err(e) => Err(io::Error::other(format!("TLS handshake: {e}"))),
+    }
+}
+
+/// Reads a PROXY protocol header off a blocking socket, a byte at a time so that not one byte of what
+/// follows (TLS or HTTP) is taken, within `deadline`. The client it names, if any.
+fn read_proxy_header(stream: &TcpStream, deadline: Instant) -> io::Result<Option<SocketAddr>> {
+    use crate::proxy_protocol::{MAX_HEADER, parse};
+    use std::io::Read;
+    let mut seen = Vec::with_capacity(64);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "no PROXY header in time",
+            ));
+        }
+        stream.set_read_timeout(Some(left))?;
+        let mut byte = [0u8];
+        if (&*stream).read(&mut byte)? == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "closed before its PROXY header",
+            ));
+        }
+        seen.push(byte[0]);
+        match parse(&seen) {
+            Ok(Some(header)) => return Ok(header.source),
+            Ok(None) if seen.len() < MAX_HEADER => {}
+            Ok(None) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "PROXY header too long",
+                ));
+            }
+            Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string())),
+        }
     }
 }

@@ -414,7 +414,12 @@ fn accept_loop(state: &Arc<State>, listener: TcpListener, secure: bool) {
         let Ok(addr) = stream.peer_addr() else {
             continue;
         };
-        let Ok(limit) = crate::limit::hold(&state.limits, addr.ip(), Instant::now()) else {
+        // Behind a PROXY header the client is counted once the header names it (`conn::serve`).
+        let limit = match state.config().proxy_protocol {
+            true => Ok(None),
+            false => crate::limit::hold(&state.limits, addr.ip(), Instant::now()),
+        };
+        let Ok(limit) = limit else {
             log::debug!("{addr}: over [limits] connections_per_client, connection closed");
             continue;
         };

@@ -619,6 +619,11 @@ impl Client {
         Ok(())
     }
 
+    /// Writes `bytes` on the TCP stream itself, under any TLS session (a PROXY protocol header).
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("write to lb");
+    }
+
     pub fn send(&mut self, bytes: &[u8]) {
         match self.tls.as_deref_mut() {
             Some(tls) => {

@@ -321,7 +321,9 @@ impl Server {
                 Err(e) => return Err(e),
             }
             self.now = Instant::now();
-            self.batch = self.batch.wrapping_add(1);
+            // Never 0: that is what a connection's mark is reset to after its write pass, so that a mark
+            // left from 2^32 batches ago cannot pass for this batch's.
+            self.batch = self.batch.wrapping_add(1).max(1);
             for event in events.iter() {
                 self.dispatch(event);
             }
@@ -329,6 +331,9 @@ impl Server {
             for (key, id) in ready.drain(..) {
                 if self.conns.get(key).is_some_and(|c| c.id() == id) {
                     self.drive(key, Pass::Full);
+                    if let Some(conn) = self.conns.get_mut(key) {
+                        conn.batch = 0;
+                    }
                 }
             }
             self.batch_ready = ready;

@@ -400,7 +400,15 @@ fn sighup_reload(engine: &str) {
         r.text()
     };
     let before: Vec<String> = (0..4).map(|_| ask(&mut client)).collect();
-    assert_eq!(before, ["a", "b", "a", "b"]);
+    if engine == "workers2" {
+        // The connection's worker alternates on its own; the second starts one backend further on.
+        let mut sorted = before.clone();
+        sorted.sort();
+        assert_eq!(sorted, ["a", "a", "b", "b"], "{before:?}");
+        assert!(before.windows(2).all(|w| w[0] != w[1]), "{before:?}");
+    } else {
+        assert_eq!(before, ["a", "b", "a", "b"]);
+    }
 
     std::fs::write(
         &lb.config,

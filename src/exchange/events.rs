@@ -334,22 +334,10 @@ impl Exchange {
         now: Instant,
     ) {
         ctx.count_request();
-        let config = ctx.config();
-        if config.access_log {
-            log::access(
-                config.access_log_format,
-                &log::Access {
-                    client: self.client,
-                    request: None,
-                    status,
-                    bytes: bytes as u64,
-                    backend: None,
-                    took: None,
-                    referer: b"",
-                    user_agent: b"",
-                },
-            );
-        }
+        log::access(
+            ctx.config(),
+            &log::Access::own(self.client, status, bytes as u64),
+        );
         self.phase = Phase::Closing {
             since: now,
             shut: false,

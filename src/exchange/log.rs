@@ -87,9 +87,30 @@ pub struct Access<'a> {
     pub user_agent: &'a [u8],
 }
 
-/// Logs `entry` at info.
-pub fn access(format: AccessLogFormat, entry: &Access<'_>) {
-    log::info!("{}", access_line(format, entry, SystemTime::now()));
+impl<'a> Access<'a> {
+    /// A response lb wrote itself: no request line or backend to show.
+    pub fn own(client: SocketAddr, status: u16, bytes: u64) -> Access<'a> {
+        Access {
+            client,
+            request: None,
+            status,
+            bytes,
+            backend: None,
+            took: None,
+            referer: b"",
+            user_agent: b"",
+        }
+    }
+}
+
+/// Logs `entry` at info, when the configuration has an access log.
+pub fn access(config: &crate::config::Config, entry: &Access<'_>) {
+    if config.access_log {
+        log::info!(
+            "{}",
+            access_line(config.access_log_format, entry, SystemTime::now())
+        );
+    }
 }
 
 /// The access log line of `entry` at `at`.

@@ -112,6 +112,28 @@ struct Flight {
     final_head: FinalHead,
 }
 
+impl Flight {
+    /// The access log entry of this request's response.
+    fn access(
+        &self,
+        client: SocketAddr,
+        status: u16,
+        bytes: u64,
+        took: Duration,
+    ) -> log::Access<'_> {
+        log::Access {
+            client,
+            request: Some((&self.line, self.request.version)),
+            status,
+            bytes,
+            backend: Some(&self.attempt.inflight.backend().config.url),
+            took: Some(took),
+            referer: self.referer.get(),
+            user_agent: self.user_agent.get(),
+        }
+    }
+}
+
 /// Where the final response head stands on its way to the client: until its first byte is written,
 /// an error response of ours can still take its place.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -153,22 +153,7 @@ impl Exchange {
             f.attempt
                 .inflight
                 .finish(outcome, "101 Switching Protocols");
-            let config = ctx.config();
-            if config.access_log {
-                log::access(
-                    config.access_log_format,
-                    &log::Access {
-                        client: self.client,
-                        request: Some((&f.line, version)),
-                        status: 101,
-                        bytes: 0,
-                        backend: Some(&f.attempt.inflight.backend().config.url),
-                        took: Some(latency),
-                        referer: f.referer.get(),
-                        user_agent: f.user_agent.get(),
-                    },
-                );
-            }
+            log::access(ctx.config(), &f.access(self.client, 101, 0, latency));
             f.stage = Stage::Tunnel {
                 download: Outbox::new(relay),
                 client_shut: false,

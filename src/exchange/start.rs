@@ -265,22 +265,8 @@ impl Exchange {
             .attempt
             .inflight
             .finish(Outcome::of_status(flight.status, latency), "response");
-        let config = ctx.config();
-        if config.access_log {
-            log::access(
-                config.access_log_format,
-                &log::Access {
-                    client: self.client,
-                    request: Some((&flight.line, flight.request.version)),
-                    status: flight.status,
-                    bytes: flight.response_bytes,
-                    backend: Some(&backend.config.url),
-                    took: Some(latency),
-                    referer: flight.referer.get(),
-                    user_agent: flight.user_agent.get(),
-                },
-            );
-        }
+        let entry = flight.access(self.client, flight.status, flight.response_bytes, latency);
+        log::access(ctx.config(), &entry);
         let reuse = policy::backend_reusable(
             reusable,
             !request_cut && flight.upload.finished(&self.to_backend),

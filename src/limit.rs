@@ -22,6 +22,10 @@ pub const SLOTS: usize = 1 << 16;
 pub const WAYS: usize = 4;
 /// Thousandths of a token: a bucket's fill is kept in these.
 const MILLI: u64 = 1000;
+/// How far ahead of a thread's `now` another thread's stamp may be.
+const AHEAD_TOLERANCE_MS: u32 = 60_000;
+/// The largest rate or burst: a bucket's fill, in thousandths, must fit in 32 bits.
+pub const MAX_RATE: u32 = 1_000_000;
 
 /// The configured limits; zero turns one off.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -113,9 +117,10 @@ impl Limits {
         let mut current = bucket.load(Ordering::Acquire);
         loop {
             let (fill, stamp) = ((current >> 32), (current & 0xffff_ffff) as u32);
-            // Another thread may have stamped it with a later `now` than ours: no time passed then,
-            // and the stamp does not go back.
-            let ahead = now_ms.wrapping_sub(stamp) > u32::MAX / 2;
+            // Another thread may have stamped it with a later `now` than ours (by a batch's time, well
+            // under a minute): no time passed then, and the stamp does not go back. Anything else is
+            // time passed, however long (the stamp wraps after 49 days; the bucket is full by then).
+            let ahead = now_ms.wrapping_sub(stamp) > u32::MAX - AHEAD_TOLERANCE_MS;
             let (fill, stamp) = if current == 0 {
                 // A fresh entry starts full.
                 (burst, now_ms)
@@ -316,6 +321,26 @@ mod tests {
                 .request(a, later + Duration::from_millis(100))
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn a_client_back_after_weeks_finds_a_full_bucket() {
+        let t0 = Instant::now();
+        let limits = Limits::new(
+            Settings {
+                requests_per_second: 10,
+                burst: 2,
+                connections_per_client: 0,
+            },
+            t0,
+        );
+        let a = ip("192.0.2.4");
+        assert!(limits.request(a, t0).is_ok() && limits.request(a, t0).is_ok());
+        assert!(limits.request(a, t0).is_err());
+        for days in [1, 20, 25, 30, 40, 49] {
+            let later = t0 + Duration::from_secs(days * 86_400);
+            assert!(limits.request(a, later).is_ok(), "after {days} days");
+        }
     }
 
     #[test]

@@ -36,8 +36,16 @@ impl PoolState {
         Some(QueueSpot { pool: self.clone() })
     }
 
-    /// For a thread that waits its turn (the threaded engine): a ticket at the back of the line.
-    pub fn take_ticket(&self) -> u64 {
+    /// For a thread that waits its turn (the threaded engine): a place at the back of the line, left
+    /// when the ticket is dropped — however the wait ends, a panic included.
+    pub fn ticket(self: &Arc<Self>) -> Ticket {
+        Ticket {
+            number: self.take_ticket(),
+            line: self.clone(),
+        }
+    }
+
+    fn take_ticket(&self) -> u64 {
         let mut line = self.tickets.lock().unwrap_or_else(|p| p.into_inner());
         line.0 += 1;
         let ticket = line.0;
@@ -56,11 +64,31 @@ impl PoolState {
     }
 
     /// `ticket` leaves the line (served, or given up), and the next one gets its turn.
-    pub fn leave(&self, ticket: u64) {
+    fn leave(&self, ticket: u64) {
         let mut line = self.tickets.lock().unwrap_or_else(|p| p.into_inner());
         line.1.retain(|&t| t != ticket);
         drop(line);
         self.turn.notify_all();
+    }
+}
+
+/// A thread's place in its pool's line (see [`PoolState::ticket`]).
+#[derive(Debug)]
+pub struct Ticket {
+    number: u64,
+    line: Arc<PoolState>,
+}
+
+impl Ticket {
+    /// Waits (at most `wait`) until this ticket is first in line.
+    pub fn wait_turn(&self, wait: Duration) -> bool {
+        self.line.wait_turn(self.number, wait)
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.line.leave(self.number);
     }
 }
 
@@ -191,6 +219,21 @@ mod tests {
             drop(spots);
             assert_eq!(pool.queued(), 0, "dropped spots are given back");
         }
+    }
+
+    #[test]
+    fn a_dropped_ticket_leaves_the_line() {
+        let pool = Arc::new(PoolState::default());
+        let first = pool.ticket();
+        let second = pool.ticket();
+        assert!(!second.wait_turn(Duration::ZERO));
+        // However the first one's wait ended (a panic unwinding included), its turn passes on.
+        let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            let _held = first;
+            panic!("a bug while waiting");
+        }));
+        assert!(unwound.is_err());
+        assert!(second.wait_turn(Duration::ZERO));
     }
 
     #[test]

@@ -27,6 +27,19 @@ pub(super) fn settings(raw: Option<RawLimits>) -> Result<Settings, ConfigError> 
             message: "a burst needs limits.requests_per_second".into(),
         });
     }
+    for (key, value) in [
+        ("limits.requests_per_second", raw.requests_per_second),
+        ("limits.burst", raw.burst),
+    ] {
+        if let Some(v) = value
+            && v > crate::limit::MAX_RATE
+        {
+            return Err(ConfigError::Invalid {
+                key: key.into(),
+                message: format!("{v} is too large: at most {}", crate::limit::MAX_RATE),
+            });
+        }
+    }
     let rate = raw.requests_per_second.unwrap_or(0);
     Ok(Settings {
         requests_per_second: rate,
@@ -98,6 +111,14 @@ mod tests {
                 &["connections_per_client"],
             ),
             ("[limits]\nrate = 1\n", &["rate"]),
+            (
+                "[limits]\nrequests_per_second = 5000000\n",
+                &["limits.requests_per_second", "at most 1000000"],
+            ),
+            (
+                "[limits]\nrequests_per_second = 5\nburst = 5000000\n",
+                &["limits.burst", "too large"],
+            ),
         ];
         for &(text, needles) in cases {
             let message = Config::parse(&format!("{text}{B}"))

@@ -81,8 +81,6 @@ enum Phase {
 /// A request in its pool's queue.
 struct Waiting {
     since: Instant,
-    routed: Routed,
-    sticky: Option<u64>,
     /// Its place in the queue, given back when the phase ends.
     _spot: QueueSpot,
 }

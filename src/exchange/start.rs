@@ -115,8 +115,6 @@ impl Exchange {
                         ::log::debug!("conn {}: \"{line}\" queued", self.id);
                         self.phase = Phase::Queued(Box::new(Waiting {
                             since: now,
-                            routed,
-                            sticky,
                             _spot: spot,
                         }));
                         actions.push(Action::Enqueue { pool: routed.pool });
@@ -306,12 +304,23 @@ impl Exchange {
     /// stays queued, in its place.
     pub fn retry_queued(&mut self, ctx: &mut impl Context, now: Instant) -> Actions {
         let mut actions = Actions::default();
-        let Phase::Queued(waiting) = &self.phase else {
+        if !matches!(self.phase, Phase::Queued(_)) {
             return actions;
-        };
-        let (routed, sticky) = (waiting.routed, waiting.sticky);
+        }
         match request::parse_request(self.client_in.data(), buffer::capacity()) {
             Ok(Some(head)) => {
+                // Routed again: a reload may have changed the pools since the request queued.
+                let buf = self.client_in.data();
+                let Some(routed) = ctx
+                    .config()
+                    .router
+                    .route(head.host(buf), head.target.get(buf))
+                else {
+                    ::log::info!("{}: its route is gone while queued -> 404", self.client);
+                    self.respond(ErrorResponse::NotFound, ctx, now, &mut actions);
+                    return actions;
+                };
+                let sticky = sticky_cookie(ctx.config(), routed.pool, &head, buf);
                 self.pick_for(&head, routed, sticky, ctx, now, &mut actions);
                 if matches!(self.phase, Phase::Serving(_)) {
                     // Queued no more: what the new phase asks for comes next.

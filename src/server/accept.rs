@@ -65,20 +65,6 @@ impl Server {
     /// Takes an accepted client in; false when it could not be (and is closed).
     fn add_client(&mut self, stream: TcpStream, addr: SocketAddr, entry: Entry) -> bool {
         let now = self.now;
-        // Behind a PROXY header the client is not known yet: it is counted once the header names it.
-        let proxied = self.shared.upstream.config.proxy_protocol;
-        let counted = match proxied {
-            true => Ok(None),
-            false => self.shared.upstream.limits.connect(addr.ip(), now),
-        };
-        let limit = match counted {
-            Ok(limit) => limit,
-            Err(_) => {
-                // Closed at once (the stream is dropped): a client over its connection count.
-                log::debug!("{addr}: over [limits] connections_per_client, connection closed");
-                return false;
-            }
-        };
         if let Err(e) = stream.set_nodelay(true) {
             log::debug!("set_nodelay on client {addr}: {e}");
         }
@@ -94,12 +80,29 @@ impl Server {
             },
             (Entry::Tls, None) => return false,
         };
+        // Behind a PROXY header the client is not known yet: it is counted once the header names it.
+        let proxied = self.shared.upstream.config.proxy_protocol;
+        let counted = match proxied {
+            true => Ok(None),
+            false => self.shared.upstream.limits.connect(addr.ip(), now),
+        };
+        let limit = match counted {
+            Ok(limit) => limit,
+            Err(_) => {
+                // Closed at once (the stream is dropped): a client over its connection count.
+                log::debug!("{addr}: over [limits] connections_per_client, connection closed");
+                return false;
+            }
+        };
         let entry = self.conns.vacant_entry();
         let key = entry.key();
         let Some((stream, token)) =
             self.shared
                 .register(stream, Owner::Client(key), Interest::READABLE)
         else {
+            if let Some(held) = limit {
+                self.shared.upstream.limits.disconnect(held);
+            }
             return false;
         };
         let transport = match session {

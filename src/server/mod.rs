@@ -534,7 +534,7 @@ impl Server {
                     );
                 }
                 TimerOwner::Drain => {}
-                TimerOwner::Queue => self.serve_queues(),
+                TimerOwner::Queue => self.on_queue_timer(),
                 TimerOwner::Conn(slot) => {
                     let Some(conn) = self.conns.get_mut(slot) else {
                         continue;

@@ -19,6 +19,8 @@ const QUEUE_TIMER: TimerKey = TimerKey {
 pub(super) struct Queues {
     pools: Vec<VecDeque<(usize, u64)>>,
     waiting: usize,
+    /// The look-again timer is in the heap: one entry at a time, never one per batch.
+    armed: bool,
 }
 
 impl Queues {
@@ -36,8 +38,13 @@ impl Shared {
         }
         queues.pools[pool].push_back((key, id));
         queues.waiting += 1;
-        if queues.waiting == 1 {
-            Deadline::default().set(Instant::now() + LOOK_AGAIN, &mut self.timers, QUEUE_TIMER);
+        self.arm_queue_timer(Instant::now());
+    }
+
+    fn arm_queue_timer(&mut self, now: Instant) {
+        if !self.queues.armed {
+            self.queues.armed = true;
+            Deadline::default().set(now + LOOK_AGAIN, &mut self.timers, QUEUE_TIMER);
         }
     }
 }
@@ -79,7 +86,13 @@ impl Server {
             }
         }
         if !self.shared.queues.is_empty() {
-            Deadline::default().set(now + LOOK_AGAIN, &mut self.shared.timers, QUEUE_TIMER);
+            self.shared.arm_queue_timer(now);
         }
+    }
+
+    /// The look-again timer fired.
+    pub(super) fn on_queue_timer(&mut self) {
+        self.shared.queues.armed = false;
+        self.serve_queues();
     }
 }

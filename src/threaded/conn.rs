@@ -354,13 +354,13 @@ impl Conn<'_> {
         let Some(line) = lock(&self.engine.state.balancer).pool_state(pool).cloned() else {
             return Ok(());
         };
-        let ticket = line.take_ticket();
+        let ticket = line.ticket();
         let result = loop {
             let now = Instant::now();
             if now >= self.exchange.deadline(&self.engine.config) {
                 break self.exchange.on_timeout(&mut self.engine, now);
             }
-            if line.wait_turn(ticket, LOOK_AGAIN) {
+            if ticket.wait_turn(LOOK_AGAIN) {
                 let actions = self.exchange.retry_queued(&mut self.engine, Instant::now());
                 if !self.exchange.is_queued() {
                     break actions;
@@ -368,7 +368,7 @@ impl Conn<'_> {
                 std::thread::sleep(LOOK_AGAIN);
             }
         };
-        line.leave(ticket);
+        drop(ticket);
         self.apply(result)
     }
 

@@ -81,6 +81,14 @@ fn a_full_backend_queues_requests_and_serves_them_in_turn() {
         wait_until("the request to queue", || queue_length(&lb) == n as u64 + 1);
     }
     assert_eq!(gated.backend.request_count(), 1, "queued requests hold no backend");
+    // While requests wait, every batch of events (each snapshot is one) offers them room again: the
+    // look-again timer stays one entry, not one more per batch.
+    let before = lb.snapshot().timers;
+    for _ in 0..50 {
+        lb.snapshot();
+    }
+    let after = lb.snapshot().timers;
+    assert!(after <= before + 2, "timer entries grew from {before} to {after} while queued");
     gated.open();
     assert_eq!(first.response(false).text(), "/1");
     for (client, path) in waiting.iter_mut().zip(["/2", "/3"]) {

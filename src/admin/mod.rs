@@ -3,12 +3,15 @@
 //! `PUT /backends/{index}/capacity` and `PUT /backends/{index}/enabled`. Authentication by bearer token
 //! is checked here too. The event loop owns the admin sockets and calls [`handle`].
 
+mod metrics;
+
+pub use metrics::metrics_text;
+
 use crate::balance::BackendSnapshot;
 use serde::Serialize;
-use std::fmt::Write as _;
 
 /// The dashboard: one self-contained page (no external assets) that polls `/stats`.
-pub const DASHBOARD: &str = include_str!("dashboard.html");
+pub const DASHBOARD: &str = include_str!("../dashboard.html");
 
 /// What the admin endpoint shows about the whole balancer.
 #[derive(Debug, Clone, PartialEq)]
@@ -493,164 +496,6 @@ pub fn stats_json(o: &Overview) -> String {
     };
     // Plain structs of numbers and strings always serialise.
     serde_json::to_string(&stats).unwrap_or_default()
-}
-
-/// Escapes a Prometheus label value.
-fn label(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-/// `lb_backend_response_seconds` as a Prometheus histogram per backend.
-fn response_histograms(out: &mut String, backends: &[BackendSnapshot]) {
-    let name = "lb_backend_response_seconds";
-    let _ = writeln!(
-        out,
-        "# HELP {name} Time from sending a request to the end of the backend's response (successes and 5xx).\n# TYPE {name} histogram"
-    );
-    for b in backends {
-        let labels = format!("backend=\"{}\",pool=\"{}\"", label(&b.url), label(&b.pool));
-        for (bound, count) in b.latency.cumulative() {
-            let le = bound.map_or_else(|| "+Inf".to_string(), |s| s.to_string());
-            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {count}");
-        }
-        let sum = b.latency.sum_us as f64 / 1e6;
-        let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
-        let _ = writeln!(out, "{name}_count{{{labels}}} {}", b.latency.count());
-    }
-}
-
-pub fn metrics_text(o: &Overview) -> String {
-    let mut out = String::with_capacity(1024 + 512 * o.backends.len());
-    type Field = fn(&BackendSnapshot) -> f64;
-    let per_backend: [(&str, &str, &str, Field); 8] = [
-        (
-            "lb_backend_requests_total",
-            "counter",
-            "Requests sent to the backend.",
-            |b| b.request_count as f64,
-        ),
-        (
-            "lb_backend_successes_total",
-            "counter",
-            "Complete responses with status below 500.",
-            |b| b.success_count as f64,
-        ),
-        (
-            "lb_backend_errors_total",
-            "counter",
-            "Connect failures, resets, timeouts, invalid responses and 5xx.",
-            |b| b.error_count as f64,
-        ),
-        (
-            "lb_backend_latency_seconds_total",
-            "counter",
-            "Sum of response times of successful requests.",
-            |b| b.average_latency_ms * b.success_count as f64 / 1000.0,
-        ),
-        (
-            "lb_backend_active_connections",
-            "gauge",
-            "Requests in flight on the backend.",
-            |b| f64::from(b.active_connections),
-        ),
-        (
-            "lb_backend_capacity",
-            "gauge",
-            "Configured weight of the backend.",
-            |b| f64::from(b.capacity),
-        ),
-        (
-            "lb_backend_healthy",
-            "gauge",
-            "1 when health checks consider the backend up.",
-            |b| f64::from(u8::from(b.healthy)),
-        ),
-        (
-            "lb_backend_enabled",
-            "gauge",
-            "1 unless an operator disabled the backend.",
-            |b| f64::from(u8::from(b.enabled)),
-        ),
-    ];
-    for (name, kind, help, field) in per_backend {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for b in &o.backends {
-            let _ = writeln!(
-                out,
-                "{name}{{backend=\"{}\",pool=\"{}\"}} {}",
-                label(&b.url),
-                label(&b.pool),
-                field(b)
-            );
-        }
-    }
-    response_histograms(&mut out, &o.backends);
-    let _ = writeln!(
-        out,
-        "# HELP lb_open_connections Open client connections.\n# TYPE lb_open_connections gauge\nlb_open_connections {}",
-        o.open_connections
-    );
-    let _ = writeln!(
-        out,
-        "# HELP lb_requests_total Requests completed by the balancer.\n# TYPE lb_requests_total counter\nlb_requests_total {}",
-        o.total_requests
-    );
-    let _ = writeln!(
-        out,
-        "# HELP lb_internal_errors_total Panics contained at a connection's boundary: bugs, each closing one connection.\n# TYPE lb_internal_errors_total counter\nlb_internal_errors_total {}",
-        o.internal_errors
-    );
-    let _ = writeln!(
-        out,
-        "# HELP lb_tls_handshake_failures_total TLS connections closed before their handshake finished.\n# TYPE lb_tls_handshake_failures_total counter\nlb_tls_handshake_failures_total {}",
-        o.tls_handshake_failures
-    );
-    let _ = writeln!(
-        out,
-        "# HELP lb_limit_rejections_total Refused by [limits]: requests over their rate (429), connections over their count (closed).\n# TYPE lb_limit_rejections_total counter\nlb_limit_rejections_total{{reason=\"rate\"}} {}\nlb_limit_rejections_total{{reason=\"connections\"}} {}",
-        o.limit_rejections.rate, o.limit_rejections.connections
-    );
-    let _ = writeln!(
-        out,
-        "# HELP lb_pool_queue_length Requests waiting for a backend with room under its max_connections.\n# TYPE lb_pool_queue_length gauge"
-    );
-    for (name, queued) in &o.pools {
-        let _ = writeln!(
-            out,
-            "lb_pool_queue_length{{pool=\"{}\"}} {queued}",
-            label(name)
-        );
-    }
-    // Per worker, so that operators can see imbalance between them.
-    type WorkerField = fn(&WorkerLoad) -> u64;
-    let worker_series: [(&str, &str, &str, WorkerField); 2] = [
-        (
-            "lb_worker_requests_total",
-            "Requests completed by each event-loop worker.",
-            "counter",
-            |w| w.requests,
-        ),
-        (
-            "lb_worker_open_connections",
-            "Open client connections of each event-loop worker.",
-            "gauge",
-            |w| w.open_connections as u64,
-        ),
-    ];
-    for (name, help, kind, field) in worker_series {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for (worker, load) in o.workers.iter().enumerate() {
-            let _ = writeln!(out, "{name}{{worker=\"{worker}\"}} {}", field(load));
-        }
-    }
-    let _ = writeln!(
-        out,
-        "# HELP lb_uptime_seconds Seconds since the balancer started.\n# TYPE lb_uptime_seconds gauge\nlb_uptime_seconds {}",
-        json_number(o.uptime_seconds)
-    );
-    out
 }
 
 #[cfg(test)]

@@ -69,6 +69,18 @@ pub(super) struct Routing {
 /// The pools (the top-level backends as "default", then `[[pools]]`) with their backends built by
 /// `build` (given the key to name in errors, the raw backend, its health-check defaults and the
 /// backends of its pool so far), and the routes that lead to them.
+/// A pool as configured, before its backends are built.
+struct PoolSpec {
+    name: String,
+    /// The key its backends are named under in errors: `backends`, `pools[1].backends`.
+    key: String,
+    algorithm: Algorithm,
+    /// Its backends' health-check defaults.
+    health: HealthCheck,
+    sticky_cookie: Option<String>,
+    backends: Vec<RawBackend>,
+}
+
 pub(super) fn routing(
     top: Vec<RawBackend>,
     algorithm: Algorithm,
@@ -82,97 +94,52 @@ pub(super) fn routing(
         &[BackendConfig],
     ) -> Result<BackendConfig, ConfigError>,
 ) -> Result<Routing, ConfigError> {
-    let invalid = |key: String, message: String| ConfigError::Invalid { key, message };
-    // (name, key prefix, algorithm, health defaults, raw backends), the default pool first.
     let mut specs = Vec::with_capacity(raw_pools.len() + 1);
     if !top.is_empty() {
-        specs.push((
-            DEFAULT_POOL.to_string(),
-            "backends".to_string(),
+        specs.push(PoolSpec {
+            name: DEFAULT_POOL.to_string(),
+            key: "backends".to_string(),
             algorithm,
-            health_check.clone(),
-            None,
-            top,
-        ));
+            health: health_check.clone(),
+            sticky_cookie: None,
+            backends: top,
+        });
     }
-    let mut named_default = None;
-    for (i, p) in raw_pools.into_iter().enumerate() {
-        let key = format!("pools[{i}]");
-        if p.name.is_empty() {
-            return Err(invalid(format!("{key}.name"), "a pool needs a name".into()));
-        }
-        if specs.iter().any(|(name, ..)| *name == p.name) {
-            let message = if p.name == DEFAULT_POOL {
-                "\"default\" is the pool of the top-level [[backends]]: name this pool otherwise, or move its backends to the top level".to_string()
-            } else {
-                format!("{:?} is the name of an earlier pool", p.name)
-            };
-            return Err(invalid(format!("{key}.name"), message));
-        }
-        if p.backends.is_empty() {
-            return Err(invalid(
-                format!("{key}.backends"),
-                "a pool needs at least one backend".into(),
-            ));
-        }
-        let mut health = health_check.clone();
-        if let Some(path) = p.health_check.path {
-            health.path = path;
-        }
-        if let Some(interval) = p.health_check.interval {
-            health.interval = interval;
-        }
-        if let Some(cookie) = &p.sticky_cookie
-            && !crate::sticky::valid_name(cookie)
-        {
-            return Err(invalid(
-                format!("{key}.sticky_cookie"),
-                format!(
-                    "{cookie:?} is not a cookie name: letters, digits and !#$%&'*+-.^_`|~ only"
-                ),
-            ));
-        }
-        if p.name == DEFAULT_POOL {
-            named_default = Some(specs.len());
-        }
-        specs.push((
-            p.name,
-            format!("{key}.backends"),
-            p.algorithm.unwrap_or(algorithm),
-            health,
-            p.sticky_cookie,
-            p.backends,
-        ));
+    for (i, raw) in raw_pools.into_iter().enumerate() {
+        let spec = pool_spec(i, raw, algorithm, health_check, &specs)?;
+        specs.push(spec);
     }
     // A [[pools]] entry named "default" (with no top-level backends) is the default pool, listed first.
-    if let Some(at) = named_default {
+    if let Some(at) = specs.iter().position(|s| s.name == DEFAULT_POOL) {
         let spec = specs.remove(at);
         specs.insert(0, spec);
     }
     let mut pools = Vec::with_capacity(specs.len());
     let mut backends: Vec<BackendConfig> = Vec::new();
-    for (name, key, algorithm, health, sticky_cookie, raw) in specs {
+    for spec in specs {
         let start = backends.len();
-        for (i, b) in raw.into_iter().enumerate() {
-            let backend = build(&format!("{key}[{i}]"), b, &health, &backends[start..])?;
+        for (i, b) in spec.backends.into_iter().enumerate() {
+            let key = format!("{}[{i}]", spec.key);
+            let backend = build(&key, b, &spec.health, &backends[start..])?;
             backends.push(BackendConfig {
-                pool: name.clone(),
+                pool: spec.name.clone(),
                 ..backend
             });
         }
         pools.push(Pool {
-            name,
-            algorithm,
+            name: spec.name,
+            algorithm: spec.algorithm,
             backends: start..backends.len(),
-            sticky_cookie,
+            sticky_cookie: spec.sticky_cookie,
         });
     }
     if backends.is_empty() {
-        return Err(invalid(
-            "backends".into(),
-            "at least one backend is required: [[backends]] entries, or [[pools]] with backends"
-                .into(),
-        ));
+        return Err(ConfigError::Invalid {
+            key: "backends".into(),
+            message:
+                "at least one backend is required: [[backends]] entries, or [[pools]] with backends"
+                    .into(),
+        });
     }
     let routes = raw_routes
         .into_iter()
@@ -187,6 +154,61 @@ pub(super) fn routing(
             routes,
             default_pool,
         },
+    })
+}
+
+/// The `[[pools]]` entry at `index`, checked against the pools before it (`earlier`).
+fn pool_spec(
+    index: usize,
+    p: RawPool,
+    algorithm: Algorithm,
+    health_check: &HealthCheck,
+    earlier: &[PoolSpec],
+) -> Result<PoolSpec, ConfigError> {
+    let key = format!("pools[{index}]");
+    let invalid = |field: &str, message: String| ConfigError::Invalid {
+        key: format!("{key}.{field}"),
+        message,
+    };
+    if p.name.is_empty() {
+        return Err(invalid("name", "a pool needs a name".into()));
+    }
+    if earlier.iter().any(|s| s.name == p.name) {
+        let message = if p.name == DEFAULT_POOL {
+            "\"default\" is the pool of the top-level [[backends]]: name this pool otherwise, or move its backends to the top level".to_string()
+        } else {
+            format!("{:?} is the name of an earlier pool", p.name)
+        };
+        return Err(invalid("name", message));
+    }
+    if p.backends.is_empty() {
+        return Err(invalid(
+            "backends",
+            "a pool needs at least one backend".into(),
+        ));
+    }
+    if let Some(cookie) = &p.sticky_cookie
+        && !crate::sticky::valid_name(cookie)
+    {
+        return Err(invalid(
+            "sticky_cookie",
+            format!("{cookie:?} is not a cookie name: letters, digits and !#$%&'*+-.^_`|~ only"),
+        ));
+    }
+    let mut health = health_check.clone();
+    if let Some(path) = p.health_check.path {
+        health.path = path;
+    }
+    if let Some(interval) = p.health_check.interval {
+        health.interval = interval;
+    }
+    Ok(PoolSpec {
+        name: p.name,
+        key: format!("{key}.backends"),
+        algorithm: p.algorithm.unwrap_or(algorithm),
+        health,
+        sticky_cookie: p.sticky_cookie,
+        backends: p.backends,
     })
 }
 

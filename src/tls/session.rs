@@ -135,7 +135,13 @@ fn step<Data>(
         }
         // Early data is never enabled (max_early_data_size is 0), so `ReadEarlyData` does not come.
         ConnectionState::EncodeTlsData(mut encode) => {
-            encode_into(outgoing, |out| encode.encode(out)).map(|()| Step::Again)
+            let written = write_growing(outgoing, ENCODE_ROOM, "TLS message too large", |out| {
+                encode.encode(out).map_err(|e| match e {
+                    EncodeError::InsufficientSize(e) => Grow::Need(e.required_size),
+                    EncodeError::AlreadyEncoded => Grow::Nothing,
+                })
+            });
+            written.map(|()| Step::Again)
         }
         ConnectionState::TransmitTlsData(mut transmit) => {
             let wrote = match (op, transmit.may_encrypt_app_data()) {
@@ -167,30 +173,16 @@ fn perform<Data>(
     traffic: &mut rustls::unbuffered::WriteTraffic<'_, Data>,
     outgoing: &mut Records,
 ) -> Result<(), rustls::Error> {
-    encrypt_into(outgoing, |out| match op {
-        WriteOp::Encrypt(plaintext) => traffic.encrypt(plaintext, out),
-        WriteOp::CloseNotify => traffic.queue_close_notify(out),
-    })
-}
-
-fn encode_into(
-    outgoing: &mut Records,
-    mut encode: impl FnMut(&mut [u8]) -> Result<usize, EncodeError>,
-) -> Result<(), rustls::Error> {
-    let mut need = ENCODE_ROOM;
-    loop {
-        let Some(space) = outgoing.space(need) else {
-            return Err(rustls::Error::General("TLS message too large".into()));
+    write_growing(outgoing, RECORD_OVERHEAD, "TLS record too large", |out| {
+        let written = match op {
+            WriteOp::Encrypt(plaintext) => traffic.encrypt(plaintext, out),
+            WriteOp::CloseNotify => traffic.queue_close_notify(out),
         };
-        match encode(space) {
-            Ok(n) => {
-                outgoing.filled(n);
-                return Ok(());
-            }
-            Err(EncodeError::InsufficientSize(e)) => need = e.required_size,
-            Err(EncodeError::AlreadyEncoded) => return Ok(()),
-        }
-    }
+        written.map_err(|e| match e {
+            EncryptError::InsufficientSize(e) => Grow::Need(e.required_size),
+            EncryptError::EncryptExhausted => Grow::Fail(rustls::Error::EncryptError),
+        })
+    })
 }
 
 /// Plaintext of one record: into the reader's buffer as far as it goes, the rest kept.
@@ -202,25 +194,37 @@ fn deliver(payload: &[u8], kept: &mut Vec<u8>, buf: &mut [u8], copied: &mut usiz
     kept.extend_from_slice(&payload[n..]);
 }
 
-/// Runs an encryption into the free space of `outgoing`, growing it as rustls asks.
-fn encrypt_into(
+/// What a write into `outgoing` asks for when it did not fit.
+enum Grow {
+    /// Room for this many bytes, then try again.
+    Need(usize),
+    /// Nothing to write after all.
+    Nothing,
+    Fail(rustls::Error),
+}
+
+/// Runs a write of records (a handshake message, or encrypted application data) into the free space
+/// of `outgoing`, starting with room for `first` bytes and growing it as rustls asks, up to the
+/// largest block (beyond it: `too_large`).
+fn write_growing(
     outgoing: &mut Records,
-    mut encrypt: impl FnMut(&mut [u8]) -> Result<usize, EncryptError>,
+    first: usize,
+    too_large: &str,
+    mut write: impl FnMut(&mut [u8]) -> Result<usize, Grow>,
 ) -> Result<(), rustls::Error> {
-    let mut need = RECORD_OVERHEAD;
+    let mut need = first;
     loop {
         let Some(space) = outgoing.space(need) else {
-            return Err(rustls::Error::General("TLS record too large".into()));
+            return Err(rustls::Error::General(too_large.into()));
         };
-        match encrypt(space) {
+        match write(space) {
             Ok(n) => {
                 outgoing.filled(n);
                 return Ok(());
             }
-            Err(EncryptError::InsufficientSize(e)) => need = e.required_size,
-            Err(EncryptError::EncryptExhausted) => {
-                return Err(rustls::Error::EncryptError);
-            }
+            Err(Grow::Need(n)) => need = n,
+            Err(Grow::Nothing) => return Ok(()),
+            Err(Grow::Fail(e)) => return Err(e),
         }
     }
 }

@@ -118,3 +118,16 @@ to_us() {
 
 # The median of the numbers on standard input, one per line.
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+# median_of FILE NAME KEY FIELD: the median of field FIELD over the tab-separated rows of FILE whose
+# first two fields are NAME and KEY (a proxy and a concurrency or mode).
+median_of() { awk -F'\t' -v n="$2" -v k="$3" -v f="$4" '$1 == n && $2 == k {print $f}' "$1" | median; }
+
+# A / B to two decimals, or n/a when B is 0.
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+
+# round_order ROUND LIST: LIST in odd rounds, reversed in even ones, so that drift in the machine's
+# load hits every proxy alike.
+round_order() {
+    if [ $(($1 % 2)) -eq 0 ]; then echo "$2" | tr ' ' '\n' | tac | tr '\n' ' '; else echo "$2"; fi
+}

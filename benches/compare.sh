@@ -181,9 +181,7 @@ if [ "$PLAIN" = 1 ]; then
     results="$work/results.tsv"
     : >"$results"
     for round in $(seq "$ROUNDS"); do
-        # Alternate the order every round so that drift in the machine's load hits every proxy alike.
-        order=$proxies
-        [ $((round % 2)) -eq 0 ] && order=$(echo "$proxies" | tr ' ' '\n' | tac | tr '\n' ' ')
+        order=$(round_order "$round" "$proxies")
         for conns in $CONNS; do
             for name in $order; do
                 line=$(measure "$name" "http://127.0.0.1:$(port_of "$name")/" "$conns" "$SECONDS_PER_RUN")
@@ -211,21 +209,20 @@ if [ "$PLAIN" = 1 ]; then
     echo "== medians over $ROUNDS rounds (ratios against HAProxy at the same concurrency)"
     printf '%-14s %6s %12s %10s %10s %12s %12s %10s %10s\n' proxy conns "req/s" "p50 us" "p99 us" "cpu us/req" "user us/req" "rps/HAP" "cpu/HAP"
     for conns in $CONNS; do
-        hap_rps=$(awk -F'\t' -v c="$conns" '$1 == "haproxy" && $2 == c {print $3}' "$results" | median)
-        hap_cpu=$(awk -F'\t' -v c="$conns" '$1 == "haproxy" && $2 == c {print $6}' "$results" | median)
+        hap_rps=$(median_of "$results" haproxy "$conns" 3)
+        hap_cpu=$(median_of "$results" haproxy "$conns" 6)
         for name in $proxies; do
-            med() { awk -F'\t' -v n="$name" -v c="$conns" -v f="$1" '$1 == n && $2 == c {print $f}' "$results" | median; }
+            med() { median_of "$results" "$name" "$conns" "$1"; }
             rps=$(med 3); p50=$(med 4); p99=$(med 5); cpu=$(med 6); user=$(med 7)
             printf '%-14s %6s %12s %10s %10s %12s %12s %10s %10s\n' "$name" "$conns" "$rps" "$p50" "$p99" "$cpu" "$user" \
-                "$(awk -v a="$rps" -v b="$hap_rps" 'BEGIN { printf "%.2f", a / b }')" \
-                "$(awk -v a="$cpu" -v b="$hap_cpu" 'BEGIN { printf "%.2f", a / b }')"
+                "$(ratio "$rps" "$hap_rps")" "$(ratio "$cpu" "$hap_cpu")"
         done
     done
     hap_mem=$(awk -F'\t' '$1 == "haproxy" {print $2}' "$memory")
     echo
     printf '%-14s %18s %10s\n' proxy "KiB per idle conn" "vs HAProxy"
     while IFS=$'\t' read -r name per; do
-        printf '%-14s %18s %10s\n' "$name" "$per" "$(awk -v a="$per" -v b="$hap_mem" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }')"
+        printf '%-14s %18s %10s\n' "$name" "$per" "$(ratio "$per" "$hap_mem")"
     done <"$memory"
 fi
 
@@ -239,8 +236,7 @@ if [ "$TLS" = 1 ]; then
     tls_results="$work/tls.tsv"
     : >"$tls_results"
     for round in $(seq "$ROUNDS"); do
-        order=$tls_proxies
-        [ $((round % 2)) -eq 0 ] && order=$(echo "$tls_proxies" | tr ' ' '\n' | tac | tr '\n' ' ')
+        order=$(round_order "$round" "$tls_proxies")
         for mode in keepalive close; do
             for name in $order; do
                 url="https://127.0.0.1:$(tls_port_of "$name")/"
@@ -271,7 +267,7 @@ if [ "$TLS" = 1 ]; then
     echo
     echo "== HTTPS medians over $ROUNDS rounds; ratios against the better of HAProxy and nginx"
     printf '%-14s %11s %9s %10s %11s %10s %10s %10s %9s %9s %9s %9s\n' proxy "ka req/s" "ka p99" "ka cpu/req" "new conn/s" "cpu/conn" "cpu/hshk" "idle KiB" "cpu/req x" "cpu/conn x" "hshk x" "idle x"
-    tmed() { awk -F'\t' -v n="$1" -v m="$2" -v f="$3" '$1 == n && $2 == m {print $f}' "$tls_results" | median; }
+    tmed() { median_of "$tls_results" "$1" "$2" "$3"; }
     best() { # the lower of HAProxy's and nginx's value of a per-proxy figure: $1 = a command printing it for a name
         local h n; h=$($1 haproxy); n=$($1 nginx)
         awk -v h="$h" -v n="$n" 'BEGIN { print (h < n ? h : n) }'
@@ -281,7 +277,6 @@ if [ "$TLS" = 1 ]; then
     hshk_cpu() { awk -v c="$(conn_cpu "$1")" -v k="$(ka_cpu "$1")" 'BEGIN { printf "%.2f", c - k }'; }
     idle_kib() { awk -F'\t' -v n="$1" '$1 == n {print $2}' "$tls_memory"; }
     best_ka=$(best ka_cpu); best_conn=$(best conn_cpu); best_hshk=$(best hshk_cpu); best_idle=$(best idle_kib)
-    ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
     for name in $tls_proxies; do
         printf '%-14s %11s %9s %10s %11s %10s %10s %10s %9s %9s %9s %9s\n' "$name" \
             "$(tmed "$name" keepalive 3)" "$(tmed "$name" keepalive 5)" "$(ka_cpu "$name")" \

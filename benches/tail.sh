@@ -62,8 +62,7 @@ EOF
 sleep 1
 
 for round in $(seq "$ROUNDS"); do
-    order=$proxies
-    [ $((round % 2)) -eq 0 ] && order=$(echo "$proxies" | tr ' ' '\n' | tac | tr '\n' ' ')
+    order=$(round_order "$round" "$proxies")
     for np in $order; do
         name=${np%%:*} port=${np##*:}
         out=$(wrk -t1 -c"$CONNS" -d"${SECONDS_PER_RUN}s" --latency -s "$work/pct.lua" "http://127.0.0.1:$port/")

@@ -118,8 +118,7 @@ measure() {
 results="$work/results.tsv"
 : >"$results"
 for round in $(seq "$ROUNDS"); do
-    order=$proxies
-    [ $((round % 2)) -eq 0 ] && order=$(echo "$proxies" | tr ' ' '\n' | tac | tr '\n' ' ')
+    order=$(round_order "$round" "$proxies")
     for conns in $CONNS; do
         for name in $order; do
             line=$(measure "$name" "$conns")
@@ -135,14 +134,13 @@ echo
 echo "== medians over $ROUNDS rounds, wrk -t2 (ratios against HAProxy nbthread 2 at the same concurrency)"
 printf '%-16s %6s %12s %10s %10s %12s %8s %10s %10s\n' proxy conns "req/s" "p50 us" "p99 us" "cpu us/req" split "rps/HAP" "cpu/HAP"
 for conns in $CONNS; do
-    hap_rps=$(awk -F'\t' -v c="$conns" '$1 == "haproxy-t2" && $2 == c {print $3}' "$results" | median)
-    hap_cpu=$(awk -F'\t' -v c="$conns" '$1 == "haproxy-t2" && $2 == c {print $6}' "$results" | median)
+    hap_rps=$(median_of "$results" haproxy-t2 "$conns" 3)
+    hap_cpu=$(median_of "$results" haproxy-t2 "$conns" 6)
     for name in $proxies; do
-        med() { awk -F'\t' -v n="$name" -v c="$conns" -v f="$1" '$1 == n && $2 == c {print $f}' "$results" | median; }
+        med() { median_of "$results" "$name" "$conns" "$1"; }
         rps=$(med 3); p50=$(med 4); p99=$(med 5); cpu=$(med 6); split=$(med 7)
         printf '%-16s %6s %12s %10s %10s %12s %8s %10s %10s\n' "$name" "$conns" "$rps" "$p50" "$p99" "$cpu" "$split" \
-            "$(awk -v a="$rps" -v b="$hap_rps" 'BEGIN { printf "%.2f", a / b }')" \
-            "$(awk -v a="$cpu" -v b="$hap_cpu" 'BEGIN { printf "%.2f", a / b }')"
+            "$(ratio "$rps" "$hap_rps")" "$(ratio "$cpu" "$hap_cpu")"
     done
 done
 echo "(split: the busiest lb worker's share of the requests; 0.50 is even)"

@@ -271,6 +271,11 @@ impl Backend {
             });
     }
 
+    /// The response-time histogram's counts.
+    pub fn response_times(&self) -> crate::histogram::Counts {
+        self.state.responses.counts()
+    }
+
     pub fn snapshot(&self) -> BackendSnapshot {
         let stats = self.stats();
         BackendSnapshot {
@@ -280,7 +285,7 @@ impl Backend {
             enabled: self.enabled(),
             capacity: self.capacity(),
             active_connections: self.active(),
-            latency: self.state.responses.counts(),
+            latency: self.response_times(),
             request_count: stats.requests,
             success_count: stats.successes,
             error_count: stats.errors,

@@ -388,10 +388,10 @@ impl Balancer {
         let mut errors = 0;
         let mut latency = crate::histogram::Counts::default();
         for b in self.backends.iter() {
-            let s = b.snapshot();
-            errors += s.error_count;
-            latency.sum_us += s.latency.sum_us;
-            for (sum, n) in latency.buckets.iter_mut().zip(s.latency.buckets) {
+            errors += b.stats().errors;
+            let counts = b.response_times();
+            latency.sum_us += counts.sum_us;
+            for (sum, n) in latency.buckets.iter_mut().zip(counts.buckets) {
                 *sum += n;
             }
         }

@@ -132,8 +132,7 @@ impl Exchange {
                 return;
             }
         };
-        let referer = kept_field(ctx.config(), head, buf, b"referer");
-        let user_agent = kept_field(ctx.config(), head, buf, b"user-agent");
+        let (referer, user_agent) = logged_fields(ctx.config(), head, buf);
         let backend = inflight.backend().clone();
         if !self.write_request_head(head, &backend, routed.strip) {
             ::log::info!(
@@ -347,15 +346,25 @@ impl Exchange {
     }
 }
 
-/// The first `name` field of the request, kept for the access log (nothing when the log is off).
-fn kept_field(config: &Config, head: &RequestHead, buf: &[u8], name: &[u8]) -> log::Kept {
-    if !config.access_log {
-        return log::Kept::EMPTY;
+/// The request's `Referer` and `User-Agent` (the first of each), kept for the access log; nothing when
+/// the log is off.
+fn logged_fields(config: &Config, head: &RequestHead, buf: &[u8]) -> (log::Kept, log::Kept) {
+    let (mut referer, mut user_agent) = (None, None);
+    if config.access_log {
+        // One pass over the fields for both, the first of each.
+        for h in head.headers.iter(buf) {
+            let name = h.name.get(buf);
+            if referer.is_none() && name.eq_ignore_ascii_case(b"referer") {
+                referer = Some(log::Kept::new(h.value.get(buf)));
+            } else if user_agent.is_none() && name.eq_ignore_ascii_case(b"user-agent") {
+                user_agent = Some(log::Kept::new(h.value.get(buf)));
+            }
+        }
     }
-    head.headers
-        .iter(buf)
-        .find(|h| h.name.get(buf).eq_ignore_ascii_case(name))
-        .map_or(log::Kept::EMPTY, |h| log::Kept::new(h.value.get(buf)))
+    (
+        referer.unwrap_or(log::Kept::EMPTY),
+        user_agent.unwrap_or(log::Kept::EMPTY),
+    )
 }
 
 /// The backend id in the request's sticky cookie, when the pool keeps clients by one.

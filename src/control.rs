@@ -38,10 +38,10 @@ pub enum Command {
     Sync(Sender<()>),
 }
 
-/// What a reload hands to every other worker: the configuration, and the backend table with what
-/// changed in it (by slot, the same for every worker).
+/// What a reload hands to every other worker: the configuration (none when only DNS answers
+/// changed), and the backend table with what changed in it (by slot, the same for every worker).
 pub struct Adoption {
-    pub config: Config,
+    pub config: Option<Config>,
     pub table: Table,
     pub changes: Reconfigured,
 }

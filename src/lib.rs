@@ -8,12 +8,15 @@
 //! - [`buffer`]: pooled byte buffers (bounded memory per connection, blocks returned by ownership);
 //! - [`random`], [`timer`]: the one random generator; deadlines with lazy cancellation;
 //! - [`health`]: rise/fall hysteresis, probe request and verdict;
+//! - [`dns`]: DNS discovery — the A/AAAA lookups of `resolve` backends as a state machine without
+//!   I/O, and the backends their answers stand for;
 //! - [`balance`]: backends (configuration plus live state in atomics), the algorithms, reloads;
 //! - [`exchange`]: the policy of one client connection as a state machine without I/O — events in
 //!   (bytes arrived or written, EOF, connected, timeout), actions out (connect, pool, close) —
 //!   with the retry, reuse and close policies ([`exchange::policy`]) and the access log;
 //! - [`tls`]: certificates, keys and rustls configurations built at load time, certificate choice by
 //!   SNI, and the TLS session drivers read and write through;
+//! - [`discovery`]: DNS discovery's UDP sockets, for both engines;
 //! - [`transport`], [`io`]: the byte streams drivers move data over (plain TCP or TLS), and the
 //!   read/write primitives;
 //! - [`admin`]: the admin API (stats JSON, Prometheus metrics, dashboard, runtime changes) as a pure
@@ -36,6 +39,8 @@ pub mod balance;
 pub mod buffer;
 pub mod config;
 pub mod control;
+pub mod discovery;
+pub mod dns;
 pub mod exchange;
 pub mod fault;
 pub mod health;

@@ -1,5 +1,6 @@
 //! Cookie stickiness: a pool with `sticky_cookie` sends a client back to the backend its cookie names.
-//! The value is an opaque 64-bit name of the backend, a hash of its pool and URL: it does not show the
+//! The value is an opaque 64-bit name of the backend, a hash of its pool and URL (and address, for one
+//! address of a `resolve` backend): it does not show the
 //! backend's address, it stays the same across reloads and restarts, and every lb instance with the
 //! same configuration gives the same one. Pure: finding the cookie in a request's `Cookie` fields, and
 //! writing the `Set-Cookie` field.

@@ -27,6 +27,8 @@ pub enum TimerOwner {
     Drain,
     /// Requests wait in a pool's queue: look for room again.
     Queue,
+    /// DNS discovery's next lookup or timeout.
+    Dns,
 }
 
 /// Who a timer entry wakes: the owner's slot and the generation of the thing living there when it was

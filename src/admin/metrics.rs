@@ -89,15 +89,19 @@ fn backend_series(out: &mut String, backends: &[BackendSnapshot]) {
     for (name, kind, help, field) in series {
         family(out, name, kind, help);
         for b in backends {
-            let _ = writeln!(
-                out,
-                "{name}{{backend=\"{}\",pool=\"{}\"}} {}",
-                label(&b.url),
-                label(&b.pool),
-                field(b)
-            );
+            let _ = writeln!(out, "{name}{{{}}} {}", labels(b), field(b));
         }
     }
+}
+
+/// A backend's labels: its URL and pool, and for one address of a `resolve` backend the address (the
+/// URL alone would not tell its addresses apart).
+fn labels(b: &BackendSnapshot) -> String {
+    let mut labels = format!("backend=\"{}\",pool=\"{}\"", label(&b.url), label(&b.pool));
+    if b.discovered {
+        let _ = write!(labels, ",address=\"{}\"", label(&b.address));
+    }
+    labels
 }
 
 /// `lb_backend_response_seconds` as a Prometheus histogram per backend.
@@ -110,7 +114,7 @@ fn response_histograms(out: &mut String, backends: &[BackendSnapshot]) {
         "Time from sending a request to the end of the backend's response (successes and 5xx).",
     );
     for b in backends {
-        let labels = format!("backend=\"{}\",pool=\"{}\"", label(&b.url), label(&b.pool));
+        let labels = labels(b);
         for (bound, count) in b.latency.cumulative() {
             let le = bound.map_or_else(|| "+Inf".to_string(), |s| s.to_string());
             let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {count}");

@@ -65,9 +65,12 @@ pub struct Backend {
     /// backend in tries, pools and probes.
     pub slot: usize,
     pub config: BackendConfig,
+    /// What logs call it: its URL, with the address for one address of a `resolve` backend.
+    pub name: String,
     rise: u32,
     fall: u32,
-    /// Identity for `ip_hash`, derived from the URL so it survives restarts and reloads.
+    /// Identity for `ip_hash`, derived from the URL (and a `resolve` backend's address) so it
+    /// survives restarts and reloads.
     pub(super) hash_key: u64,
     /// Its name in a sticky cookie (`crate::sticky`): from its pool and URL.
     pub sticky_id: u64,
@@ -87,8 +90,9 @@ impl Backend {
     ) -> Backend {
         Backend {
             slot,
-            hash_key: mix64(fnv1a(config.url.as_bytes())),
-            sticky_id: crate::sticky::backend_id(&config.pool, &config.url),
+            hash_key: mix64(fnv1a(config.sticky_name().as_bytes())),
+            sticky_id: crate::sticky::backend_id(&config.pool, &config.sticky_name()),
+            name: config.to_string(),
             config,
             rise,
             fall,
@@ -218,7 +222,7 @@ impl Backend {
             Some(Transition::Down) => {
                 log::warn!(
                     "backend {} is DOWN after {} consecutive failures (last: {why})",
-                    self.config.url,
+                    self.name,
                     self.fall
                 );
                 self.record_event("down", why);
@@ -230,7 +234,7 @@ impl Backend {
                     .store(NO_SAMPLE, Ordering::Relaxed);
                 log::info!(
                     "backend {} is UP after {} consecutive successes (last: {why})",
-                    self.config.url,
+                    self.name,
                     self.rise
                 );
                 self.record_event("up", why);
@@ -244,7 +248,7 @@ impl Backend {
         self.events.push(HealthEvent {
             t: crate::history::unix_now(),
             pool: self.config.pool.clone(),
-            backend: self.config.url.clone(),
+            backend: self.name.clone(),
             state,
             reason: why.to_string(),
         });
@@ -281,6 +285,8 @@ impl Backend {
         BackendSnapshot {
             pool: self.config.pool.clone(),
             url: self.config.url.clone(),
+            address: self.config.addr.to_string(),
+            discovered: self.config.resolve.is_some(),
             healthy: self.healthy(),
             enabled: self.enabled(),
             capacity: self.capacity(),

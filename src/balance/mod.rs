@@ -93,6 +93,10 @@ impl Tried {
 pub struct BackendSnapshot {
     pub pool: String,
     pub url: String,
+    /// The address it is reached at.
+    pub address: String,
+    /// One address of a `resolve` backend (DNS discovery).
+    pub discovered: bool,
     pub healthy: bool,
     pub enabled: bool,
     pub capacity: u32,
@@ -145,10 +149,12 @@ pub struct Balancer {
 
 impl Balancer {
     /// The balancer a configuration describes.
+    /// `resolve` backends have no address until their first DNS answer (`Balancer::reconfigure`).
     pub fn from_config(config: &Config) -> Balancer {
+        let (backends, pools) = crate::dns::expand(&config.backends, &config.pools, |_| &[]);
         Balancer::with_pools(
-            &config.backends,
-            &config.pools,
+            &backends,
+            &pools,
             config.health_check.rise,
             config.health_check.fall,
             Rng::from_time(),
@@ -281,7 +287,9 @@ impl Balancer {
         self.at(position).map(|b| b.set_enabled(enabled)).is_some()
     }
 
-    /// Applies a reloaded configuration. Backends are matched by URL: kept ones keep their figures and
+    /// Applies a reloaded configuration, or new DNS answers (`configs` is the list
+    /// `crate::dns::expand` serves). Backends are matched by pool and URL (and address, for `resolve`
+    /// backends): kept ones keep their figures and
     /// health (their capacity follows the file only where the file changed it, so a capacity set at run
     /// time survives an unrelated reload), new ones start healthy. Dropped ones stop getting requests
     /// once [`Balancer::retire`] marks them: after every worker holds the new table, so that no worker
@@ -299,7 +307,7 @@ impl Balancer {
             let found = self
                 .backends
                 .iter()
-                .position(|b| b.config.pool == config.pool && b.config.url == config.url);
+                .position(|b| b.config.same_backend(config));
             let slot = found.unwrap_or(self.backends.len());
             let state = match found.map(|slot| &self.backends[slot]) {
                 Some(old) if !old.removed() => {

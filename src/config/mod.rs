@@ -3,25 +3,27 @@
 //! knows it). Backend host names are resolved here, once, so that the event loop never performs a DNS
 //! lookup.
 
+mod backend;
+mod dns;
 mod limits;
 mod routing;
 mod tls;
 mod values;
 
 pub use crate::route::Router;
+pub use backend::BackendConfig;
+use backend::{RawBackend, backend_config};
+pub use dns::{Dns, Resolve};
 pub use routing::{DEFAULT_POOL, Pool};
 use serde::Deserialize;
 use std::fmt;
-use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::{Path, PathBuf};
+use std::net::SocketAddr;
+use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 pub use tls::{BackendTls, TlsListener};
 pub use values::{BackendUrl, parse_backend_url, parse_duration};
-use values::{
-    at_least_one, backend_url, optional_at_least_one, optional_positive_duration,
-    optional_url_path, positive_duration, positive_usize, socket_addr, url_path, workers,
-};
+use values::{at_least_one, positive_duration, positive_usize, socket_addr, url_path, workers};
 
 /// How a backend is chosen for each request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -137,6 +139,8 @@ pub struct Config {
     pub limits: crate::limit::Settings,
     /// Where requests wait when every backend of their pool is at its `max_connections`.
     pub queue: Queue,
+    /// How `resolve` backends' names are looked up.
+    pub dns: Dns,
     /// Settings that work but probably not as the operator meant, each naming its keys: logged at
     /// start and on reload, printed by `--check`.
     pub warnings: Vec<String>,
@@ -235,29 +239,6 @@ pub struct Admin {
     pub token: Option<String>,
 }
 
-/// One backend as configured, with its address already resolved.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BackendConfig {
-    /// The pool it belongs to: with its URL, what names it across reloads.
-    pub pool: String,
-    /// The URL as written, for logs and the admin API.
-    pub url: String,
-    /// `host:port` as written, used as the `Host` header when a client sent none (HTTP/1.0).
-    pub authority: String,
-    pub addr: SocketAddr,
-    pub capacity: u32,
-    /// Requests this backend may serve at once (retries included); 0: no bound. Beyond it, requests
-    /// wait in their pool's queue.
-    pub max_connections: u32,
-    pub health_check_path: String,
-    pub health_check_interval: Duration,
-    /// `[health_check] timeout`, capped at this backend's interval: a probe never outlives the period
-    /// it belongs to.
-    pub health_check_timeout: Duration,
-    /// `https://` backends: how they are reached over TLS.
-    pub tls: Option<BackendTls>,
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
@@ -304,27 +285,8 @@ struct RawConfig {
     pools: Vec<routing::RawPool>,
     #[serde(default)]
     routes: Vec<routing::RawRoute>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawBackend {
-    #[serde(deserialize_with = "backend_url")]
-    url: BackendUrl,
-    #[serde(default = "default_capacity", deserialize_with = "at_least_one")]
-    capacity: u32,
-    #[serde(default, deserialize_with = "optional_at_least_one")]
-    max_connections: Option<u32>,
-    #[serde(default, deserialize_with = "optional_url_path")]
-    health_check_url: Option<String>,
-    #[serde(default, deserialize_with = "optional_positive_duration")]
-    health_check_period: Option<Duration>,
     #[serde(default)]
-    tls_ca: Option<PathBuf>,
-    #[serde(default)]
-    tls_server_name: Option<String>,
-    #[serde(default)]
-    tls_verify: Option<bool>,
+    dns: Option<dns::RawDns>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -452,6 +414,8 @@ impl Config {
                 )
             },
         )?;
+        let resolving = routing.backends.iter().any(|b| b.resolve.is_some());
+        let dns = dns::settings(raw.dns, resolving, dns::resolv_conf())?;
         Ok(Config {
             listen: raw.listen,
             algorithm: raw.algorithm,
@@ -473,6 +437,7 @@ impl Config {
             router: routing.router,
             limits,
             queue: raw.queue,
+            dns,
             warnings,
         })
     }
@@ -499,82 +464,6 @@ fn check_listeners(raw: &RawConfig) -> Result<(), ConfigError> {
         }
     }
     Ok(())
-}
-
-/// The backend at `key` (`backends[2]`, `pools[0].backends[1]`) as configured, checked against the
-/// ones before it in its pool (`earlier`).
-fn backend_config(
-    key: &str,
-    b: RawBackend,
-    health_check: &HealthCheck,
-    earlier: &[BackendConfig],
-    base: &Path,
-    system_roots: &mut Option<rustls::RootCertStore>,
-    warnings: &mut Vec<String>,
-) -> Result<BackendConfig, ConfigError> {
-    let addr = resolve(&b.url.host, b.url.port).map_err(|message| ConfigError::Invalid {
-        key: format!("{key}.url"),
-        message,
-    })?;
-    let url = b.url.text.trim_end_matches('/').to_string();
-    // `backends[3]` -> `backends`: the list the earlier entries are named in.
-    let list = key.rsplit_once('[').map_or(key, |(list, _)| list);
-    if let Some(first) = earlier.iter().position(|o| o.url == url) {
-        // A backend is known by its pool and URL (statistics, reloads, the admin API's changes).
-        return Err(ConfigError::Invalid {
-            key: format!("{key}.url"),
-            message: format!(
-                "{url} is already {list}[{first}]: list it once, with the combined capacity"
-            ),
-        });
-    }
-    if let Some(first) = earlier.iter().position(|o| o.addr == addr) {
-        warnings.push(format!(
-            "{key}.url ({url}) resolves to {addr}, as {list}[{first}] does: that server gets both shares"
-        ));
-    }
-    let interval = b.health_check_period.unwrap_or(health_check.interval);
-    if b.health_check_period.is_some() && health_check.timeout > interval {
-        warnings.push(format!(
-            "{key}.health_check_period ({interval:?}) is shorter than health_check.timeout ({:?}): its probes time out after {interval:?}",
-            health_check.timeout
-        ));
-    }
-    let tls_keys = tls::BackendTlsKeys {
-        ca: b.tls_ca,
-        server_name: b.tls_server_name,
-        verify: b.tls_verify,
-    };
-    let tls = tls::backend(key, &b.url, tls_keys, base, system_roots, warnings)?;
-    Ok(BackendConfig {
-        pool: routing::DEFAULT_POOL.to_string(),
-        url,
-        authority: b.url.authority,
-        addr,
-        capacity: b.capacity,
-        max_connections: b.max_connections.unwrap_or(0),
-        health_check_path: b
-            .health_check_url
-            .unwrap_or_else(|| health_check.path.clone()),
-        health_check_interval: interval,
-        health_check_timeout: health_check.timeout.min(interval),
-        tls,
-    })
-}
-
-/// Resolves a host once; IPv4 answers are preferred because backends are usually dual-stack names
-/// like `localhost` whose services listen on IPv4.
-fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
-    let addrs: Vec<SocketAddr> = (host, port)
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve host {host:?}: {e}"))?
-        .collect();
-    addrs
-        .iter()
-        .find(|a| a.is_ipv4())
-        .or_else(|| addrs.first())
-        .copied()
-        .ok_or_else(|| format!("host {host:?} resolved to no address"))
 }
 
 #[cfg(test)]

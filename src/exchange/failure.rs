@@ -19,7 +19,7 @@ impl Exchange {
         if let Phase::Serving(f) = &self.phase {
             ::log::warn!(
                 "backend {}: connect failed: {reason}",
-                f.attempt.inflight.backend().config.url
+                f.attempt.inflight.backend().name
             );
             let failure = if timed_out {
                 Failure::ConnectTimeout
@@ -74,7 +74,7 @@ impl Exchange {
                     self.close(Close::Graceful, &mut actions);
                 }
                 _ => {
-                    let url = &f.attempt.inflight.backend().config.url;
+                    let url = &f.attempt.inflight.backend().name;
                     let reason = if f.final_head == FinalHead::Sent {
                         ::log::warn!(
                             "{} \"{}\": no progress for {response_timeout:?} mid-response (backend {url}); resetting",
@@ -140,7 +140,7 @@ impl Exchange {
         });
         self.backend_in.clear();
         let backend = f.attempt.inflight.backend().clone();
-        let url = &backend.config.url;
+        let url = &backend.name;
         if decision == Retry::FreshConnection {
             ::log::debug!(
                 "backend {url}: pooled connection failed ({reason}); retrying on a new connection"

@@ -124,7 +124,7 @@ impl Flight {
             request: Some((&self.line, self.request.version)),
             status,
             bytes,
-            backend: Some(&self.attempt.inflight.backend().config.url),
+            backend: Some(&self.attempt.inflight.backend().name),
             took: Some(took),
             referer: self.referer.get(),
             user_agent: self.user_agent.get(),

@@ -141,29 +141,45 @@ impl Server {
     /// Backends are matched by URL; kept ones keep their statistics, health and pooled connections.
     fn reload(&mut self, config: Config) {
         crate::reload::check(&self.shared.upstream.config, &config, self.local_addr);
+        // The names to resolve first: kept ones keep their addresses, dropped ones lose them.
+        if let Some(dns) = self.dns.as_mut() {
+            dns.configure(&config, self.now);
+        }
         let peers = &self.peers;
         let changes = crate::reload::apply(
             &mut self.shared.upstream.balancer,
             &config,
-            |table, changes| workers::hand_reload(peers, table, &config, changes),
+            self.dns.as_ref().map(|d| d.resolver()),
+            |table, changes| workers::hand_reload(peers, table, Some(&config), changes),
         );
-        self.install(config, changes);
+        self.install(Some(config), &changes);
+        // New names are asked at once.
+        self.on_dns(None);
     }
 
-    /// Takes a reload the first worker worked out.
+    /// Takes a reload (or new DNS answers) the first worker worked out.
     fn adopt(&mut self, adoption: crate::control::Adoption) {
         self.shared.upstream.balancer.adopt(adoption.table);
-        self.install(adoption.config, adoption.changes);
+        self.install(adoption.config, &adoption.changes);
     }
 
-    /// Puts a reloaded configuration to work in this worker: certificates for new connections, stale
-    /// pooled connections closed, probers (the first worker's) restarted where their backend changed.
-    fn install(&mut self, config: Config, changes: crate::balance::Reconfigured) {
-        if let Some(tls) = &config.tls {
-            // New connections get the new certificates; open ones keep the session they have.
-            self.tls_server = Some(tls.server.clone());
+    /// Puts a reloaded configuration to work in this worker: certificates for new connections, then
+    /// the backends' changes.
+    fn install(&mut self, config: Option<Config>, changes: &crate::balance::Reconfigured) {
+        if let Some(config) = config {
+            if let Some(tls) = &config.tls {
+                // New connections get the new certificates; open ones keep the session they have.
+                self.tls_server = Some(tls.server.clone());
+            }
+            self.shared.upstream.limits.configure(config.limits);
+            self.shared.upstream.config = config;
         }
-        self.shared.upstream.limits.configure(config.limits);
+        self.install_backends(changes);
+    }
+
+    /// Puts a new backend table to work: stale pooled connections closed, probers (the first
+    /// worker's) restarted where their backend changed.
+    pub(super) fn install_backends(&mut self, changes: &crate::balance::Reconfigured) {
         let now = Instant::now();
         let slots = self.shared.upstream.balancer.slots();
         while self.shared.idle.len() < slots {
@@ -175,7 +191,6 @@ impl Server {
                     .close_stream(idle.transport.socket_mut(), idle.token);
             }
         }
-        self.shared.upstream.config = config;
         if self.index != 0 {
             return;
         }

@@ -22,6 +22,7 @@ mod accept;
 mod admin;
 mod client;
 mod control;
+mod dns;
 mod pool;
 mod probe;
 mod queue;
@@ -58,6 +59,7 @@ const WAKER: Token = Token(1);
 const ADMIN_LISTENER: Token = Token(2);
 const SIGNALS: Token = Token(3);
 const TLS_LISTENER: Token = Token(4);
+// Tokens 5 and 6: DNS discovery's sockets (`crate::discovery`).
 /// Socket tokens are slab keys shifted past the fixed tokens above.
 const FIRST_SOCKET: usize = 16;
 
@@ -261,6 +263,9 @@ pub struct Server {
     index: usize,
     /// The first worker's handles on the others: their controls, and their threads once running.
     peers: Vec<Peer>,
+    /// DNS discovery (the first worker's), and its timer.
+    dns: Option<crate::discovery::Discovery>,
+    dns_deadline: Deadline,
 }
 
 impl Server {
@@ -301,6 +306,7 @@ impl Server {
         let mut resume = Vec::new();
         self.now = Instant::now();
         self.shared.start_probers(self.now);
+        self.start_dns();
         Deadline::default().set(
             self.now + Duration::from_secs(1),
             &mut self.shared.timers,
@@ -373,6 +379,9 @@ impl Server {
             WAKER => self.woken = true,
             ADMIN_LISTENER => self.accept_admin(),
             SIGNALS => self.on_signals(),
+            crate::discovery::V4_TOKEN | crate::discovery::V6_TOKEN => {
+                self.on_dns(Some(event.token()))
+            }
             Token(t) => {
                 let Some(owner) = t
                     .checked_sub(FIRST_SOCKET)
@@ -535,6 +544,7 @@ impl Server {
                 }
                 TimerOwner::Drain => {}
                 TimerOwner::Queue => self.on_queue_timer(),
+                TimerOwner::Dns => self.on_dns_timer(at),
                 TimerOwner::Conn(slot) => {
                     let Some(conn) = self.conns.get_mut(slot) else {
                         continue;

@@ -205,7 +205,7 @@ impl Shared {
         let Some(backend) = self.upstream.balancer.get(index) else {
             return;
         };
-        log::debug!("backend {}: health probe: {result}", backend.config.url);
+        log::debug!("backend {}: health probe: {result}", backend.name);
         backend.observe(result.is_success(), &format!("health probe: {result}"));
     }
 

@@ -132,10 +132,17 @@ impl Server {
             None => None,
         };
         let registry = poll.registry().try_clone()?;
-        let idle = config.backends.iter().map(|_| Vec::new()).collect();
+        let idle = (0..balancer.slots()).map(|_| Vec::new()).collect();
         let probers = match index {
-            0 => config.backends.iter().map(|b| Prober::new(b, 0)).collect(),
+            0 => balancer.iter().map(|b| Prober::new(&b.config, 0)).collect(),
             _ => Vec::new(),
+        };
+        let dns = match index {
+            0 => Some(crate::discovery::Discovery::new(
+                &config,
+                poll.registry().try_clone()?,
+            )),
+            _ => None,
         };
         let (commands_in, commands) = mpsc::channel();
         // A bound on the reservation, whatever max_connections says.
@@ -184,6 +191,8 @@ impl Server {
             control: Control::new(commands_in, Some(waker)),
             index,
             peers: Vec::new(),
+            dns,
+            dns_deadline: Deadline::default(),
         })
     }
 
@@ -266,13 +275,13 @@ impl Server {
 pub(super) fn hand_reload(
     peers: &[Peer],
     balancer: &Balancer,
-    config: &Config,
+    config: Option<&Config>,
     changes: &crate::balance::Reconfigured,
 ) {
     let table = balancer.table();
     for peer in peers {
         peer.control.adopt(Adoption {
-            config: config.clone(),
+            config: config.cloned(),
             table: table.clone(),
             changes: changes.clone(),
         });

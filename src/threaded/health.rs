@@ -32,7 +32,7 @@ pub(super) fn run(state: &State) {
             }
             let c = &backend.config;
             let result = probe(c, &probe_request(&c.health_check_path, &c.authority));
-            log::debug!("backend {}: health probe: {result}", c.url);
+            log::debug!("backend {c}: health probe: {result}");
             backend.observe(result.is_success(), &format!("health probe: {result}"));
             next_due[backend.slot] = Instant::now() + next_probe_delay(interval, rng.next_u64());
         }
@@ -71,7 +71,7 @@ fn probe(backend: &BackendConfig, request: &[u8]) -> ProbeResult {
             return ProbeResult::TimedOut;
         }
         Err(e) => {
-            log::debug!("backend {}: health probe: TLS handshake: {e}", backend.url);
+            log::debug!("backend {backend}: health probe: TLS handshake: {e}");
             return ProbeResult::TlsHandshake;
         }
     }

@@ -14,6 +14,7 @@
 
 mod admin;
 mod conn;
+mod dns;
 mod health;
 mod tunnel;
 
@@ -65,10 +66,13 @@ struct State {
     limits: Arc<crate::limit::Limits>,
     /// The dashboard's last ten minutes.
     history: Mutex<crate::history::History>,
+    /// DNS discovery: the resolver and its sockets. Taken before the balancer's lock when both are
+    /// needed (a reload, a changed answer) — the one place two locks are held, always in that order.
+    discovery: Mutex<crate::discovery::Discovery>,
 }
 
-/// Locks a mutex. The engine never holds two of its locks at once (so no lock order can deadlock): take
-/// what you need from one guard, drop it, then take the next.
+/// Locks a mutex. The engine holds two of its locks at once only for DNS discovery (the discovery lock,
+/// then the balancer's): elsewhere, take what you need from one guard, drop it, then take the next.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panicking connection thread must not take the whole engine down with a poisoned lock.
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -136,21 +140,28 @@ impl State {
             *self.tls_server.write().unwrap_or_else(|p| p.into_inner()) = Some(tls.server.clone());
         }
         let (changes, slots) = {
+            let mut discovery = lock(&self.discovery);
+            discovery.configure(&config, Instant::now());
             let mut balancer = lock(&self.balancer);
+            let resolver = Some(discovery.resolver());
             (
-                crate::reload::apply(&mut balancer, &config, |_, _| {}),
+                crate::reload::apply(&mut balancer, &config, resolver, |_, _| {}),
                 balancer.slots(),
             )
         };
-        {
-            let mut idle = lock(&self.idle);
-            idle.resize_with(slots, Vec::new);
-            for &slot in changes.removed.iter().chain(&changes.moved) {
-                idle[slot].clear();
-            }
-        }
+        self.install_backends(&changes, slots);
         self.limits.configure(config.limits);
         *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);
+    }
+
+    /// Closes the pooled connections of backends a reload or DNS answer removed or moved, and makes
+    /// room for new slots.
+    fn install_backends(&self, changes: &crate::balance::Reconfigured, slots: usize) {
+        let mut idle = lock(&self.idle);
+        idle.resize_with(slots, Vec::new);
+        for &slot in changes.removed.iter().chain(&changes.moved) {
+            idle[slot].clear();
+        }
     }
 }
 
@@ -175,6 +186,8 @@ pub struct Threaded {
     state: Arc<State>,
     commands: Receiver<Command>,
     control: Control,
+    /// What DNS discovery's thread waits on, until `run` starts it.
+    dns_poll: Option<mio::Poll>,
 }
 
 impl Threaded {
@@ -200,8 +213,12 @@ impl Threaded {
         let tls_server = config.tls.as_ref().map(|t| t.server.clone());
         let balancer = Balancer::from_config(&config);
         let limits = Arc::new(crate::limit::Limits::new(config.limits, Instant::now()));
-        let idle = config.backends.iter().map(|_| Vec::new()).collect();
+        let idle = (0..balancer.slots()).map(|_| Vec::new()).collect();
         let (commands_in, commands) = mpsc::channel();
+        let dns_poll = mio::Poll::new()?;
+        let mut discovery =
+            crate::discovery::Discovery::new(&config, dns_poll.registry().try_clone()?);
+        discovery.configure(&config, Instant::now());
         Ok(Threaded {
             listener: Some(listener),
             local_addr,
@@ -226,7 +243,9 @@ impl Threaded {
                 tls_handshake_failures: AtomicU64::new(0),
                 limits,
                 history: Mutex::default(),
+                discovery: Mutex::new(discovery),
             }),
+            dns_poll: Some(dns_poll),
             commands,
             control: Control::new(commands_in, None),
         })
@@ -288,6 +307,10 @@ impl Threaded {
             let state = state.clone();
             move || health::run(&state)
         })?;
+        if let Some(poll) = self.dns_poll.take() {
+            let state = state.clone();
+            spawn_named("lb-dns", move || dns::run(&state, poll))?;
+        }
         spawn_named("lb-meter", {
             let state = state.clone();
             move || meter_loop(&state)

@@ -2,6 +2,7 @@
 //! exactly what they receive, and a raw-bytes HTTP client that parses what comes back.
 #![allow(dead_code)]
 
+pub mod dns;
 pub mod process;
 pub mod tls;
 

@@ -1,0 +1,291 @@
+use super::*;
+use simple_dns::ResourceRecord;
+use simple_dns::rdata::{A, AAAA, CNAME};
+
+/// An answer to `question` (name, type) with `id`, the given records and error code, and TC when
+/// `truncated`.
+fn answer(
+    id: u16,
+    question: (&str, TYPE),
+    rcode: RCODE,
+    truncated: bool,
+    records: &[(&str, RData<'static>)],
+) -> Vec<u8> {
+    let mut packet = Packet::new_reply(id);
+    packet.questions.push(Question::new(
+        Name::new_unchecked(question.0),
+        QTYPE::TYPE(question.1),
+        QCLASS::CLASS(CLASS::IN),
+        false,
+    ));
+    *packet.rcode_mut() = rcode;
+    if truncated {
+        packet.set_flags(PacketFlag::TRUNCATION);
+    }
+    for (name, rdata) in records {
+        packet.answers.push(ResourceRecord::new(
+            Name::new_unchecked(name),
+            CLASS::IN,
+            30,
+            rdata.clone(),
+        ));
+    }
+    packet.build_bytes_vec().expect("test answer encodes")
+}
+
+fn a(ip: [u8; 4]) -> RData<'static> {
+    RData::A(A {
+        address: u32::from(Ipv4Addr::from(ip)),
+    })
+}
+
+fn aaaa(ip: &str) -> RData<'static> {
+    RData::AAAA(AAAA {
+        address: u128::from(ip.parse::<Ipv6Addr>().expect("test address")),
+    })
+}
+
+fn cname(target: &'static str) -> RData<'static> {
+    RData::CNAME(CNAME(Name::new_unchecked(target)))
+}
+
+fn ip(text: &str) -> IpAddr {
+    text.parse().expect("test address")
+}
+
+#[test]
+fn a_query_round_trips_through_the_codec() {
+    let bytes = query(0x1234, "api.internal", Family::V4).expect("encodes");
+    assert_eq!(id_of(&bytes), Some(0x1234));
+    let packet = Packet::parse(&bytes).expect("parses");
+    assert!(packet.has_flags(PacketFlag::RECURSION_DESIRED));
+    assert!(!packet.has_flags(PacketFlag::RESPONSE));
+    assert_eq!(packet.questions.len(), 1);
+    assert_eq!(packet.questions[0].qname.to_string(), "api.internal");
+    assert_eq!(packet.questions[0].qtype, QTYPE::TYPE(TYPE::A));
+    let v6 = Packet::parse(&query(7, "api.internal", Family::V6).expect("encodes"))
+        .expect("parses")
+        .questions[0]
+        .qtype;
+    assert_eq!(v6, QTYPE::TYPE(TYPE::AAAA));
+}
+
+#[test]
+fn answers_give_their_addresses_or_say_why_not() {
+    let host = "api.internal";
+    let v4 = (host, TYPE::A);
+    let ok = RCODE::NoError;
+    type Case = (
+        &'static str,
+        Vec<u8>,
+        Family,
+        Result<Vec<IpAddr>, AnswerError>,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "two A records",
+            answer(
+                9,
+                v4,
+                ok,
+                false,
+                &[(host, a([10, 0, 0, 1])), (host, a([10, 0, 0, 2]))],
+            ),
+            Family::V4,
+            Ok(vec![ip("10.0.0.1"), ip("10.0.0.2")]),
+        ),
+        (
+            "a repeated record counts once",
+            answer(
+                9,
+                v4,
+                ok,
+                false,
+                &[(host, a([10, 0, 0, 1])), (host, a([10, 0, 0, 1]))],
+            ),
+            Family::V4,
+            Ok(vec![ip("10.0.0.1")]),
+        ),
+        (
+            "no records: the name has no such address",
+            answer(9, v4, ok, false, &[]),
+            Family::V4,
+            Ok(vec![]),
+        ),
+        (
+            "AAAA",
+            answer(9, (host, TYPE::AAAA), ok, false, &[(host, aaaa("fd00::5"))]),
+            Family::V6,
+            Ok(vec![ip("fd00::5")]),
+        ),
+        (
+            "names are compared without case",
+            answer(
+                9,
+                ("API.Internal", TYPE::A),
+                ok,
+                false,
+                &[("api.INTERNAL", a([10, 0, 0, 3]))],
+            ),
+            Family::V4,
+            Ok(vec![ip("10.0.0.3")]),
+        ),
+        (
+            "a CNAME chain is followed",
+            answer(
+                9,
+                v4,
+                ok,
+                false,
+                &[
+                    (host, cname("lb.svc")),
+                    ("lb.svc", cname("pods.svc")),
+                    ("pods.svc", a([10, 1, 0, 1])),
+                ],
+            ),
+            Family::V4,
+            Ok(vec![ip("10.1.0.1")]),
+        ),
+        (
+            "records for other names are not ours to use",
+            answer(
+                9,
+                v4,
+                ok,
+                false,
+                &[
+                    ("other.internal", a([10, 9, 9, 9])),
+                    (host, a([10, 0, 0, 1])),
+                ],
+            ),
+            Family::V4,
+            Ok(vec![ip("10.0.0.1")]),
+        ),
+        (
+            "records of the other family are skipped",
+            answer(
+                9,
+                v4,
+                ok,
+                false,
+                &[(host, aaaa("fd00::1")), (host, a([10, 0, 0, 1]))],
+            ),
+            Family::V4,
+            Ok(vec![ip("10.0.0.1")]),
+        ),
+        (
+            "another id",
+            answer(10, v4, ok, false, &[(host, a([10, 0, 0, 1]))]),
+            Family::V4,
+            Err(AnswerError::NotOurs),
+        ),
+        (
+            "another name",
+            answer(
+                9,
+                ("evil.internal", TYPE::A),
+                ok,
+                false,
+                &[("evil.internal", a([6, 6, 6, 6]))],
+            ),
+            Family::V4,
+            Err(AnswerError::NotOurs),
+        ),
+        (
+            "another type",
+            answer(9, (host, TYPE::AAAA), ok, false, &[]),
+            Family::V4,
+            Err(AnswerError::NotOurs),
+        ),
+        (
+            "our own query echoed back",
+            query(9, host, Family::V4).expect("encodes"),
+            Family::V4,
+            Err(AnswerError::NotOurs),
+        ),
+        (
+            "truncated",
+            answer(9, v4, ok, true, &[(host, a([10, 0, 0, 1]))]),
+            Family::V4,
+            Err(AnswerError::Truncated),
+        ),
+        (
+            "NXDOMAIN",
+            answer(9, v4, RCODE::NameError, false, &[]),
+            Family::V4,
+            Err(AnswerError::NoSuchName),
+        ),
+        (
+            "SERVFAIL",
+            answer(9, v4, RCODE::ServerFailure, false, &[]),
+            Family::V4,
+            Err(AnswerError::Rcode(2)),
+        ),
+        (
+            "empty datagram",
+            vec![],
+            Family::V4,
+            Err(AnswerError::Malformed),
+        ),
+        (
+            "header only, promising 65,535 answers",
+            vec![0, 9, 0x81, 0x80, 0, 1, 0xff, 0xff, 0, 0, 0, 0],
+            Family::V4,
+            Err(AnswerError::Malformed),
+        ),
+        (
+            "cut in the middle of a record",
+            {
+                let mut bytes = answer(9, v4, ok, false, &[(host, a([10, 0, 0, 1]))]);
+                bytes.truncate(bytes.len() - 2);
+                bytes
+            },
+            Family::V4,
+            Err(AnswerError::Malformed),
+        ),
+    ];
+    for (what, bytes, family, expected) in cases {
+        assert_eq!(addresses(&bytes, 9, host, family), expected, "{what}");
+    }
+}
+
+#[test]
+fn a_cname_loop_ends() {
+    let bytes = answer(
+        1,
+        ("a.test", TYPE::A),
+        RCODE::NoError,
+        false,
+        &[("a.test", cname("b.test")), ("b.test", cname("a.test"))],
+    );
+    assert_eq!(addresses(&bytes, 1, "a.test", Family::V4), Ok(vec![]));
+}
+
+#[test]
+fn resolv_conf_nameservers() {
+    let text = "# generated\nsearch example.com\nnameserver 10.0.0.53\nnameserver  ::1\n\
+                nameserver fe80::1%eth0\nnameserver bogus\noptions ndots:5\n";
+    assert_eq!(
+        resolv_conf_servers(text),
+        vec![
+            "10.0.0.53:53".parse::<SocketAddr>().expect("addr"),
+            "[::1]:53".parse().expect("addr")
+        ]
+    );
+    assert!(resolv_conf_servers("").is_empty());
+}
+
+#[test]
+fn names_that_can_be_asked_for() {
+    for (host, valid) in [
+        ("api.internal", true),
+        ("localhost", true),
+        ("a.b.c.", true),
+        ("", false),
+        ("a..b", false),
+        (&"x".repeat(64), false),
+        (&format!("{}.com", "a.".repeat(130)), false),
+    ] {
+        assert_eq!(valid_name(host), valid, "{host:?}");
+    }
+}

@@ -289,3 +289,81 @@ fn names_that_can_be_asked_for() {
         assert_eq!(valid_name(host), valid, "{host:?}");
     }
 }
+
+mod hostile {
+    //! Whatever arrives on the socket, reading it never panics: arbitrary bytes, and valid answers
+    //! with bytes replaced, inserted, removed or cut off (compression pointers and counts included).
+    use super::*;
+    use proptest::prelude::*;
+
+    fn valid_answer() -> impl Strategy<Value = Vec<u8>> {
+        (0usize..6, any::<bool>()).prop_map(|(n, cname)| {
+            let host = "api.internal";
+            let mut records = Vec::new();
+            if cname {
+                records.push((host, super::cname("pods.internal")));
+            }
+            for i in 0..n {
+                let name = if cname { "pods.internal" } else { host };
+                records.push((name, a([10, 0, 0, i as u8])));
+            }
+            answer(9, (host, TYPE::A), RCODE::NoError, false, &records)
+        })
+    }
+
+    #[derive(Debug, Clone)]
+    enum Mutation {
+        Replace(usize, u8),
+        Insert(usize, u8),
+        Remove(usize),
+        Cut(usize),
+    }
+
+    fn mutation() -> impl Strategy<Value = Mutation> {
+        prop_oneof![
+            (any::<usize>(), any::<u8>()).prop_map(|(at, b)| Mutation::Replace(at, b)),
+            (any::<usize>(), any::<u8>()).prop_map(|(at, b)| Mutation::Insert(at, b)),
+            any::<usize>().prop_map(Mutation::Remove),
+            any::<usize>().prop_map(Mutation::Cut),
+        ]
+    }
+
+    fn mutate(bytes: &mut Vec<u8>, m: &Mutation) {
+        let len = bytes.len().max(1);
+        match *m {
+            Mutation::Replace(at, b) if !bytes.is_empty() => bytes[at % len] = b,
+            Mutation::Insert(at, b) => bytes.insert(at % (bytes.len() + 1), b),
+            Mutation::Remove(at) if !bytes.is_empty() => {
+                bytes.remove(at % len);
+            }
+            Mutation::Cut(at) => bytes.truncate(at % (bytes.len() + 1)),
+            _ => {}
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let _ = addresses(&bytes, 9, "api.internal", Family::V4);
+            let _ = addresses(&bytes, 9, "api.internal", Family::V6);
+        }
+
+        #[test]
+        fn mutated_answers_never_panic_and_never_name_a_foreign_address(
+            base in valid_answer(),
+            mutations in proptest::collection::vec(mutation(), 1..6),
+        ) {
+            let mut bytes = base;
+            for m in &mutations {
+                mutate(&mut bytes, m);
+            }
+            if let Ok(found) = addresses(&bytes, 9, "api.internal", Family::V4) {
+                // A mutated answer may still be read, but only as A records (IPv4 addresses).
+                prop_assert!(found.iter().all(IpAddr::is_ipv4));
+                prop_assert!(found.len() <= 16);
+            }
+        }
+    }
+}

@@ -5,11 +5,14 @@
 //! framing and what is payload. Canned error responses live here too.
 
 pub mod body;
+mod field;
 pub mod redirect;
 pub mod request;
 pub mod response;
 
 use std::fmt;
+
+pub(crate) use field::Field;
 
 /// Most header fields a head parsed by lb may carry.
 pub const MAX_HEADERS: usize = 100;
@@ -382,22 +385,6 @@ impl ConnectionTokens {
             }
         }
     }
-}
-
-/// Headers that describe one hop and are never forwarded as received (RFC 9110 7.6.1), plus the framing
-/// headers that the proxy regenerates itself.
-fn is_hop_by_hop(name: &[u8]) -> bool {
-    const HOP: [&[u8]; 8] = [
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"te",
-        b"upgrade",
-        b"transfer-encoding",
-        b"content-length",
-        b"proxy-authenticate",
-    ];
-    HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
 }
 
 /// True when some `Connection` field of the head lists `name` (which makes `name` hop-by-hop too).

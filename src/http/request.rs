@@ -3,8 +3,8 @@
 //! reaches one.
 
 use super::{
-    ConnectionTokens, Framing, HeadError, HeadWriter, HeaderSpans, MAX_HEADERS, MAX_REQUEST_FIELDS,
-    Span, TransferCodings, Version, is_hop_by_hop, listed_in_connection, merge_content_length,
+    ConnectionTokens, Field, Framing, HeadError, HeadWriter, HeaderSpans, MAX_HEADERS,
+    MAX_REQUEST_FIELDS, Span, TransferCodings, Version, listed_in_connection, merge_content_length,
     trim_ows,
 };
 use crate::http::ErrorResponse;
@@ -179,22 +179,23 @@ impl RequestFields {
         };
         let mut host: Option<&[u8]> = None;
         for h in headers {
-            let name = h.name.as_bytes();
-            if name.eq_ignore_ascii_case(b"content-length") {
-                fields.content_length = merge_content_length(fields.content_length, h.value)?;
-            } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-                fields.codings.add_field(h.value);
-            } else if name.eq_ignore_ascii_case(b"connection") {
-                fields.connection.add_field(h.value);
-            } else if name.eq_ignore_ascii_case(b"host") {
-                fields.host_count += 1;
-                host = Some(h.value);
-            } else if name.eq_ignore_ascii_case(b"expect") {
-                fields.expect_continue |= trim_ows(h.value).eq_ignore_ascii_case(b"100-continue");
-            } else if name.eq_ignore_ascii_case(b"upgrade") {
-                fields.has_upgrade_field = true;
-            } else if name.eq_ignore_ascii_case(b"x-forwarded-for") {
-                fields.forwarded_for = true;
+            match Field::of(h.name.as_bytes()) {
+                Field::ContentLength => {
+                    fields.content_length = merge_content_length(fields.content_length, h.value)?;
+                }
+                Field::TransferEncoding => fields.codings.add_field(h.value),
+                Field::Connection => fields.connection.add_field(h.value),
+                Field::Host => {
+                    fields.host_count += 1;
+                    host = Some(h.value);
+                }
+                Field::Expect => {
+                    fields.expect_continue |=
+                        trim_ows(h.value).eq_ignore_ascii_case(b"100-continue");
+                }
+                Field::Upgrade => fields.has_upgrade_field = true,
+                Field::XForwardedFor => fields.forwarded_for = true,
+                _ => {}
             }
         }
         match (fields.host_count, host) {
@@ -314,7 +315,8 @@ pub fn write_request_head(
     for h in head.headers.iter(buf) {
         let name = h.name.get(buf);
         let value = h.value.get(buf);
-        if name.eq_ignore_ascii_case(b"x-forwarded-for") {
+        let field = Field::of(name);
+        if field == Field::XForwardedFor {
             // All X-Forwarded-For fields are folded into one, with the client appended, in place of the first.
             if !forwarded_for_written {
                 forwarded_for_written = true;
@@ -322,17 +324,18 @@ pub fn write_request_head(
             }
             continue;
         }
-        let skip = if head.upgrade && name.eq_ignore_ascii_case(b"upgrade") {
+        let skip = if head.upgrade && field == Field::Upgrade {
             false
         } else {
-            is_hop_by_hop(name)
-                || name.eq_ignore_ascii_case(b"x-forwarded-proto")
-                || (head.authority.is_some() && name.eq_ignore_ascii_case(b"host"))
-                || (head.version == Version::Http10 && name.eq_ignore_ascii_case(b"expect"))
+            field.is_hop_by_hop()
+                || field == Field::XForwardedProto
+                || (head.authority.is_some() && field == Field::Host)
+                || (head.version == Version::Http10 && field == Field::Expect)
                 || (head.connection_lists_fields
-                    && !name.eq_ignore_ascii_case(b"host")
+                    && field != Field::Host
                     && listed_in_connection(buf, &head.headers, name))
-                || framing_lookalike(name)
+                // A lookalike has an underscore, which no name lb knows has.
+                || (field == Field::Other && framing_lookalike(name))
         };
         if !skip {
             w.header(name, value);
@@ -377,7 +380,9 @@ fn framing_lookalike(name: &[u8]) -> bool {
         b"connection",
         b"upgrade",
     ];
-    name.contains(&b'_')
+    // Only names as long as a sensitive one can be one: most are ruled out before the scan for `_`.
+    matches!(name.len(), 4 | 7 | 10 | 14 | 17)
+        && name.contains(&b'_')
         && SENSITIVE.iter().any(|s| {
             s.len() == name.len()
                 && s.iter().zip(name).all(|(a, b)| {

@@ -2,8 +2,8 @@
 //! connection can be reused and how the body is framed for the client, then write the client's head.
 
 use super::{
-    ConnectionTokens, Framing, HeadError, HeadWriter, HeaderSpans, MAX_HEADERS,
-    MAX_RESPONSE_FIELDS, Span, TransferCodings, Version, is_hop_by_hop, listed_in_connection,
+    ConnectionTokens, Field, Framing, HeadError, HeadWriter, HeaderSpans, MAX_HEADERS,
+    MAX_RESPONSE_FIELDS, Span, TransferCodings, Version, listed_in_connection,
     merge_content_length,
 };
 
@@ -79,13 +79,11 @@ pub fn parse_response_limited(
     let mut codings = TransferCodings::default();
     let mut connection = ConnectionTokens::default();
     for h in response.headers.iter() {
-        let name = h.name.as_bytes();
-        if name.eq_ignore_ascii_case(b"content-length") {
-            content_length = merge_content_length(content_length, h.value)?;
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            codings.add_field(h.value);
-        } else if name.eq_ignore_ascii_case(b"connection") {
-            connection.add_field(h.value);
+        match Field::of(h.name.as_bytes()) {
+            Field::ContentLength => content_length = merge_content_length(content_length, h.value)?,
+            Field::TransferEncoding => codings.add_field(h.value),
+            Field::Connection => connection.add_field(h.value),
+            _ => {}
         }
     }
     let bodiless =
@@ -251,23 +249,25 @@ pub fn write_response_head_with(
     w.put(b"\r\n");
     for h in head.headers.iter(buf) {
         let name = h.name.get(buf);
-        let keep = if name.eq_ignore_ascii_case(b"upgrade") {
-            tunnel
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+        let keep = match Field::of(name) {
+            Field::Upgrade => tunnel,
             // Chunked is relayed as chunked, so the codings the backend applied stay true.
-            matches!(
+            Field::TransferEncoding => matches!(
                 plan,
                 Some(ResponsePlan {
                     body: ClientBody::Chunked,
                     ..
                 })
-            )
-        } else if name.eq_ignore_ascii_case(b"content-length") {
+            ),
             // A bodiless response (HEAD, 304) keeps its Content-Length: it describes the resource.
-            head.framing == Framing::Empty && !head.is_informational() && head.status != 204
-        } else {
-            !(is_hop_by_hop(name)
-                || head.connection_lists_fields && listed_in_connection(buf, &head.headers, name))
+            Field::ContentLength => {
+                head.framing == Framing::Empty && !head.is_informational() && head.status != 204
+            }
+            field => {
+                !(field.is_hop_by_hop()
+                    || head.connection_lists_fields
+                        && listed_in_connection(buf, &head.headers, name))
+            }
         };
         if keep {
             w.header(name, h.value.get(buf));

@@ -9,10 +9,12 @@ mod field;
 pub mod redirect;
 pub mod request;
 pub mod response;
+mod writer;
 
 use std::fmt;
 
 pub(crate) use field::Field;
+pub use writer::HeadWriter;
 
 /// Most header fields a head parsed by lb may carry.
 pub const MAX_HEADERS: usize = 100;
@@ -415,59 +417,6 @@ pub fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
-/// Writes a head into a fixed slice, remembering whether it overflowed instead of failing at each call.
-pub struct HeadWriter<'a> {
-    out: &'a mut [u8],
-    len: usize,
-    overflow: bool,
-}
-
-impl<'a> HeadWriter<'a> {
-    pub fn new(out: &'a mut [u8]) -> HeadWriter<'a> {
-        HeadWriter {
-            out,
-            len: 0,
-            overflow: false,
-        }
-    }
-
-    pub fn put(&mut self, bytes: &[u8]) {
-        if self.overflow || self.out.len() - self.len < bytes.len() {
-            self.overflow = true;
-            return;
-        }
-        self.out[self.len..self.len + bytes.len()].copy_from_slice(bytes);
-        self.len += bytes.len();
-    }
-
-    pub fn put_u64(&mut self, n: u64) {
-        let mut digits = [0u8; 20];
-        let mut i = digits.len();
-        let mut n = n;
-        loop {
-            i -= 1;
-            digits[i] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        self.put(&digits[i..]);
-    }
-
-    pub fn header(&mut self, name: &[u8], value: &[u8]) {
-        self.put(name);
-        self.put(b": ");
-        self.put(value);
-        self.put(b"\r\n");
-    }
-
-    /// Bytes written, or `None` if the head did not fit.
-    pub fn finish(self) -> Option<usize> {
-        (!self.overflow).then_some(self.len)
-    }
-}
-
 /// The complete responses the balancer itself sends. All close the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorResponse {
@@ -683,19 +632,5 @@ mod tests {
                 .collect();
             assert_eq!(again, expected, "{:?}", String::from_utf8_lossy(raw));
         }
-    }
-
-    #[test]
-    fn head_writer_reports_overflow() {
-        let mut out = [0u8; 16];
-        let mut w = HeadWriter::new(&mut out);
-        w.header(b"A", b"1");
-        w.put_u64(1234567890);
-        assert_eq!(w.finish(), Some(16));
-        let mut out = [0u8; 8];
-        let mut w = HeadWriter::new(&mut out);
-        w.put(b"0123456789");
-        w.put(b"x");
-        assert_eq!(w.finish(), None);
     }
 }

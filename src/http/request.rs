@@ -298,7 +298,7 @@ pub fn write_request_head(
     info: &ForwardInfo<'_>,
     out: &mut [u8],
 ) -> Option<usize> {
-    let mut w = HeadWriter::new(out);
+    let mut w = HeadWriter::with_source(out, buf);
     w.put(head.method.get(buf));
     w.put(b" ");
     let target = head.target.get(buf);
@@ -314,7 +314,6 @@ pub fn write_request_head(
     let mut forwarded_for_written = false;
     for h in head.headers.iter(buf) {
         let name = h.name.get(buf);
-        let value = h.value.get(buf);
         let field = Field::of(name);
         if field == Field::XForwardedFor {
             // All X-Forwarded-For fields are folded into one, with the client appended, in place of the first.
@@ -338,7 +337,7 @@ pub fn write_request_head(
                 || (field == Field::Other && framing_lookalike(name))
         };
         if !skip {
-            w.header(name, value);
+            w.field(h);
         }
     }
     if let Some(authority) = head.authority {

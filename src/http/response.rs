@@ -241,7 +241,7 @@ pub fn write_response_head_with(
             ..
         })
     );
-    let mut w = HeadWriter::new(out);
+    let mut w = HeadWriter::with_source(out, buf);
     w.put(b"HTTP/1.1 ");
     w.put_u64(u64::from(head.status));
     w.put(b" ");
@@ -270,7 +270,7 @@ pub fn write_response_head_with(
             }
         };
         if keep {
-            w.header(name, h.value.get(buf));
+            w.field(h);
         }
     }
     w.put(extra);

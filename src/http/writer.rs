@@ -1,0 +1,225 @@
+//! Writing a head for the next hop into a fixed slice: pieces, decimal numbers, and the fields of the
+//! head being rewritten, copied as they are in runs when they are already in their written form.
+
+use super::HeaderSpan;
+
+/// Writes a head into a fixed slice, remembering whether it overflowed instead of failing at each call.
+///
+/// Field lines forwarded from the head being rewritten ([`HeadWriter::field`]) are copied in runs:
+/// a line already written as `name: value` CRLF is the same bytes in and out, so consecutive such
+/// lines leave in one copy instead of four pieces each. A run is written out before anything else is.
+pub struct HeadWriter<'a> {
+    out: &'a mut [u8],
+    len: usize,
+    overflow: bool,
+    /// The head the fields come from, and the run of its bytes not written yet.
+    source: &'a [u8],
+    run_start: usize,
+    run_end: usize,
+}
+
+impl<'a> HeadWriter<'a> {
+    pub fn new(out: &'a mut [u8]) -> HeadWriter<'a> {
+        HeadWriter::with_source(out, &[])
+    }
+
+    /// A writer whose [`HeadWriter::field`]s are positions in `source`.
+    pub fn with_source(out: &'a mut [u8], source: &'a [u8]) -> HeadWriter<'a> {
+        HeadWriter {
+            out,
+            len: 0,
+            overflow: false,
+            source,
+            run_start: 0,
+            run_end: 0,
+        }
+    }
+
+    // Inlined so that the many constant pieces are a store or two each.
+    #[inline(always)]
+    pub fn put(&mut self, bytes: &[u8]) {
+        if self.run_end != self.run_start {
+            self.flush_run();
+        }
+        self.put_now(bytes);
+    }
+
+    #[inline(always)]
+    fn put_now(&mut self, bytes: &[u8]) {
+        let n = bytes.len();
+        if self.overflow || self.out.len() - self.len < n {
+            self.overflow = true;
+            return;
+        }
+        let out = &mut self.out[self.len..self.len + n];
+        // Most pieces are a few bytes: two overlapping word copies instead of a call to memcpy.
+        match n {
+            8..=16 => {
+                out[..8].copy_from_slice(&bytes[..8]);
+                out[n - 8..].copy_from_slice(&bytes[n - 8..]);
+            }
+            4..=7 => {
+                out[..4].copy_from_slice(&bytes[..4]);
+                out[n - 4..].copy_from_slice(&bytes[n - 4..]);
+            }
+            1..=3 => {
+                out[0] = bytes[0];
+                out[n / 2] = bytes[n / 2];
+                out[n - 1] = bytes[n - 1];
+            }
+            _ => out.copy_from_slice(bytes),
+        }
+        self.len += n;
+    }
+
+    #[inline(never)]
+    fn flush_run(&mut self) {
+        let source = self.source;
+        let run = source.get(self.run_start..self.run_end).unwrap_or_default();
+        self.run_start = self.run_end;
+        self.put_now(run);
+    }
+
+    pub fn put_u64(&mut self, n: u64) {
+        // Numbers in heads are mostly short (statuses, address octets, small lengths): those are
+        // written as the one, two or three bytes they are.
+        let digit = |d: u64| b'0' + (d % 10) as u8;
+        match n {
+            0..=9 => self.put(&[digit(n)]),
+            10..=99 => self.put(&[digit(n / 10), digit(n)]),
+            100..=999 => self.put(&[digit(n / 100), digit(n / 10), digit(n)]),
+            _ => {
+                let mut digits = [0u8; 20];
+                let mut i = digits.len();
+                let mut n = n;
+                loop {
+                    i -= 1;
+                    digits[i] = digit(n);
+                    n /= 10;
+                    if n == 0 {
+                        break;
+                    }
+                }
+                self.put(&digits[i..]);
+            }
+        }
+    }
+
+    pub fn header(&mut self, name: &[u8], value: &[u8]) {
+        self.put(name);
+        self.put(b": ");
+        self.put(value);
+        self.put(b"\r\n");
+    }
+
+    /// Forwards a field of the source head: its line as it is when that is already `name: value`
+    /// CRLF (one space, no trailing whitespace), else rewritten so.
+    pub fn field(&mut self, field: HeaderSpan) {
+        let source = self.source;
+        let (name_end, value_start) = (field.name.end as usize, field.value.start as usize);
+        let line_end = field.value.end as usize + 2;
+        let verbatim = value_start == name_end + 2
+            && source.get(name_end..value_start) == Some(&b": "[..])
+            && source.get(line_end - 2..line_end) == Some(&b"\r\n"[..]);
+        if !verbatim {
+            self.header(field.name.get(source), field.value.get(source));
+            return;
+        }
+        let line_start = field.name.start as usize;
+        if line_start != self.run_end {
+            if self.run_end != self.run_start {
+                self.flush_run();
+            }
+            self.run_start = line_start;
+        }
+        self.run_end = line_end;
+    }
+
+    /// Bytes written, or `None` if the head did not fit.
+    pub fn finish(mut self) -> Option<usize> {
+        if self.run_end != self.run_start {
+            self.flush_run();
+        }
+        (!self.overflow).then_some(self.len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::HeaderSpans;
+
+    #[test]
+    fn fields_copied_in_runs_are_the_fields_rewritten() {
+        let heads: &[&[u8]] = &[
+            b"GET / HTTP/1.1\r\nHost: a\r\nX:  spaced  value \t\r\nEmpty:\r\nE2: \r\nA: b\r\nC: d\r\n\r\n",
+            b"GET / HTTP/1.1\nHost: a\nX-Obs: \xc3\x87a\n\n",
+            b"\r\nGET / HTTP/1.1\r\nA:b:c\r\nB: x\ty\r\nC: d\nD: e\r\nE:\tf\r\n\r\nbody",
+            b"GET / HTTP/1.1\r\nHost: a\r\nUser-Agent: x\r\nAccept: */*\r\n\r\n",
+        ];
+        for raw in heads {
+            let mut slots = [httparse::EMPTY_HEADER; 16];
+            let mut request = httparse::Request::new(&mut slots);
+            let Ok(httparse::Status::Complete(head_len)) = request.parse(raw) else {
+                panic!("{raw:?}");
+            };
+            let spans = HeaderSpans::from_parsed(raw, request.headers, head_len).unwrap();
+            // Every subset of the fields (some skipped, as a rewrite does), with pieces in between.
+            for mask in 0..(1u32 << spans.len()) {
+                let (mut copied, mut rewritten) = ([0u8; 512], [0u8; 512]);
+                let mut a = HeadWriter::with_source(&mut copied, raw);
+                let mut b = HeadWriter::new(&mut rewritten);
+                for (i, h) in spans.iter(raw).enumerate() {
+                    if mask & (1 << i) != 0 {
+                        a.field(h);
+                        b.header(h.name.get(raw), h.value.get(raw));
+                    } else if i % 3 == 0 {
+                        a.put_u64(i as u64);
+                        b.put_u64(i as u64);
+                    }
+                }
+                a.put(b"\r\n");
+                b.put(b"\r\n");
+                let (a, b) = (a.finish().unwrap(), b.finish().unwrap());
+                assert_eq!(copied[..a], rewritten[..b], "{mask:b} {raw:?}");
+            }
+        }
+        // A run that does not fit is an overflow like any other piece.
+        let raw = b"GET / HTTP/1.1\r\nHost: a\r\nAccept: */*\r\n\r\n";
+        let mut slots = [httparse::EMPTY_HEADER; 4];
+        let mut request = httparse::Request::new(&mut slots);
+        let Ok(httparse::Status::Complete(head_len)) = request.parse(raw) else {
+            panic!();
+        };
+        let spans = HeaderSpans::from_parsed(raw, request.headers, head_len).unwrap();
+        let mut out = [0u8; 20];
+        let mut w = HeadWriter::with_source(&mut out, raw);
+        spans.iter(raw).for_each(|h| w.field(h));
+        assert_eq!(w.finish(), None);
+    }
+
+    #[test]
+    fn numbers_are_written_in_decimal() {
+        for n in [0, 7, 9, 10, 42, 99, 100, 255, 999, 1000, 65535, u64::MAX] {
+            let mut out = [0u8; 32];
+            let mut w = HeadWriter::new(&mut out);
+            w.put_u64(n);
+            let len = w.finish().unwrap();
+            assert_eq!(&out[..len], n.to_string().as_bytes());
+        }
+    }
+
+    #[test]
+    fn head_writer_reports_overflow() {
+        let mut out = [0u8; 16];
+        let mut w = HeadWriter::new(&mut out);
+        w.header(b"A", b"1");
+        w.put_u64(1234567890);
+        assert_eq!(w.finish(), Some(16));
+        let mut out = [0u8; 8];
+        let mut w = HeadWriter::new(&mut out);
+        w.put(b"0123456789");
+        w.put(b"x");
+        assert_eq!(w.finish(), None);
+    }
+}

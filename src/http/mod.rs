@@ -130,11 +130,23 @@ impl HeaderSpans {
             kept: false,
         };
         if headers.len() <= KEPT_FIELDS && head_len <= usize::from(u16::MAX) {
+            // What `Span::of` checks, for both slices of a field at once: each lies inside `base`
+            // (an offset that wrapped around ends before it starts, or past the end).
+            let base_addr = base.as_ptr() as usize;
             for (slot, h) in spans.fields.iter_mut().zip(headers) {
-                let name = Span::of(base, h.name.as_bytes())?;
-                let value = Span::of(base, h.value)?;
+                let name_start = (h.name.as_ptr() as usize).wrapping_sub(base_addr);
+                let name_end = name_start.wrapping_add(h.name.len());
+                let value_start = (h.value.as_ptr() as usize).wrapping_sub(base_addr);
+                let value_end = value_start.wrapping_add(h.value.len());
+                if name_start > name_end
+                    || name_end > base.len()
+                    || value_start > value_end
+                    || value_end > base.len()
+                {
+                    return Err(HeadError::Syntax("parser result outside the head"));
+                }
                 // Below 64 KiB, as checked above.
-                *slot = [name.start, name.end, value.start, value.end].map(|x| x as u16);
+                *slot = [name_start, name_end, value_start, value_end].map(|x| x as u16);
             }
             spans.kept = true;
         }

@@ -69,22 +69,33 @@ impl Outcome {
     }
 }
 
-/// Backends already tried for one request, by slot (the first 64 are tracked; more is beyond any retry
-/// budget).
+/// Backends already tried for one request, by slot: the last [`Tried::KEPT`] of them, whatever their
+/// slot numbers (DNS discovery gives every new address a new slot, so slots grow past any fixed
+/// bitmap's range while a process runs).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Tried(u64);
+pub struct Tried {
+    slots: [u32; Tried::KEPT],
+    /// Slots added so far; the ring holds the last `KEPT`.
+    added: u32,
+}
 
 impl Tried {
-    pub fn with(self, slot: usize) -> Tried {
-        if slot < 64 {
-            Tried(self.0 | (1 << slot))
-        } else {
-            self
-        }
+    /// More than a retry budget ever needs: `retries` beyond it may try a backend again.
+    pub const KEPT: usize = 8;
+    pub const NONE: Tried = Tried {
+        slots: [0; Tried::KEPT],
+        added: 0,
+    };
+
+    pub fn with(mut self, slot: usize) -> Tried {
+        self.slots[self.added as usize % Tried::KEPT] = slot as u32;
+        self.added = self.added.saturating_add(1);
+        self
     }
 
     pub fn contains(self, slot: usize) -> bool {
-        slot < 64 && self.0 & (1 << slot) != 0
+        let kept = (self.added as usize).min(Tried::KEPT);
+        self.slots[..kept].iter().any(|&s| s as usize == slot)
     }
 }
 

@@ -22,7 +22,7 @@ fn balancer(capacities: &[u32], algorithm: Algorithm) -> Balancer {
 }
 
 const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
-const NONE: Tried = Tried(0);
+const NONE: Tried = Tried::NONE;
 
 fn pick(b: &mut Balancer, client: IpAddr, tried: Tried) -> Option<usize> {
     // The request the pick started is dropped at once: the counts stay as the test set them.
@@ -348,6 +348,10 @@ fn reconfigure_keeps_figures_of_kept_backends() {
 #[test]
 fn tried_set() {
     let t = Tried::default().with(0).with(5).with(70);
-    assert!(t.contains(0) && t.contains(5));
-    assert!(!t.contains(1) && !t.contains(70));
+    assert!(t.contains(0) && t.contains(5) && t.contains(70));
+    assert!(!t.contains(1) && !t.contains(64) && !Tried::NONE.contains(0));
+    // The last KEPT are kept, whatever their numbers.
+    let many = (100..100 + Tried::KEPT + 2).fold(Tried::NONE, Tried::with);
+    assert!(!many.contains(100) && !many.contains(101));
+    assert!((102..102 + Tried::KEPT).all(|s| many.contains(s)));
 }

@@ -11,6 +11,8 @@ use std::time::Duration;
 
 /// Where the default nameservers come from.
 const RESOLV_CONF: &str = "/etc/resolv.conf";
+/// Nameservers lookups may go to (the C library uses the first 3 of resolv.conf's).
+pub const MAX_NAMESERVERS: usize = 8;
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -79,10 +81,20 @@ pub(super) fn settings(
                         .into(),
                 });
             }
+            if dns.servers.len() > MAX_NAMESERVERS {
+                return Err(ConfigError::Invalid {
+                    key: "dns.servers".into(),
+                    message: format!(
+                        "{} nameservers: at most {MAX_NAMESERVERS} are asked",
+                        dns.servers.len()
+                    ),
+                });
+            }
         }
         None if resolving => {
             let text = std::fs::read_to_string(resolv_conf).unwrap_or_default();
             dns.servers = resolv_conf_servers(&text);
+            dns.servers.truncate(MAX_NAMESERVERS);
             if dns.servers.is_empty() {
                 return Err(ConfigError::Invalid {
                     key: "dns.servers".into(),
@@ -189,6 +201,12 @@ mod tests {
                 true,
                 &conf,
                 Err("dns.servers[0]"),
+            ),
+            (
+                raw(Some(&["10.0.0.1"; 9]), None),
+                true,
+                &conf,
+                Err("dns.servers"),
             ),
         ];
         for (i, (raw, resolving, path, expected)) in cases.into_iter().enumerate() {

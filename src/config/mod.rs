@@ -13,7 +13,7 @@ mod values;
 pub use crate::route::Router;
 pub use backend::BackendConfig;
 use backend::{RawBackend, backend_config};
-pub use dns::{Dns, Resolve};
+pub use dns::{Dns, MAX_NAMESERVERS, Resolve};
 pub use routing::{DEFAULT_POOL, Pool};
 use serde::Deserialize;
 use std::fmt;

@@ -30,6 +30,8 @@ pub struct Target {
 /// A datagram to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Datagram {
+    /// The nameserver's position in the resolver's list, and its address.
+    pub server: usize,
     pub to: SocketAddr,
     pub bytes: Vec<u8>,
 }
@@ -150,6 +152,16 @@ impl Resolver {
         self.lookups.is_empty()
     }
 
+    /// The nameservers, in the order they are asked.
+    pub fn servers(&self) -> &[SocketAddr] {
+        &self.servers
+    }
+
+    /// Whether any lookup waits for an answer.
+    pub fn in_flight(&self) -> bool {
+        self.lookups.iter().any(|l| l.attempt.is_some())
+    }
+
     /// When the resolver next has something to do.
     pub fn next_wakeup(&self) -> Option<Instant> {
         self.lookups
@@ -194,6 +206,8 @@ impl Resolver {
         out: &mut Vec<Datagram>,
     ) -> Option<Report> {
         let id = message::id_of(bytes)?;
+        // Every query waiting for this id from this server is a candidate (ids are random, so two
+        // lookups' may meet); the answer belongs to the one whose question it repeats.
         for i in 0..self.lookups.len() {
             let lookup = &self.lookups[i];
             let Some(attempt) = &lookup.attempt else {
@@ -202,26 +216,23 @@ impl Resolver {
             if self.servers.get(attempt.server) != Some(&from) {
                 continue;
             }
-            let Some(which) = attempt
-                .queries
-                .iter()
-                .position(|q| matches!(q, Query::Waiting(waiting) if *waiting == id))
-            else {
-                continue;
-            };
-            let asked = attempt.asked;
-            let host = &lookup.target.host;
-            return match message::addresses(bytes, id, host, FAMILIES[which]) {
-                Err(AnswerError::NotOurs) => continue,
-                Ok(found) => self.answered(i, which, found, now),
-                Err(e @ (AnswerError::Truncated | AnswerError::NoSuchName)) => {
-                    Some(self.fail(i, format!("{} query: {e}", FAMILIES[which].name()), now))
+            for (which, family) in FAMILIES.into_iter().enumerate() {
+                if !matches!(attempt.queries[which], Query::Waiting(waiting) if waiting == id) {
+                    continue;
                 }
-                Err(e @ (AnswerError::Malformed | AnswerError::Rcode(_))) => {
-                    let why = format!("{} query: {e}", FAMILIES[which].name());
-                    self.next_server(i, asked, &why, now, out)
-                }
-            };
+                let asked = attempt.asked;
+                return match message::addresses(bytes, id, &lookup.target.host, family) {
+                    Err(AnswerError::NotOurs) => continue,
+                    Ok(found) => self.answered(i, which, found, now),
+                    Err(e @ (AnswerError::Truncated | AnswerError::NoSuchName)) => {
+                        Some(self.fail(i, format!("{} query: {e}", family.name()), now))
+                    }
+                    Err(e @ (AnswerError::Malformed | AnswerError::Rcode(_))) => {
+                        let why = format!("{} query: {e}", family.name());
+                        self.next_server(i, asked, &why, now, out)
+                    }
+                };
+            }
         }
         None
     }
@@ -237,10 +248,18 @@ impl Resolver {
     ) {
         let to = self.servers[server];
         let mut queries = [Query::Waiting(0), Query::Waiting(0)];
+        let mut previous = None;
         for (slot, family) in queries.iter_mut().zip(FAMILIES) {
-            let id = self.rng.next_u64() as u16;
+            // The two queries of a round never share an id, so that each answer finds its query.
+            let id = loop {
+                let id = self.rng.next_u64() as u16;
+                if previous != Some(id) {
+                    break id;
+                }
+            };
+            previous = Some(id);
             if let Some(bytes) = message::query(id, &self.lookups[i].target.host, family) {
-                out.push(Datagram { to, bytes });
+                out.push(Datagram { server, to, bytes });
             }
             *slot = Query::Waiting(id);
         }

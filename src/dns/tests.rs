@@ -165,3 +165,35 @@ fn a_resolve_backend_needs_a_name_and_no_system_lookup() {
         assert!(error.contains(key), "{text}: {error}");
     }
 }
+
+#[test]
+fn a_retry_skips_the_failed_address_however_many_addresses_came_before() {
+    use crate::balance::{Balancer, Pick, Tried};
+    let config = config(
+        "algorithm = \"ip_hash\"\n[dns]\nservers = [\"127.0.0.1:5353\"]\n\
+         [[backends]]\nurl = \"http://api.internal:8080\"\nresolve = \"5s\"\n",
+    );
+    let mut balancer = Balancer::from_config(&config);
+    // 40 rounds of two new addresses each: the live ones end up in slots past 64.
+    for round in 0..40u8 {
+        let ips: Vec<IpAddr> = vec![
+            IpAddr::from([10, 1, round, 1]),
+            IpAddr::from([10, 1, round, 2]),
+        ];
+        let (backends, pools) = expand(&config.backends, &config.pools, |_| &ips);
+        let changes = balancer.reconfigure(&backends, &pools, 2, 3);
+        balancer.retire(&changes.removed);
+    }
+    let client = IpAddr::from([192, 0, 2, 7]);
+    let slot_of = |pick: Pick| match pick {
+        Pick::Started(inflight) => inflight.backend().slot,
+        other => panic!("no backend: {other:?}"),
+    };
+    let first = slot_of(balancer.pick(0, client, Tried::NONE, None));
+    assert!(first >= 64, "slot {first}");
+    let retry = slot_of(balancer.pick(0, client, Tried::NONE.with(first), None));
+    assert_ne!(
+        retry, first,
+        "the retry went back to the backend that failed"
+    );
+}

@@ -28,7 +28,7 @@ impl Server {
             return;
         };
         let reports = dns.step(readable, now);
-        if let Some(at) = dns.next_wakeup() {
+        if let Some(at) = dns.next_wakeup(now) {
             self.dns_deadline
                 .set(at, &mut self.shared.timers, DNS_TIMER);
         }

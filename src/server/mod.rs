@@ -59,7 +59,7 @@ const WAKER: Token = Token(1);
 const ADMIN_LISTENER: Token = Token(2);
 const SIGNALS: Token = Token(3);
 const TLS_LISTENER: Token = Token(4);
-// Tokens 5 and 6: DNS discovery's sockets (`crate::discovery`).
+// Tokens 5 to 12: DNS discovery's sockets (`crate::discovery`).
 /// Socket tokens are slab keys shifted past the fixed tokens above.
 const FIRST_SOCKET: usize = 16;
 
@@ -379,9 +379,7 @@ impl Server {
             WAKER => self.woken = true,
             ADMIN_LISTENER => self.accept_admin(),
             SIGNALS => self.on_signals(),
-            crate::discovery::V4_TOKEN | crate::discovery::V6_TOKEN => {
-                self.on_dns(Some(event.token()))
-            }
+            token if crate::discovery::owns(token) => self.on_dns(Some(token)),
             Token(t) => {
                 let Some(owner) = t
                     .checked_sub(FIRST_SOCKET)

@@ -27,9 +27,10 @@ pub(super) fn run(state: &State, mut poll: Poll) {
             for report in &reports {
                 apply(state, discovery.resolver(), report);
             }
+            let now = Instant::now();
             discovery
-                .next_wakeup()
-                .map_or(MAX_WAIT, |at| at.saturating_duration_since(Instant::now()))
+                .next_wakeup(now)
+                .map_or(MAX_WAIT, |at| at.saturating_duration_since(now))
                 .min(MAX_WAIT)
         };
         match poll.poll(&mut events, Some(wait)) {

@@ -66,8 +66,9 @@ struct State {
     limits: Arc<crate::limit::Limits>,
     /// The dashboard's last ten minutes.
     history: Mutex<crate::history::History>,
-    /// DNS discovery: the resolver and its sockets. Taken before the balancer's lock when both are
-    /// needed (a reload, a changed answer) — the one place two locks are held, always in that order.
+    /// DNS discovery: the resolver and its sockets. A reload and a changed answer hold it while they
+    /// take the balancer's lock, replace the table and publish the configuration, so that the two
+    /// never interleave — the one place two locks are held, always in that order.
     discovery: Mutex<crate::discovery::Discovery>,
 }
 
@@ -139,9 +140,11 @@ impl State {
             // New connections get the new certificates; open ones keep the session they have.
             *self.tls_server.write().unwrap_or_else(|p| p.into_inner()) = Some(tls.server.clone());
         }
+        // The discovery lock is held until the new configuration is published: a DNS answer applied
+        // in between would expand the old configuration's backends over the new table.
+        let mut discovery = lock(&self.discovery);
+        discovery.configure(&config, Instant::now());
         let (changes, slots) = {
-            let mut discovery = lock(&self.discovery);
-            discovery.configure(&config, Instant::now());
             let mut balancer = lock(&self.balancer);
             let resolver = Some(discovery.resolver());
             (
@@ -152,6 +155,7 @@ impl State {
         self.install_backends(&changes, slots);
         self.limits.configure(config.limits);
         *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);
+        drop(discovery);
     }
 
     /// Closes the pooled connections of backends a reload or DNS answer removed or moved, and makes

@@ -1,4 +1,5 @@
 use super::*;
+use crate::dns::message;
 use simple_dns::rdata::{A, AAAA, RData};
 use simple_dns::{CLASS, Packet, PacketFlag, QTYPE, RCODE, ResourceRecord, TYPE};
 
@@ -327,4 +328,44 @@ fn without_a_nameserver_every_round_fails() {
         matches!(&reports[..], [Report::Failed { why, .. }] if why.contains("no nameserver")),
         "{reports:?}"
     );
+}
+
+#[test]
+fn an_answer_finds_its_query_when_two_lookups_share_an_id() {
+    // Search for a generator seed with which a.test's and b.test's rounds draw one id each alike.
+    let now = Instant::now();
+    for seed in 0..2_000_000u64 {
+        let mut r = Resolver::new(vec![addr(S1)], TIMEOUT, Rng::with_seed(seed));
+        r.configure(
+            vec![
+                target("http://a:80", "a.test"),
+                target("http://b:80", "b.test"),
+            ],
+            now,
+        );
+        let mut sent = Vec::new();
+        r.poll(now, &mut sent);
+        let id = |d: &Datagram| message::id_of(&d.bytes);
+        let (a, b) = sent.split_at(2);
+        assert_ne!(
+            id(&a[0]),
+            id(&a[1]),
+            "a round's two queries never share an id"
+        );
+        if !a.iter().any(|q| b.iter().any(|p| id(p) == id(q))) {
+            continue;
+        }
+        // b.test's answers first, then a.test's: each lands on its own lookup.
+        let mut reports = answer_all(&mut r, b, &["10.0.0.2"], now);
+        reports.extend(answer_all(&mut r, a, &["10.0.0.1"], now));
+        assert_eq!(
+            reports,
+            vec![
+                changed("http://b:80", "b.test", &["10.0.0.2"], &[]),
+                changed("http://a:80", "a.test", &["10.0.0.1"], &[]),
+            ]
+        );
+        return;
+    }
+    panic!("no seed gave two lookups the same id");
 }

@@ -25,6 +25,14 @@ fn target(url: &str, host: &str) -> Target {
     }
 }
 
+/// Two names, a.test and b.test, as two backends of the default pool.
+fn two_names() -> Vec<Target> {
+    vec![
+        target("http://a:80", "a.test"),
+        target("http://b:80", "b.test"),
+    ]
+}
+
 fn resolver(servers: &[&str]) -> Resolver {
     Resolver::new(
         servers.iter().map(|s| addr(s)).collect(),
@@ -280,13 +288,7 @@ fn datagrams_that_are_not_the_answer_are_ignored() {
 fn a_reload_keeps_the_sets_of_kept_names_and_asks_for_new_ones() {
     let now = Instant::now();
     let mut r = resolver(&[S1]);
-    r.configure(
-        vec![
-            target("http://a:80", "a.test"),
-            target("http://b:80", "b.test"),
-        ],
-        now,
-    );
+    r.configure(two_names(), now);
     let mut sent = Vec::new();
     r.poll(now, &mut sent);
     assert_eq!(sent.len(), 4);
@@ -336,13 +338,7 @@ fn an_answer_finds_its_query_when_two_lookups_share_an_id() {
     let now = Instant::now();
     for seed in 0..2_000_000u64 {
         let mut r = Resolver::new(vec![addr(S1)], TIMEOUT, Rng::with_seed(seed));
-        r.configure(
-            vec![
-                target("http://a:80", "a.test"),
-                target("http://b:80", "b.test"),
-            ],
-            now,
-        );
+        r.configure(two_names(), now);
         let mut sent = Vec::new();
         r.poll(now, &mut sent);
         let id = |d: &Datagram| message::id_of(&d.bytes);

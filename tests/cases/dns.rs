@@ -6,13 +6,19 @@ fn discovering(dns: &DnsServer, port: u16) -> Lb {
 }
 
 fn discovering_config(dns: &DnsServer, port: u16, with_api: bool) -> String {
+    probing_config(dns, port, with_api, "1h")
+}
+
+/// As `discovering_config`, with health probes every `probe_interval`.
+fn probing_config(dns: &DnsServer, port: u16, with_api: bool, probe_interval: &str) -> String {
     let api = if with_api {
         format!("[[backends]]\nurl = \"http://api.test:{port}\"\nresolve = \"100ms\"\n")
     } else {
         String::new()
     };
     format!(
-        "listen = \"127.0.0.1:0\"\naccess_log = false\n[health_check]\ninterval = \"1h\"\n\
+        "listen = \"127.0.0.1:0\"\naccess_log = false\n\
+         [health_check]\ninterval = \"{probe_interval}\"\ntimeout = \"100ms\"\nfall = 2\n\
          [admin]\nlisten = \"127.0.0.1:0\"\n\
          [dns]\nservers = [\"{}\"]\ntimeout = \"200ms\"\n\
          [[pools]]\nname = \"fixed\"\nbackends = [{{ url = \"http://{}\" }}]\n{api}",
@@ -178,4 +184,34 @@ fn a_reload_adds_and_drops_resolved_names() {
     reload(false);
     wait_served(&lb, &[]);
     assert_eq!(get(lb.addr, "/").status, 404, "no route and no default pool");
+}
+
+#[test]
+fn each_address_is_probed_on_its_own() {
+    let dns = DnsServer::start();
+    // 127.0.0.2 fails every request, probes included; 127.0.0.3 is fine.
+    let failing: Box<dyn Fn(Peer) + Send + Sync> = Box::new(|mut peer: Peer| {
+        while peer.read_request().is_some() {
+            let unavailable = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n";
+            if !peer.write(unavailable.as_bytes()) {
+                return;
+            }
+        }
+    });
+    let (port, _backends) = backends_on_one_port(vec![failing, answering("b")]);
+    dns.set("api.test", &["127.0.0.2", "127.0.0.3"]);
+    let lb = lb_text(&probing_config(&dns, port, true, "50ms"));
+    wait_until("127.0.0.2 to be marked down by its probes", || {
+        let backends = lb.snapshot().backends;
+        let health = |address: String| {
+            backends
+                .iter()
+                .find(|b| b.discovered && b.address == address)
+                .map(|b| b.healthy)
+        };
+        health(at(2, port)) == Some(false) && health(at(3, port)) == Some(true)
+    });
+    for _ in 0..4 {
+        assert_eq!(get(lb.addr, "/").text(), "b");
+    }
 }

@@ -1,9 +1,10 @@
 //! What an exchange tells its driver to do ([`Action`]), and what it asks of the engine it runs in
 //! ([`Context`]).
 
-use crate::balance::{Pick, QueueSpot, Tried};
+use crate::balance::{Backend, Pick, QueueSpot, Tried};
 use crate::config::Config;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// How a connection ends.
@@ -30,11 +31,12 @@ pub enum Pooled {
 /// What the driver must do for the exchange.
 #[derive(Debug)]
 pub enum Action {
-    /// Get a connection to the backend in `slot` (at `addr`) for the current attempt, then report
-    /// [`Exchange::on_connected`] or [`Exchange::on_connect_failed`].
+    /// Get a connection to `backend` (its `slot`, at its `config.addr`) for the current attempt, then
+    /// report [`Exchange::on_connected`] or [`Exchange::on_connect_failed`]. The handle, not a copy of
+    /// its slot and address, keeps every action small: [`Actions`] are returned by value several times
+    /// per request, and a 32-byte address in each of three slots made them a memcpy call every time.
     Connect {
-        slot: usize,
-        addr: SocketAddr,
+        backend: Arc<Backend>,
         pooled: Pooled,
     },
     /// The current backend connection is done with: keep it for another request if `reuse`, else close.
@@ -50,18 +52,25 @@ pub enum Action {
     Enqueue { pool: usize },
 }
 
-/// The actions one event produced, in order (never more than three).
+/// The actions one event produced, in order (never more than three). Also its own iterator: the
+/// driver takes them from the front, and whatever an early return leaves is dropped with it (three
+/// tag checks, where a `Flatten` over an array iterator had ranges to drop).
 #[must_use]
 #[derive(Debug, Default)]
 pub struct Actions {
     list: [Option<Action>; 3],
-    len: usize,
+    len: u8,
+    /// The next one to hand out.
+    next: u8,
 }
 
 impl Actions {
     pub(super) fn push(&mut self, action: Action) {
-        debug_assert!(self.len < self.list.len(), "more actions than expected");
-        if let Some(slot) = self.list.get_mut(self.len) {
+        debug_assert!(
+            usize::from(self.len) < self.list.len(),
+            "more actions than expected"
+        );
+        if let Some(slot) = self.list.get_mut(usize::from(self.len)) {
             *slot = Some(action);
             self.len += 1;
         }
@@ -72,12 +81,13 @@ impl Actions {
     }
 }
 
-impl IntoIterator for Actions {
+impl Iterator for Actions {
     type Item = Action;
-    type IntoIter = std::iter::Flatten<std::array::IntoIter<Option<Action>, 3>>;
 
-    fn into_iter(self) -> Self::IntoIter {
-        self.list.into_iter().flatten()
+    fn next(&mut self) -> Option<Action> {
+        let action = self.list.get_mut(usize::from(self.next))?.take();
+        self.next += 1;
+        action
     }
 }
 

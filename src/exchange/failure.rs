@@ -5,6 +5,7 @@
 use super::*;
 use crate::balance::Outcome;
 use policy::{Attempted, Failure, Retry};
+use std::sync::Arc;
 
 impl Exchange {
     /// Connecting to the backend failed (`timed_out`: `[timeouts] connect` passed).
@@ -148,7 +149,7 @@ impl Exchange {
             // Not the backend's failure: the request is counted again on the new connection.
             f.attempt.inflight = backend.clone().start();
             actions.push(Action::ReleaseBackend { reuse: false });
-            self.new_attempt(&backend, Pooled::Never, now, actions);
+            self.new_attempt(backend, Pooled::Never, now, actions);
             return;
         }
         f.attempt.inflight.finish(Outcome::Failure, reason);
@@ -173,7 +174,7 @@ impl Exchange {
             f.attempt.inflight = started;
             actions.push(Action::ReleaseBackend { reuse: false });
             let pooled = super::start::pooled(&f.request);
-            self.new_attempt(&next, pooled, now, actions);
+            self.new_attempt(next, pooled, now, actions);
             return;
         }
         let connecting = matches!(failure, Failure::Connect | Failure::ConnectTimeout);
@@ -212,12 +213,12 @@ impl Exchange {
     /// Starts another attempt of the current request on `backend` (already counted in flight).
     fn new_attempt(
         &mut self,
-        backend: &Backend,
+        backend: Arc<Backend>,
         pooled: Pooled,
         now: Instant,
         actions: &mut Actions,
     ) {
-        if !self.rewrite_request_head(backend) {
+        if !self.rewrite_request_head(&backend) {
             self.close(Close::Abort, actions);
             return;
         }
@@ -229,10 +230,6 @@ impl Exchange {
         f.attempt.backend_eof = false;
         f.upload = Outbox::new(f.upload.relay);
         f.stage = Stage::Connecting { since: now };
-        actions.push(Action::Connect {
-            slot: backend.slot,
-            addr: backend.config.addr,
-            pooled,
-        });
+        actions.push(Action::Connect { backend, pooled });
     }
 }

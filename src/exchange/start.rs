@@ -163,7 +163,6 @@ impl Exchange {
             Framing::Chunked => Relay::Chunked(ChunkedDecoder::new(true)),
         };
         let pooled = pooled(&request);
-        let (slot, addr) = (backend.slot, backend.config.addr);
         self.phase = Phase::Serving(boxed(Flight {
             started: now,
             line,
@@ -187,7 +186,7 @@ impl Exchange {
             response_bytes: 0,
             final_head: FinalHead::NotYet,
         }));
-        actions.push(Action::Connect { slot, addr, pooled });
+        actions.push(Action::Connect { backend, pooled });
         fault::inject(line.target(), fault::Stage::Request);
     }
 

@@ -158,8 +158,8 @@ impl Run {
         self.actions
             .drain(..)
             .map(|a| match a {
-                Action::Connect { slot, pooled, .. } => {
-                    format!("connect {slot} {pooled:?}").to_lowercase()
+                Action::Connect { backend, pooled } => {
+                    format!("connect {} {pooled:?}", backend.slot).to_lowercase()
                 }
                 Action::ReleaseBackend { reuse: true } => "release reuse".into(),
                 Action::ReleaseBackend { reuse: false } => "release close".into(),

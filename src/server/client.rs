@@ -416,8 +416,8 @@ impl Conn {
     fn apply(&mut self, actions: Actions, sh: &mut Shared, now: Instant) -> Result<(), Close> {
         for action in actions {
             match action {
-                Action::Connect { slot, addr, pooled } => {
-                    self.connect(slot, addr, pooled, sh, now)?
+                Action::Connect { backend, pooled } => {
+                    self.connect(backend.slot, backend.config.addr, pooled, sh, now)?
                 }
                 Action::ReleaseBackend { reuse } => self.release_backend(reuse, sh),
                 Action::ShutdownBackend => {

@@ -327,7 +327,9 @@ impl Conn<'_> {
     pub(super) fn apply(&mut self, actions: Actions) -> Result<(), Close> {
         for action in actions {
             match action {
-                Action::Connect { slot, addr, pooled } => self.connect(slot, addr, pooled)?,
+                Action::Connect { backend, pooled } => {
+                    self.connect(backend.slot, backend.config.addr, pooled)?
+                }
                 Action::ReleaseBackend { reuse } => self.release_backend(reuse),
                 Action::ShutdownBackend => {
                     if let Some((side, _)) = self.backend.as_mut() {

@@ -550,3 +550,36 @@ fn access_lines_come_in_the_configured_format() {
         wait_until("the access line", || needles.iter().all(|n| lb.logged(n)));
     }
 }
+
+/// A request's flight record is reused by the next one on the thread: the second request's access line
+/// shows its own line and fields, not what the first one left (a longer target, a Referer it lacks),
+/// also when its head is consumed before its body is relayed.
+#[test]
+fn an_access_line_shows_nothing_of_the_previous_request() {
+    let backend = Backend::named("ok");
+    let lb = LbProcess::start(&format!(
+        "listen = \"127.0.0.1:0\"\naccess_log_format = \"json\"\n[health_check]\ninterval = \"1h\"\n{}",
+        backends_toml(&[backend.addr])
+    ));
+    let mut client = Client::connect(lb.addr);
+    client.send(
+        b"GET /a/much/longer/first/target?x=1 HTTP/1.1\r\nHost: h\r\nUser-Agent: first-agent/1.0\r\nReferer: https://ref.example/first\r\n\r\n",
+    );
+    assert_eq!(client.response(false).status, 200);
+    client
+        .send(b"POST /p HTTP/1.1\r\nHost: h\r\nUser-Agent: ua2\r\nContent-Length: 5\r\n\r\nhello");
+    assert_eq!(client.response(false).status, 200);
+    let needles = [
+        "\"method\":\"POST\"",
+        "\"referer\":null",
+        "\"target\":\"/p\"",
+        "\"user_agent\":\"ua2\"",
+    ];
+    wait_until("the second access line", || {
+        lb.log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| needles.iter().all(|n| l.contains(n)))
+    });
+}

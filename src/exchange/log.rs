@@ -26,15 +26,22 @@ impl RequestLine {
             method_len: 0,
             target: [0; 96],
             target_len: 0,
-            truncated: method.len() > 16 || target.len() > 96,
+            truncated: false,
         };
-        let m = method.len().min(16);
-        line.method[..m].copy_from_slice(&method[..m]);
-        line.method_len = m as u8;
-        let t = target.len().min(96);
-        line.target[..t].copy_from_slice(&target[..t]);
-        line.target_len = t as u8;
+        line.set(method, target);
         line
+    }
+
+    /// Keeps `method` and `target` in place of what was kept (a recycled request's line is written
+    /// over, not rebuilt and copied; bytes past the lengths are never read).
+    pub fn set(&mut self, method: &[u8], target: &[u8]) {
+        self.truncated = method.len() > 16 || target.len() > 96;
+        let m = method.len().min(16);
+        self.method[..m].copy_from_slice(&method[..m]);
+        self.method_len = m as u8;
+        let t = target.len().min(96);
+        self.target[..t].copy_from_slice(&target[..t]);
+        self.target_len = t as u8;
     }
 
     /// The request target as kept (at most 96 bytes).
@@ -62,10 +69,20 @@ impl Kept {
 
     pub fn new(value: &[u8]) -> Kept {
         let mut kept = Kept::EMPTY;
-        let n = value.len().min(128);
-        kept.bytes[..n].copy_from_slice(&value[..n]);
-        kept.len = n as u8;
+        kept.set(value);
         kept
+    }
+
+    /// Keeps `value` in place of what was kept (bytes past the length are never read).
+    pub fn set(&mut self, value: &[u8]) {
+        let n = value.len().min(128);
+        self.bytes[..n].copy_from_slice(&value[..n]);
+        self.len = n as u8;
+    }
+
+    /// Keeps nothing.
+    pub fn clear(&mut self) {
+        self.len = 0;
     }
 
     pub fn get(&self) -> &[u8] {

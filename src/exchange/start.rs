@@ -101,8 +101,11 @@ impl Exchange {
         now: Instant,
         actions: &mut Actions,
     ) {
-        let buf = self.client_in.data();
-        let line = RequestLine::new(head.method(buf), head.target.get(buf));
+        // The request line for a log line, made only when one is written.
+        let line = |this: &Self| {
+            let buf = this.client_in.data();
+            RequestLine::new(head.method(buf), head.target.get(buf))
+        };
         let inflight = match ctx.pick(routed.pool, self.client.ip(), Tried::default(), sticky) {
             Pick::Started(inflight) => inflight,
             Pick::Full => {
@@ -112,7 +115,7 @@ impl Exchange {
                 }
                 match ctx.enqueue(routed.pool) {
                     Some(spot) => {
-                        ::log::debug!("conn {}: \"{line}\" queued", self.id);
+                        ::log::debug!("conn {}: \"{}\" queued", self.id, line(self));
                         self.phase = Phase::Queued(Box::new(Waiting {
                             since: now,
                             _spot: spot,
@@ -120,34 +123,33 @@ impl Exchange {
                         actions.push(Action::Enqueue { pool: routed.pool });
                     }
                     None => {
-                        ::log::warn!("{} \"{line}\": queue full -> 503", self.client);
+                        ::log::warn!("{} \"{}\": queue full -> 503", self.client, line(self));
                         self.respond(ErrorResponse::ServiceUnavailable, ctx, now, actions);
                     }
                 }
                 return;
             }
             Pick::None => {
-                ::log::warn!("{} \"{line}\": no backend available -> 503", self.client);
+                ::log::warn!(
+                    "{} \"{}\": no backend available -> 503",
+                    self.client,
+                    line(self)
+                );
                 self.respond(ErrorResponse::ServiceUnavailable, ctx, now, actions);
                 return;
             }
         };
-        let (referer, user_agent) = logged_fields(ctx.config(), head, buf);
         let backend = inflight.backend().clone();
         if !self.write_request_head(head, &backend, routed.strip) {
             ::log::info!(
-                "{} \"{line}\": rewritten head too large -> 431",
-                self.client
+                "{} \"{}\": rewritten head too large -> 431",
+                self.client,
+                line(self)
             );
             self.respond(ErrorResponse::HeadTooLarge, ctx, now, actions);
             return;
         }
-        let head_kept = if head.has_body() {
-            self.client_in.consume(head.head_len);
-            0
-        } else {
-            head.head_len
-        };
+        let head_kept = if head.has_body() { 0 } else { head.head_len };
         let request = RequestFacts {
             version: head.version,
             keep_alive: head.keep_alive,
@@ -163,31 +165,28 @@ impl Exchange {
             Framing::Chunked => Relay::Chunked(ChunkedDecoder::new(true)),
         };
         let pooled = pooled(&request);
-        self.phase = Phase::Serving(boxed(Flight {
+        let takeoff = Takeoff {
             started: now,
-            line,
             routed,
             sticky,
-            referer,
-            user_agent,
             request,
-            upload: Outbox::new(relay),
+            relay,
             head_kept,
-            attempt: Attempt {
-                inflight,
-                number: 1,
-                tried: Tried::default(),
-                reused: false,
-                response_started: false,
-                backend_eof: false,
-            },
-            stage: Stage::Connecting { since: now },
-            status: 0,
-            response_bytes: 0,
-            final_head: FinalHead::NotYet,
-        }));
+            inflight,
+        };
+        let buf = self.client_in.data();
+        let mut flight = Flight::boxed(takeoff);
+        flight.line.set(head.method(buf), head.target.get(buf));
+        logged_fields(ctx.config(), head, buf, &mut flight);
+        if head.has_body() {
+            // The body follows the head; the line and logged fields were kept above.
+            self.client_in.consume(head.head_len);
+        }
+        self.phase = Phase::Serving(flight);
         actions.push(Action::Connect { backend, pooled });
-        fault::inject(line.target(), fault::Stage::Request);
+        if let Phase::Serving(flight) = &self.phase {
+            fault::inject(flight.line.target(), fault::Stage::Request);
+        }
     }
 
     /// Writes the head `backend` receives into `to_backend`, without the first `strip` bytes of its
@@ -345,25 +344,25 @@ impl Exchange {
     }
 }
 
-/// The request's `Referer` and `User-Agent` (the first of each), kept for the access log; nothing when
-/// the log is off.
-fn logged_fields(config: &Config, head: &RequestHead, buf: &[u8]) -> (log::Kept, log::Kept) {
-    let (mut referer, mut user_agent) = (None, None);
+/// Keeps the request's `Referer` and `User-Agent` (the first of each) in `flight` for the access log;
+/// nothing when the log is off.
+fn logged_fields(config: &Config, head: &RequestHead, buf: &[u8], flight: &mut Flight) {
+    flight.referer.clear();
+    flight.user_agent.clear();
     if config.access_log {
         // One pass over the fields for both, the first of each.
+        let (mut referer, mut user_agent) = (false, false);
         for h in head.headers.iter(buf) {
             let name = h.name.get(buf);
-            if referer.is_none() && name.eq_ignore_ascii_case(b"referer") {
-                referer = Some(log::Kept::new(h.value.get(buf)));
-            } else if user_agent.is_none() && name.eq_ignore_ascii_case(b"user-agent") {
-                user_agent = Some(log::Kept::new(h.value.get(buf)));
+            if !referer && name.eq_ignore_ascii_case(b"referer") {
+                flight.referer.set(h.value.get(buf));
+                referer = true;
+            } else if !user_agent && name.eq_ignore_ascii_case(b"user-agent") {
+                flight.user_agent.set(h.value.get(buf));
+                user_agent = true;
             }
         }
     }
-    (
-        referer.unwrap_or(log::Kept::EMPTY),
-        user_agent.unwrap_or(log::Kept::EMPTY),
-    )
 }
 
 /// The backend id in the request's sticky cookie, when the pool keeps clients by one.

@@ -430,14 +430,7 @@ fn write_forwarded_for(w: &mut HeadWriter<'_>, buf: &[u8], head: &RequestHead, c
     }
     match client_ip {
         // The common case, without core::fmt (a thousand instructions per request otherwise).
-        IpAddr::V4(v4) => {
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    w.put(b".");
-                }
-                w.put_u64(u64::from(octet));
-            }
-        }
+        IpAddr::V4(v4) => w.put_ipv4(v4),
         IpAddr::V6(v6) => {
             let mut ip_text = [0u8; 64];
             let mut cursor = &mut ip_text[..];

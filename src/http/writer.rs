@@ -105,6 +105,30 @@ impl<'a> HeadWriter<'a> {
         }
     }
 
+    /// An IPv4 address in dotted decimal, as `Ipv4Addr`'s `Display` writes it: built on the stack and
+    /// put in one piece (seven pieces one by one were most of a proxied request's X-Forwarded-For).
+    pub fn put_ipv4(&mut self, ip: std::net::Ipv4Addr) {
+        let mut text = [0u8; 15];
+        let mut len = 0;
+        for (i, octet) in ip.octets().into_iter().enumerate() {
+            if i > 0 {
+                text[len] = b'.';
+                len += 1;
+            }
+            if octet >= 100 {
+                text[len] = b'0' + octet / 100;
+                len += 1;
+            }
+            if octet >= 10 {
+                text[len] = b'0' + octet / 10 % 10;
+                len += 1;
+            }
+            text[len] = b'0' + octet % 10;
+            len += 1;
+        }
+        self.put(&text[..len]);
+    }
+
     pub fn header(&mut self, name: &[u8], value: &[u8]) {
         self.put(name);
         self.put(b": ");
@@ -207,6 +231,28 @@ mod tests {
             let len = w.finish().unwrap();
             assert_eq!(&out[..len], n.to_string().as_bytes());
         }
+    }
+
+    /// Every octet value in every position, against `Display`.
+    #[test]
+    fn an_ipv4_address_is_written_as_display_writes_it() {
+        for position in 0..4 {
+            for value in 0..=255u8 {
+                let mut octets = [1, 20, 255, 0];
+                octets[position] = value;
+                let ip = std::net::Ipv4Addr::from(octets);
+                let mut out = [0u8; 32];
+                let mut w = HeadWriter::new(&mut out);
+                w.put_ipv4(ip);
+                let n = w.finish().unwrap();
+                assert_eq!(&out[..n], ip.to_string().as_bytes());
+            }
+        }
+        // Too little room: an overflow, as for any piece.
+        let mut out = [0u8; 14];
+        let mut w = HeadWriter::new(&mut out);
+        w.put_ipv4(std::net::Ipv4Addr::new(255, 255, 255, 255));
+        assert_eq!(w.finish(), None);
     }
 
     #[test]

@@ -583,3 +583,26 @@ fn an_access_line_shows_nothing_of_the_previous_request() {
             .any(|l| needles.iter().all(|n| l.contains(n)))
     });
 }
+
+/// lb's own answer to a request it read (a backend refused, 502) shows that request, its fields and
+/// the backend tried; one to bytes that never made a request (400) shows `-`.
+#[test]
+fn an_own_error_answer_logs_the_request_it_answers() {
+    let refused = closed_port();
+    for engine in ["event_loop", "threaded"] {
+        let lb = LbProcess::start(&format!(
+            "listen = \"127.0.0.1:0\"\nengine = \"{engine}\"\nretries = 0\n[health_check]\ninterval = \"1h\"\n{}",
+            backends_toml(&[refused])
+        ));
+        let r = request(
+            lb.addr,
+            "GET /gone?q=1 HTTP/1.1\r\nHost: h\r\nUser-Agent: ua-502\r\n\r\n",
+        );
+        assert_eq!(r.status, 502);
+        assert_eq!(request(lb.addr, "GET / HTTP/1.1\r\n\r\n").status, 400);
+        wait_until("both access lines", || {
+            lb.logged("\"GET /gone?q=1 HTTP/1.1\" 502 ") && lb.logged("] \"-\" 400 ")
+        });
+        assert!(lb.logged("\"ua-502\""), "{}", lb.log_text());
+    }
+}

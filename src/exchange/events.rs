@@ -303,9 +303,19 @@ impl Exchange {
         now: Instant,
         actions: &mut Actions,
     ) {
+        let (status, bytes) = (response.status(), response.bytes().len() as u64);
+        // Answering a request being served (a backend failed, a body was malformed): the line shows
+        // that request, its fields and the backend tried, as nginx's would.
+        match &self.phase {
+            Phase::Serving(f) => {
+                let took = now.saturating_duration_since(f.started);
+                log::access(ctx.config(), &f.access(self.client, status, bytes, took));
+            }
+            _ => log::access(ctx.config(), &log::Access::own(self.client, status, bytes)),
+        }
         self.abandon_for_own_response(actions);
         self.to_client.append(response.bytes());
-        self.own_response_queued(response.status(), response.bytes().len(), ctx, now);
+        self.own_response_queued(ctx, now);
     }
 
     /// Drops what the current request had going (its backend connection, a response not yet begun)
@@ -325,19 +335,9 @@ impl Exchange {
         }
     }
 
-    /// A response of ours (`bytes` long) is queued: counted, logged, and the connection closes after it.
-    fn own_response_queued(
-        &mut self,
-        status: u16,
-        bytes: usize,
-        ctx: &mut impl Context,
-        now: Instant,
-    ) {
+    /// A response of ours is queued (and logged): counted, and the connection closes after it.
+    fn own_response_queued(&mut self, ctx: &mut impl Context, now: Instant) {
         ctx.count_request();
-        log::access(
-            ctx.config(),
-            &log::Access::own(self.client, status, bytes as u64),
-        );
         self.phase = Phase::Closing {
             since: now,
             shut: false,
@@ -372,6 +372,10 @@ impl Exchange {
             return;
         }
         let bytes = self.to_client.len();
-        self.own_response_queued(308, bytes, ctx, now);
+        log::access(
+            ctx.config(),
+            &log::Access::own(self.client, 308, bytes as u64),
+        );
+        self.own_response_queued(ctx, now);
     }
 }

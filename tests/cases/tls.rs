@@ -294,6 +294,11 @@ fn backends_over_tls_with_a_private_ca() {
     for _ in 0..3 {
         let r = get(lb.addr, "/");
         assert_eq!((r.status, r.text().as_str()), (200, "tls backend saw test"));
+        // The client may have the whole response before the engine has pooled the connection (the
+        // threaded engine pools after its last write): the next request waits for the pool.
+        wait_until("the backend connection to be pooled", || {
+            lb.snapshot().pooled_connections >= 1
+        });
     }
     // Each worker keeps its own pool.
     assert!(

@@ -40,17 +40,35 @@ impl BufferPool {
         }
     }
 
+    // `take` and `give` run four times each per proxied request: inlined into the pool's access (the
+    // thread-local lookup and borrow), with the allocation kept out of line, each is a few loads and
+    // stores instead of a further call (take's lookup is then inlined into `make_room` as well).
+    #[inline(always)]
     fn take(&mut self, large: bool) -> Box<[u8]> {
         self.in_use += 1;
-        let (free, size) = if large {
-            (&mut self.free_large, self.large_size)
+        let free = if large {
+            &mut self.free_large
         } else {
-            (&mut self.free_small, self.small_size)
+            &mut self.free_small
         };
-        free.pop()
-            .unwrap_or_else(|| vec![0u8; size].into_boxed_slice())
+        match free.pop() {
+            Some(block) => block,
+            None => self.allocate(large),
+        }
     }
 
+    #[cold]
+    #[inline(never)]
+    fn allocate(&self, large: bool) -> Box<[u8]> {
+        let size = if large {
+            self.large_size
+        } else {
+            self.small_size
+        };
+        vec![0u8; size].into_boxed_slice()
+    }
+
+    #[inline(always)]
     fn give(&mut self, block: Box<[u8]>) {
         self.in_use = self.in_use.saturating_sub(1);
         let free = if block.len() == self.large_size {
@@ -73,6 +91,7 @@ thread_local! {
     static CAPACITY: Cell<usize> = const { Cell::new(LARGE_BLOCK) };
 }
 
+#[inline(always)]
 fn with_pool<T>(f: impl FnOnce(&mut BufferPool) -> T) -> T {
     POOL.with(|pool| f(&mut pool.borrow_mut()))
 }

@@ -368,8 +368,7 @@ pub fn write_request_head(
         Framing::Empty | Framing::UntilClose => {}
         Framing::Length(n) => {
             w.put(b"Content-Length: ");
-            w.put_u64(n);
-            w.put(b"\r\n");
+            w.put_u64_then(n, b"\r\n");
         }
         Framing::Chunked => w.put(b"Transfer-Encoding: chunked\r\n"),
     }

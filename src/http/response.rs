@@ -243,8 +243,7 @@ pub fn write_response_head_with(
     );
     let mut w = HeadWriter::with_source(out, buf);
     w.put(b"HTTP/1.1 ");
-    w.put_u64(u64::from(head.status));
-    w.put(b" ");
+    w.put_u64_then(u64::from(head.status), b" ");
     w.put(head.reason.get(buf));
     w.put(b"\r\n");
     for h in head.headers.iter(buf) {
@@ -278,8 +277,7 @@ pub fn write_response_head_with(
         match plan.body {
             ClientBody::Length(n) => {
                 w.put(b"Content-Length: ");
-                w.put_u64(n);
-                w.put(b"\r\n");
+                w.put_u64_then(n, b"\r\n");
             }
             ClientBody::Empty
             | ClientBody::Chunked

@@ -79,6 +79,8 @@ fn read_n(client: &mut Client, n: usize) -> Vec<u8> {
     let mut filled = 0;
     while filled < n {
         match client.stream.read(&mut got[filled..]) {
+            // A read with a timeout is never restarted after a signal handler (signal(7)).
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Ok(0) | Err(_) => break,
             Ok(k) => filled += k,
         }

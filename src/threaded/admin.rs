@@ -81,6 +81,8 @@ fn serve_admin(state: &State, mut stream: TcpStream) {
             Served::Partial => {}
         }
         match stream.read(&mut chunk) {
+            // A signal (SIGHUP) landing on this thread: a read with a timeout is never restarted.
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Ok(0) | Err(_) => return,
             Ok(n) => input.extend_from_slice(&chunk[..n]),
         }

@@ -479,7 +479,12 @@ fn read_proxy_header(stream: &TcpStream, deadline: Instant) -> io::Result<Option
         }
         stream.set_read_timeout(Some(left))?;
         let mut byte = [0u8];
-        if (&*stream).read(&mut byte)? == 0 {
+        let read = match (&*stream).read(&mut byte) {
+            // A signal landing on this thread: a read with a timeout is never restarted.
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => other?,
+        };
+        if read == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 "closed before its PROXY header",

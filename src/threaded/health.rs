@@ -86,6 +86,8 @@ fn probe(backend: &BackendConfig, request: &[u8]) -> ProbeResult {
             return ProbeResult::TimedOut;
         }
         match transport.read(&mut received[len..]) {
+            // A signal landing on this thread: a read with a timeout is never restarted.
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Ok(0) => {
                 return probe_verdict(&received[..len]).unwrap_or(ProbeResult::ConnectionError);
             }

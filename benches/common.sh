@@ -30,6 +30,22 @@ ensure_tools() {
 
 # haproxy_cfg THREADS MAXCONN PORT BACKEND1 BACKEND2 [TLS_PORT PEM SUITES]: HAProxy keeping connections
 # to both backends (http-reuse always), round robin; with TLS_PORT, an HTTPS frontend too.
+# lb_cfg PORT B1 B2: an lb configuration in front of two fast backends, no access log, probes an hour
+# apart (they would show in the figures otherwise).
+lb_cfg() {
+    cat <<EOF
+listen = "127.0.0.1:$1"
+access_log = false
+log_level = "warn"
+[health_check]
+interval = "1h"
+[[backends]]
+url = "http://127.0.0.1:$2"
+[[backends]]
+url = "http://127.0.0.1:$3"
+EOF
+}
+
 haproxy_cfg() {
     local threads=$1 maxconn=$2 port=$3 b1=$4 b2=$5 tls_port=${6:-} pem=${7:-} suites=${8:-}
     echo "global"

@@ -23,17 +23,7 @@ KEEP=${KEEP:-}
 B1=19401 B2=19402 PORT=19481
 "$target/release/examples/fast_backend" $B1 $B2 >/dev/null 2>&1 &
 pids+=($!)
-cat >"$work/lb.toml" <<EOF
-listen = "127.0.0.1:$PORT"
-access_log = false
-log_level = "warn"
-[health_check]
-interval = "1h"
-[[backends]]
-url = "http://127.0.0.1:$B1"
-[[backends]]
-url = "http://127.0.0.1:$B2"
-EOF
+lb_cfg $PORT $B1 $B2 >"$work/lb.toml"
 
 browser=(
     -H "User-Agent: Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"

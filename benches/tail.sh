@@ -24,26 +24,13 @@ B1=19301 B2=19302 P_LB=19381 P_BASE=19382 P_HAPROXY=19383
 target/release/examples/fast_backend $B1 $B2 >/dev/null 2>&1 &
 pids+=($!)
 
-lb_config() {
-    cat <<EOF
-listen = "127.0.0.1:$1"
-access_log = false
-log_level = "warn"
-[health_check]
-interval = "1h"
-[[backends]]
-url = "http://127.0.0.1:$B1"
-[[backends]]
-url = "http://127.0.0.1:$B2"
-EOF
-}
-lb_config $P_LB >"$work/lb.toml"
+lb_cfg $P_LB $B1 $B2 >"$work/lb.toml"
 target/release/lb "$work/lb.toml" 2>/dev/null &
 pids+=($!)
 echo "lb $!" >>"$work/pids"
 proxies="lb:$P_LB haproxy:$P_HAPROXY"
 if [ -n "$LB_BASELINE" ]; then
-    lb_config $P_BASE >"$work/base.toml"
+    lb_cfg $P_BASE $B1 $B2 >"$work/base.toml"
     "$LB_BASELINE" "$work/base.toml" 2>/dev/null &
     pids+=($!)
     echo "baseline $!" >>"$work/pids"

@@ -2,7 +2,7 @@
 //! /etc/resolv.conf), how long it waits for each, and what a `resolve` backend's URL must be.
 
 use super::ConfigError;
-use super::values::positive_duration;
+use super::values::optional_positive_duration;
 use crate::dns::message::{resolv_conf_servers, valid_name};
 use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
@@ -19,12 +19,8 @@ pub const MAX_NAMESERVERS: usize = 8;
 pub(super) struct RawDns {
     #[serde(default)]
     servers: Option<Vec<String>>,
-    #[serde(default, deserialize_with = "optional_timeout")]
+    #[serde(default, deserialize_with = "optional_positive_duration")]
     timeout: Option<Duration>,
-}
-
-fn optional_timeout<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    positive_duration(d).map(Some)
 }
 
 /// How DNS discovery asks.

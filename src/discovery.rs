@@ -68,11 +68,14 @@ impl Discovery {
     /// Takes the nameservers and names of `config` (at start and on reload). Names kept keep their
     /// last addresses; new ones are due at once.
     pub fn configure(&mut self, config: &Config, now: Instant) {
-        if self.resolver.servers() != config.dns.servers.as_slice() {
+        let dns = &config.dns;
+        if self
+            .resolver
+            .set_servers(dns.servers.clone(), dns.timeout, now)
+        {
+            // The sockets are connected to the old servers.
             self.close_sockets();
         }
-        self.resolver
-            .set_servers(config.dns.servers.clone(), config.dns.timeout, now);
         self.resolver.configure(crate::dns::targets(config), now);
     }
 

@@ -88,10 +88,18 @@ impl Backend {
         state: Arc<BackendState>,
         events: Arc<EventLog>,
     ) -> Backend {
+        // Both hash what names the backend across restarts: its URL (and a `resolve` address).
+        let (hash_key, sticky_id) = {
+            let identity = config.sticky_name();
+            (
+                mix64(fnv1a(identity.as_bytes())),
+                crate::sticky::backend_id(&config.pool, &identity),
+            )
+        };
         Backend {
             slot,
-            hash_key: mix64(fnv1a(config.sticky_name().as_bytes())),
-            sticky_id: crate::sticky::backend_id(&config.pool, &config.sticky_name()),
+            hash_key,
+            sticky_id,
             name: config.to_string(),
             config,
             rise,

@@ -99,17 +99,24 @@ impl Resolver {
     }
 
     /// Changes the nameservers and their timeout (on reload). Rounds in flight start again with the
-    /// new servers; the last good sets stay.
-    pub fn set_servers(&mut self, servers: Vec<SocketAddr>, timeout: Duration, now: Instant) {
-        if servers != self.servers {
-            for lookup in &mut self.lookups {
-                if lookup.attempt.take().is_some() {
-                    lookup.due = now;
-                }
+    /// new servers; the last good sets stay. True when the servers changed.
+    pub fn set_servers(
+        &mut self,
+        servers: Vec<SocketAddr>,
+        timeout: Duration,
+        now: Instant,
+    ) -> bool {
+        self.timeout = timeout;
+        if servers == self.servers {
+            return false;
+        }
+        for lookup in &mut self.lookups {
+            if lookup.attempt.take().is_some() {
+                lookup.due = now;
             }
         }
         self.servers = servers;
-        self.timeout = timeout;
+        true
     }
 
     /// Sets the names to resolve (at start and on reload): a target kept from before keeps its last

@@ -180,4 +180,4 @@ pub fn resolv_conf_servers(text: &str) -> Vec<SocketAddr> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -3,8 +3,8 @@ use simple_dns::ResourceRecord;
 use simple_dns::rdata::{A, AAAA, CNAME};
 
 /// An answer to `question` (name, type) with `id`, the given records and error code, and TC when
-/// `truncated`.
-fn answer(
+/// `truncated` (the resolver's tests answer with it too).
+pub(crate) fn answer(
     id: u16,
     question: (&str, TYPE),
     rcode: RCODE,
@@ -37,6 +37,17 @@ fn a(ip: [u8; 4]) -> RData<'static> {
     RData::A(A {
         address: u32::from(Ipv4Addr::from(ip)),
     })
+}
+
+/// The record for `ip` in an answer to a query of `record_type`: none when the families differ.
+pub(crate) fn record_of(ip: IpAddr, record_type: TYPE) -> Option<RData<'static>> {
+    match (ip, record_type) {
+        (IpAddr::V4(v4), TYPE::A) => Some(a(v4.octets())),
+        (IpAddr::V6(v6), TYPE::AAAA) => Some(RData::AAAA(AAAA {
+            address: u128::from(v6),
+        })),
+        _ => None,
+    }
 }
 
 fn aaaa(ip: &str) -> RData<'static> {

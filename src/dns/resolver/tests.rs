@@ -1,7 +1,7 @@
 use super::*;
 use crate::dns::message;
-use simple_dns::rdata::{A, AAAA, RData};
-use simple_dns::{CLASS, Packet, PacketFlag, QTYPE, RCODE, ResourceRecord, TYPE};
+use simple_dns::rdata::RData;
+use simple_dns::{Packet, QTYPE, RCODE};
 
 const S1: &str = "127.0.0.1:5301";
 const S2: &str = "127.0.0.1:5302";
@@ -45,31 +45,18 @@ fn resolver(servers: &[&str]) -> Resolver {
 /// `rcode` and TC when `truncated`.
 fn reply(query: &Datagram, answer: &[&str], rcode: RCODE, truncated: bool) -> Vec<u8> {
     let asked = Packet::parse(&query.bytes).expect("our query parses");
-    let question = asked.questions[0].clone();
-    let mut packet = Packet::new_reply(asked.id());
-    *packet.rcode_mut() = rcode;
-    if truncated {
-        packet.set_flags(PacketFlag::TRUNCATION);
-    }
-    for ip in ips(answer) {
-        let rdata = match (ip, question.qtype) {
-            (IpAddr::V4(v4), QTYPE::TYPE(TYPE::A)) => RData::A(A {
-                address: u32::from(v4),
-            }),
-            (IpAddr::V6(v6), QTYPE::TYPE(TYPE::AAAA)) => RData::AAAA(AAAA {
-                address: u128::from(v6),
-            }),
-            _ => continue,
-        };
-        packet.answers.push(ResourceRecord::new(
-            question.qname.clone(),
-            CLASS::IN,
-            30,
-            rdata,
-        ));
-    }
-    packet.questions.push(question);
-    packet.build_bytes_vec().expect("reply encodes")
+    let question = &asked.questions[0];
+    let QTYPE::TYPE(record_type) = question.qtype else {
+        panic!("the resolver asks for a record type");
+    };
+    let name = question.qname.to_string();
+    let records: Vec<(&str, RData<'static>)> = ips(answer)
+        .into_iter()
+        .filter_map(|ip| message::tests::record_of(ip, record_type))
+        .map(|rdata| (name.as_str(), rdata))
+        .collect();
+    let question = (name.as_str(), record_type);
+    message::tests::answer(asked.id(), question, rcode, truncated, &records)
 }
 
 /// Answers every datagram in `sent` from its server with `answer`, and collects the reports.

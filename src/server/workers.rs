@@ -113,17 +113,7 @@ impl Server {
         };
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let admin_listener = match (&config.admin, index) {
-            (Some(admin), 0) => {
-                let mut admin_listener =
-                    crate::listen::bind_nonblocking(admin.listen, "[admin] listen")?;
-                poll.registry().register(
-                    &mut admin_listener,
-                    ADMIN_LISTENER,
-                    Interest::READABLE,
-                )?;
-                crate::admin::warn_if_exposed(admin_listener.local_addr()?, admin.token.as_deref());
-                Some(admin_listener)
-            }
+            (Some(admin), 0) => Some(bind_admin(admin, poll.registry())?),
             _ => None,
         };
         let tls_server = config.tls.as_ref().map(|t| t.server.clone());
@@ -267,6 +257,14 @@ impl Server {
             s.timers.len(),
         );
     }
+}
+
+/// The first worker's admin listener, registered with its loop.
+fn bind_admin(admin: &crate::config::Admin, registry: &Registry) -> io::Result<TcpListener> {
+    let mut listener = crate::listen::bind_nonblocking(admin.listen, "[admin] listen")?;
+    registry.register(&mut listener, ADMIN_LISTENER, Interest::READABLE)?;
+    crate::admin::warn_if_exposed(listener.local_addr()?, admin.token.as_deref());
+    Ok(listener)
 }
 
 /// Hands a reload the first worker worked out to every other worker, and waits (briefly) until each

@@ -83,16 +83,27 @@ fn a_query_round_trips_through_the_codec() {
 
 #[test]
 fn answers_give_their_addresses_or_say_why_not() {
-    let host = "api.internal";
+    for (what, bytes, family, expected) in answer_cases() {
+        assert_eq!(addresses(&bytes, 9, HOST, family), expected, "{what}");
+    }
+}
+
+/// The name the answer cases ask for, with id 9.
+const HOST: &str = "api.internal";
+
+/// (what the case is, the datagram, the family asked for, what `addresses` makes of it)
+type Case = (
+    &'static str,
+    Vec<u8>,
+    Family,
+    Result<Vec<IpAddr>, AnswerError>,
+);
+
+fn answer_cases() -> Vec<Case> {
+    let host = HOST;
     let v4 = (host, TYPE::A);
     let ok = RCODE::NoError;
-    type Case = (
-        &'static str,
-        Vec<u8>,
-        Family,
-        Result<Vec<IpAddr>, AnswerError>,
-    );
-    let cases: Vec<Case> = vec![
+    vec![
         (
             "two A records",
             answer(
@@ -254,10 +265,7 @@ fn answers_give_their_addresses_or_say_why_not() {
             Family::V4,
             Err(AnswerError::Malformed),
         ),
-    ];
-    for (what, bytes, family, expected) in cases {
-        assert_eq!(addresses(&bytes, 9, host, family), expected, "{what}");
-    }
+    ]
 }
 
 #[test]

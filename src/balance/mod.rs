@@ -278,6 +278,11 @@ impl Balancer {
         self.pools.get(pool).map(|p| &p.state)
     }
 
+    /// A place in pool `pool`'s queue, unless `size` requests already wait there.
+    pub fn enqueue(&self, pool: usize, size: usize) -> Option<QueueSpot> {
+        self.pool_state(pool)?.enqueue(size)
+    }
+
     /// Each pool's name and queue length, in configuration order.
     pub fn queues(&self) -> Vec<(String, usize)> {
         self.pools

@@ -28,9 +28,7 @@ impl Context for Fake {
     }
 
     fn enqueue(&mut self, pool: usize) -> Option<crate::balance::QueueSpot> {
-        self.balancer
-            .pool_state(pool)?
-            .enqueue(self.config.queue.size)
+        self.balancer.enqueue(pool, self.config.queue.size)
     }
     fn admit_request(&mut self, _client: IpAddr, _now: Instant) -> bool {
         true

@@ -137,9 +137,7 @@ impl Context for Upstream {
     }
 
     fn enqueue(&mut self, pool: usize) -> Option<crate::balance::QueueSpot> {
-        self.balancer
-            .pool_state(pool)?
-            .enqueue(self.config.queue.size)
+        self.balancer.enqueue(pool, self.config.queue.size)
     }
 
     fn admit_request(&mut self, client: IpAddr, now: Instant) -> bool {

@@ -45,7 +45,7 @@ impl Context for Engine<'_> {
 
     fn enqueue(&mut self, pool: usize) -> Option<crate::balance::QueueSpot> {
         let size = self.config.queue.size;
-        lock(&self.state.balancer).pool_state(pool)?.enqueue(size)
+        lock(&self.state.balancer).enqueue(pool, size)
     }
 
     fn draining(&self) -> bool {

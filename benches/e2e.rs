@@ -7,6 +7,8 @@
 //! `LB_BENCH_ROUNDS=3` for several rounds in alternating order (medians are reported).
 //! `LB_BENCH_BASELINE=/path/to/an/older/lb` runs that binary's engines in the same rounds and reports each
 //! engine's figures as ratios of the baseline's: before/after comparisons on a noisy machine.
+//! The `lb` that `cargo bench` builds has the tests' fault-injection feature unified in; it is never
+//! armed, which leaves a load and a branch per request stage (`fault::inject`).
 
 #[path = "support/fast_backend.rs"]
 mod fast_backend;

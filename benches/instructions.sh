@@ -15,7 +15,10 @@ cd "$(dirname "$0")/.."
 . benches/common.sh
 ensure_tools "valgrind curl" "valgrind curl"
 target=${CARGO_TARGET_DIR:-target}
-cargo build --release --quiet --bin lb --example fast_backend
+# The binary on its own: built together with the examples, it would get their dev-dependency's
+# fault-injection feature (Cargo unifies features within one invocation).
+cargo build --release --quiet --bin lb
+cargo build --release --quiet --example fast_backend
 [ $# -gt 0 ] || set -- "$target/release/lb"
 KEEP=${KEEP:-}
 [ -z "$KEEP" ] || mkdir -p "$KEEP"

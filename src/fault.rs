@@ -2,9 +2,13 @@
 //! network may cause one) costs that connection only, and fault injection that lets the tests prove it.
 //!
 //! Injection exists only with the `fault-injection` feature, which the test builds enable through the
-//! package's dev-dependency on itself; in every other build [`inject`] is an empty inline function. A
-//! request whose target starts with `/__lb_fault/panic-at-<stage>` then panics at that stage, and one
-//! with `/__lb_fault/stall-at-<stage>` stalls its thread there.
+//! package's dev-dependency on itself; in every other build [`inject`] is an empty inline function.
+//! Even with the feature, nothing is injected until the process calls `arm` (the tests' in-process
+//! balancers do; the `lb` binary never does). Cargo unifies features across the targets of one
+//! invocation, so `cargo build --release --all-targets` or `cargo bench` build the binary with the
+//! feature on, and a request must not be able to panic or stall such a binary. Once armed, a request
+//! whose target starts with `/__lb_fault/panic-at-<stage>` panics at that stage, and one with
+//! `/__lb_fault/stall-at-<stage>` stalls its thread there.
 
 use std::any::Any;
 use std::panic::{self, AssertUnwindSafe};
@@ -32,10 +36,22 @@ impl Stage {
 #[cfg(feature = "fault-injection")]
 pub const STALL_FOR: std::time::Duration = std::time::Duration::from_secs(3);
 
-/// Panics if this build injects faults and `target` asks for one at `stage` (or, for
+#[cfg(feature = "fault-injection")]
+static ARMED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Lets requests inject faults into this process from now on.
+#[cfg(feature = "fault-injection")]
+pub fn arm() {
+    ARMED.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Panics if this process was armed and `target` asks for a fault at `stage` (or, for
 /// `/__lb_fault/stall-at-<stage>`, stops the thread for [`STALL_FOR`]).
 #[cfg(feature = "fault-injection")]
 pub fn inject(target: &[u8], stage: Stage) {
+    if !ARMED.load(std::sync::atomic::Ordering::Relaxed) {
+        return;
+    }
     const PREFIX: &[u8] = b"/__lb_fault/panic-at-";
     const STALL: &[u8] = b"/__lb_fault/stall-at-";
     if let Some(rest) = target.strip_prefix(PREFIX)

@@ -606,3 +606,33 @@ fn an_own_error_answer_logs_the_request_it_answers() {
         assert!(lb.logged("\"ua-502\""), "{}", lb.log_text());
     }
 }
+
+/// The test build of the binary has the fault-injection feature (Cargo unifies it in from the
+/// dev-dependency, as it would for `cargo build --all-targets`), but the binary never arms it: the
+/// fault paths are ordinary requests that reach the backend, and the process keeps serving.
+#[test]
+fn the_binary_never_injects_faults() {
+    let backend = Backend::named("ok");
+    let lb = LbProcess::start(&format!(
+        "listen = \"127.0.0.1:0\"\naccess_log = false\n[health_check]\ninterval = \"1h\"\n{}",
+        backends_toml(&[backend.addr])
+    ));
+    let mut client = Client::connect(lb.addr);
+    for path in [
+        "/__lb_fault/panic-at-request",
+        "/__lb_fault/panic-at-response",
+        "/__lb_fault/stall-at-request",
+    ] {
+        let start = std::time::Instant::now();
+        client.send(format!("GET {path} HTTP/1.1\r\nHost: h\r\n\r\n").as_bytes());
+        let r = client.response(false);
+        assert_eq!((r.status, r.text().as_str()), (200, "ok"), "{path}");
+        // A stall would hold the answer for fault::STALL_FOR (3 s).
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(2),
+            "{path}"
+        );
+    }
+    assert_eq!(backend.request_count(), 3);
+    assert!(!lb.logged("panic"), "a fault path panicked the binary");
+}

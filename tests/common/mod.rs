@@ -126,6 +126,8 @@ impl Lb {
 
     pub fn start_text(text: &str) -> Lb {
         init_logging();
+        // Requests to /__lb_fault/ panic or stall only in an armed process.
+        lb::fault::arm();
         let config =
             lb::config::Config::parse(text).unwrap_or_else(|e| panic!("test config: {e}\n{text}"));
         match config.engine {

@@ -196,10 +196,18 @@ impl Conn {
         self.apply(actions, sh, now)
     }
 
+    // The drive loop asks each side several times per request, and most asks find nothing to do:
+    // that answer is inlined, the reading itself is not.
+    #[inline]
     fn read_client(&mut self, sh: &mut Shared, now: Instant) -> Result<bool, Close> {
         if !self.client.ready.readable || !self.exchange.wants_client_input() {
             return Ok(false);
         }
+        self.read_client_now(sh, now)
+    }
+
+    #[inline(never)]
+    fn read_client_now(&mut self, sh: &mut Shared, now: Instant) -> Result<bool, Close> {
         if self.proxy_pending && !self.read_proxy_header(sh, now)? {
             return Ok(false);
         }
@@ -221,7 +229,17 @@ impl Conn {
         Ok(filled.bytes > 0 || filled.eof)
     }
 
+    #[inline]
     fn read_backend(&mut self, sh: &mut Shared, now: Instant) -> Result<bool, Close> {
+        match &self.backend {
+            None => Ok(false),
+            Some(b) if !(b.connecting || b.handshaking || b.end.ready.readable) => Ok(false),
+            Some(_) => self.read_backend_now(sh, now),
+        }
+    }
+
+    #[inline(never)]
+    fn read_backend_now(&mut self, sh: &mut Shared, now: Instant) -> Result<bool, Close> {
         let Some(backend) = self.backend.as_mut() else {
             return Ok(false);
         };

@@ -437,7 +437,11 @@ impl Server {
         let shared = &mut self.shared;
         let result = fault::contain(|| {
             let work = conn.drive(shared, pass, now)?;
-            conn.refresh_deadline(shared);
+            // A read pass is always followed by the connection's write pass in the same batch, before
+            // any timer runs: the deadline is set once, after that.
+            if pass == Pass::Full {
+                conn.refresh_deadline(shared);
+            }
             Ok(work)
         });
         match result {

@@ -187,7 +187,10 @@ impl Conn {
                 break;
             }
         }
-        self.exchange.release_idle_buffers();
+        // The write pass follows in the same batch; an idle connection holds no block after it.
+        if pass == Pass::Full {
+            self.exchange.release_idle_buffers();
+        }
         Ok(work)
     }
 

@@ -429,17 +429,16 @@ fn write_forwarded_for(w: &mut HeadWriter<'_>, buf: &[u8], head: &RequestHead, c
     }
     match client_ip {
         // The common case, without core::fmt (a thousand instructions per request otherwise).
-        IpAddr::V4(v4) => w.put_ipv4(v4),
+        IpAddr::V4(v4) => w.put_ipv4_then(v4, b"\r\n"),
         IpAddr::V6(v6) => {
             let mut ip_text = [0u8; 64];
             let mut cursor = &mut ip_text[..];
             // An IPv6 address always fits in 64 bytes, so this write cannot fail.
-            let _ = write!(cursor, "{v6}");
+            let _ = write!(cursor, "{v6}\r\n");
             let written = 64 - cursor.len();
             w.put(&ip_text[..written]);
         }
     }
-    w.put(b"\r\n");
 }
 
 #[cfg(test)]

@@ -112,7 +112,7 @@ pub fn parse_response_limited(
     Ok(Some(ResponseHead {
         head_len,
         status,
-        reason: reason_span(buf, head_len),
+        reason: phrase_span(buf, response.reason, head_len),
         version,
         headers: HeaderSpans::from_parsed(buf, response.headers, head_len)?,
         framing,
@@ -126,7 +126,19 @@ pub fn parse_response_limited(
     }))
 }
 
-/// The reason phrase of a parsed status line, found in the buffer itself. httparse cannot be asked:
+/// The reason phrase of a parsed status line: the one httparse found when it is a slice of the head,
+/// else looked for in the head by [`reason_span`].
+fn phrase_span(buf: &[u8], parsed: Option<&str>, head_len: usize) -> Span {
+    let span = match parsed.and_then(|reason| Span::within(buf, reason.as_bytes())) {
+        Some(span) if !span.is_empty() => span,
+        _ => reason_span(buf, head_len),
+    };
+    // Every test build checks the two agree, on every head any test parses (the property tests' too).
+    debug_assert_eq!(span, reason_span(buf, head_len));
+    span
+}
+
+/// The reason phrase of a parsed status line, found in the buffer itself. httparse cannot always be asked:
 /// it returns a static `""` for an absent reason and for one holding obs-text (bytes 0x80-0xFF, legal
 /// in a reason phrase), and the phrase is relayed byte for byte. The status line is the first line
 /// that is not empty, `HTTP/1.x NNN` (12 bytes, single spaces: httparse is not configured to accept
@@ -432,6 +444,8 @@ mod tests {
                 String::from_utf8_lossy(raw)
             );
             assert!(head.reason.end as usize <= head.head_len);
+            // httparse's phrase, where it gives one, is the one the head's own bytes hold.
+            assert_eq!(head.reason, reason_span(raw, head.head_len), "{raw:?}");
             let mut out = vec![0u8; 8192];
             let n = write_response_head(raw, &head, None, Version::Http11, &mut out).unwrap();
             let expected = [

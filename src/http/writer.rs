@@ -136,10 +136,12 @@ impl<'a> HeadWriter<'a> {
         self.put(&text[..len + S]);
     }
 
-    /// An IPv4 address in dotted decimal, as `Ipv4Addr`'s `Display` writes it: built on the stack and
-    /// put in one piece (seven pieces one by one were most of a proxied request's X-Forwarded-For).
-    pub fn put_ipv4(&mut self, ip: std::net::Ipv4Addr) {
-        let mut text = [0u8; 15];
+    /// An IPv4 address in dotted decimal, as `Ipv4Addr`'s `Display` writes it, and then `suffix`:
+    /// built on the stack and put in one piece (seven pieces one by one were most of a proxied
+    /// request's X-Forwarded-For).
+    pub fn put_ipv4_then<const S: usize>(&mut self, ip: std::net::Ipv4Addr, suffix: &[u8; S]) {
+        const { assert!(S <= 9, "the address and its suffix fit the 24-byte piece") };
+        let mut text = [0u8; 24];
         let mut len = 0;
         for (i, octet) in ip.octets().into_iter().enumerate() {
             if i > 0 {
@@ -157,7 +159,8 @@ impl<'a> HeadWriter<'a> {
             text[len] = b'0' + octet % 10;
             len += 1;
         }
-        self.put(&text[..len]);
+        text[len..len + S].copy_from_slice(suffix);
+        self.put(&text[..len + S]);
     }
 
     pub fn header(&mut self, name: &[u8], value: &[u8]) {
@@ -269,15 +272,15 @@ mod tests {
                 let ip = std::net::Ipv4Addr::from(octets);
                 let mut out = [0u8; 32];
                 let mut w = HeadWriter::new(&mut out);
-                w.put_ipv4(ip);
+                w.put_ipv4_then(ip, b"\r\n");
                 let n = w.finish().unwrap();
-                assert_eq!(&out[..n], ip.to_string().as_bytes());
+                assert_eq!(&out[..n], format!("{ip}\r\n").as_bytes());
             }
         }
         // Too little room: an overflow, as for any piece.
-        let mut out = [0u8; 14];
+        let mut out = [0u8; 16];
         let mut w = HeadWriter::new(&mut out);
-        w.put_ipv4(std::net::Ipv4Addr::new(255, 255, 255, 255));
+        w.put_ipv4_then(std::net::Ipv4Addr::new(255, 255, 255, 255), b"\r\n");
         assert_eq!(w.finish(), None);
     }
 

@@ -3,17 +3,20 @@
 # noisy machine: each lb binary given (default: this tree's release build) serves 2,000 and then, in a
 # fresh process, 12,000 requests over one keep-alive curl connection to two fast backends; the
 # difference of the two totals over 10,000 is the cost of one request, start-up and shutdown cancelled
-# out. Two requests: curl's minimal head, and a browser-like head of eight fields.
+# out. Two requests: curl's minimal head, and a browser-like head of eight fields. A third row, "wrk64",
+# is the cost under load: wrk -t1 -c64 (wrk's minimal head) for 10 s against lb under callgrind, which
+# slows lb so much that every batch is full, as under real load; its total less that of a run serving
+# only the readiness request, over the requests wrk completed (runs agree within about 1%).
 #
 #   benches/instructions.sh                       # target/release/lb
 #   benches/instructions.sh /tmp/lb-before target/release/lb
-#   KEEP=/tmp/cg benches/instructions.sh          # keeps the 12,000-request profiles for callgrind_annotate
+#   KEEP=/tmp/cg benches/instructions.sh          # keeps the profiles for callgrind_annotate
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # shellcheck source=benches/common.sh
 . benches/common.sh
-ensure_tools "valgrind curl" "valgrind curl"
+ensure_tools "valgrind curl wrk" "valgrind curl wrk"
 target=${CARGO_TARGET_DIR:-target}
 # The binary on its own: built together with the examples, it would get their dev-dependency's
 # fault-injection feature (Cargo unifies features within one invocation).
@@ -49,7 +52,9 @@ total() {
         curl -s -o /dev/null "http://127.0.0.1:$PORT/ready" && break
         sleep 0.1
     done
-    if [ "$kind" = browser ]; then
+    if [ "$kind" = wrk64 ]; then
+        [ "$count" = 0 ] || wrk -t1 -c64 -d10s "http://127.0.0.1:$PORT/" >"$work/wrk.out"
+    elif [ "$kind" = browser ]; then
         curl -s -o /dev/null "${browser[@]}" "http://127.0.0.1:$PORT/static/page/[1-$count]"
     else
         curl -s -o /dev/null "http://127.0.0.1:$PORT/static/page/[1-$count]"
@@ -67,4 +72,8 @@ for lb in "$@"; do
         large=$(total "$lb" "$kind" 12000)
         printf '%-40s %-8s %12d\n' "$lb" "$kind" $(((large - small) / 10000))
     done
+    idle=$(total "$lb" wrk64 0)
+    loaded=$(total "$lb" wrk64 1)
+    served=$(awk '/requests in/ {print $1}' "$work/wrk.out")
+    printf '%-40s %-8s %12d\n' "$lb" wrk64 $(((loaded - idle) / served))
 done

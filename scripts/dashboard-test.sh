@@ -15,7 +15,9 @@ if [ ! -d scripts/dashboard/node_modules/playwright-core ]; then
     (cd scripts/dashboard && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
-cargo build --quiet --bin lb --example backends
+# The test profile: after `cargo test` (as in CI) everything is built already; the dev profile would
+# compile every dependency again.
+cargo build --quiet --profile test --bin lb --example backends
 work=$(mktemp -d)
 cleanup() { kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT

@@ -138,9 +138,9 @@ fn phrase_span(buf: &[u8], parsed: Option<&str>, head_len: usize) -> Span {
     span
 }
 
-/// The reason phrase of a parsed status line, found in the buffer itself. httparse cannot always be asked:
-/// it returns a static `""` for an absent reason and for one holding obs-text (bytes 0x80-0xFF, legal
-/// in a reason phrase), and the phrase is relayed byte for byte. The status line is the first line
+/// The reason phrase of a parsed status line, found in the buffer itself. httparse cannot always be
+/// asked: it returns a static `""` for an absent reason and for one holding obs-text (bytes 0x80-0xFF,
+/// legal in a reason phrase), and the phrase is relayed byte for byte. The status line is the first line
 /// that is not empty, `HTTP/1.x NNN` (12 bytes, single spaces: httparse is not configured to accept
 /// more), then a space and the reason up to CR LF or a bare LF. Without a reason the span is empty.
 fn reason_span(buf: &[u8], head_len: usize) -> Span {

@@ -436,7 +436,8 @@ impl Conn {
     /// Carries out what the exchange asked for. `Err` when the connection is to be closed.
     fn apply(&mut self, actions: Actions, sh: &mut Shared, now: Instant) -> Result<(), Close> {
         if actions.is_empty() {
-            // Most events answer with nothing to do: no iterator to run, and nothing in it to drop.
+            // Many events (bytes sent, most bytes read) answer with nothing: no iterator to run, and
+            // nothing in it to drop.
             std::mem::forget(actions);
             return Ok(());
         }

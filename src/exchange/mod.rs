@@ -538,14 +538,16 @@ impl Exchange {
     /// Gives back the blocks of empty buffers: a connection waiting on a slow backend then holds one
     /// block, not four, and recently used blocks are reused while still in cache.
     pub fn release_idle_buffers(&mut self) {
-        for buf in [
-            &mut self.client_in,
-            &mut self.to_backend,
-            &mut self.backend_in,
-            &mut self.to_client,
-        ] {
-            buf.release_if_empty();
-        }
+        self.release_idle_inputs();
+        self.to_backend.release_if_empty();
+        self.to_client.release_if_empty();
+    }
+
+    /// Gives back the blocks of the two input buffers if empty. Only a write empties an output
+    /// buffer, so after a pass that only reads, these are the blocks there can be to give back.
+    pub fn release_idle_inputs(&mut self) {
+        self.client_in.release_if_empty();
+        self.backend_in.release_if_empty();
     }
 }
 

@@ -82,6 +82,21 @@ fn round_robin_skips_unavailable_and_tried() {
     assert_eq!(pick(&mut b, CLIENT, NONE), None);
 }
 
+/// A reload that shrinks the pool below the round-robin position carries on from that position
+/// wrapped, rather than picking outside the pool or stopping.
+#[test]
+fn round_robin_carries_on_when_a_reload_shrinks_the_pool() {
+    let mut b = balancer(&[1, 1, 1, 1], Algorithm::RoundRobin);
+    assert_eq!(picks(&mut b, 3), [0, 1, 2]);
+    let text = "[[backends]]\nurl = \"http://127.0.0.1:9000\"\n[[backends]]\nurl = \"http://127.0.0.1:9001\"\n";
+    let config = Config::parse(text).unwrap();
+    let pools = pool::single("default", Algorithm::RoundRobin, config.backends.len());
+    let changes = b.reconfigure(&config.backends, &pools, 2, 3);
+    b.retire(&changes.removed);
+    // The position was 3; in a pool of two that is its second member.
+    assert_eq!(picks(&mut b, 4), [1, 0, 1, 0]);
+}
+
 #[test]
 fn smooth_weighted_order() {
     let mut b = balancer(&[5, 1, 1], Algorithm::WeightedRoundRobin);

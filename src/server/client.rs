@@ -5,71 +5,16 @@
 //! did not take are flushed before anything new is written, and a backend session's handshake is part
 //! of connecting (the exchange hears "connected" once it is done, or a failed connect with its reason).
 
+mod end;
 mod proxy_header;
 
 use super::pool::blocked_writing;
 use super::*;
 use crate::exchange::{Action, Actions, Exchange, Pooled};
-use crate::io::{Filled, send};
+use crate::io::send;
 use crate::tls::TlsStream;
 use crate::transport::Transport;
-
-/// One side's socket in the loop.
-struct End {
-    transport: Transport<TcpStream>,
-    token: Token,
-    ready: Readiness,
-}
-
-impl End {
-    fn new(transport: Transport<TcpStream>, token: Token, ready: Readiness) -> End {
-        End {
-            transport,
-            token,
-            ready,
-        }
-    }
-
-    /// Reads into `buf` as far as readiness allows, updating the readiness bits.
-    fn fill(&mut self, buf: &mut crate::buffer::Buffer) -> io::Result<Filled> {
-        let filled = self.transport.fill(buf, self.ready.hup, false)?;
-        if filled.would_block || filled.eof {
-            self.ready.readable = false;
-        }
-        self.ready.read_closed |= filled.eof;
-        Ok(filled)
-    }
-
-    /// Writes the records a TLS session still owes. False when the socket would block (writability is
-    /// then watched).
-    fn flush(&mut self, registry: &Registry) -> io::Result<bool> {
-        if !self.transport.wants_flush() {
-            return Ok(true);
-        }
-        if self.transport.flush_pending()? {
-            return Ok(true);
-        }
-        let stream = self.transport.socket_mut();
-        blocked_writing(registry, stream, self.token, &mut self.ready);
-        Ok(false)
-    }
-}
-
-/// The connection to the backend of the current attempt.
-struct BackendEnd {
-    end: End,
-    slot: usize,
-    /// A non-blocking connect is in progress.
-    connecting: bool,
-    /// Connected; the TLS handshake is in progress.
-    handshaking: bool,
-}
-
-impl BackendEnd {
-    fn ready_for_requests(&self) -> bool {
-        !self.connecting && !self.handshaking
-    }
-}
+use end::{BackendEnd, End};
 
 pub(super) struct Conn {
     /// The slab key (a process cannot hold 2^32 sockets, so it fits).

@@ -7,6 +7,8 @@
 #   ROUNDS=5 SECONDS_PER_RUN=15 CONNS="64 1000" benches/compare.sh
 #   LB_BASELINE=/path/to/older/lb benches/compare.sh   # also that binary's engines, in the same rounds
 #   PLAIN=0 benches/compare.sh          # HTTPS only;  TLS=0: plain HTTP only
+#   FLOOR=1 benches/compare.sh          # also examples/floor_relay.rs: the same system calls per
+#                                       # request and no HTTP work, the floor under every user time
 #
 # Measured per proxy: requests/s and p50/p99 latency (wrk --latency), CPU time of the proxy processes
 # per request (utime+stime from /proc, summed over master and workers, and utime alone), and the memory
@@ -44,7 +46,7 @@ fi
 # The binary on its own: built together with the examples, it would get their dev-dependency's
 # fault-injection feature (Cargo unifies features within one invocation).
 cargo build --release --quiet --bin lb
-cargo build --release --quiet --example fast_backend --example idle_conns
+cargo build --release --quiet --example fast_backend --example idle_conns --example floor_relay
 
 B1=19101 B2=19102
 P_LB=19181 P_LBT=19182 P_HAPROXY=19183 P_NGINX=19184 P_BASE=19185 P_BASET=19186
@@ -56,6 +58,8 @@ openssl req -x509 -new -key "$work/key.pem" -out "$work/cert.pem" -days 30 -subj
 cat "$work/cert.pem" "$work/key.pem" >"$work/haproxy.pem"
 SUITES=TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256
 LB_BASELINE=${LB_BASELINE:-}
+FLOOR=${FLOOR:-0}
+P_FLOOR=19187
 target/release/examples/fast_backend $B1 $B2 >"$work/backends.log" 2>&1 &
 pids+=($!)
 
@@ -98,13 +102,19 @@ start_proxies() {
     pids+=($!)
     echo $! >"$work/haproxy.pid"
 
+    if [ "$FLOOR" = 1 ]; then
+        target/release/examples/floor_relay $P_FLOOR 127.0.0.1:$B1 127.0.0.1:$B2 >"$work/floor.log" 2>&1 &
+        pids+=($!)
+        echo $! >"$work/floor.pid"
+    fi
+
     nginx_conf 1 "$work" "$MAXCONN" $P_NGINX $B1 $B2 $T_NGINX "$work/cert.pem" "$work/key.pem" "$SUITES" >"$work/nginx.conf"
     start_nginx "$work/nginx.conf" "$work"
     sleep 1
 }
 
 stop_proxies() {
-    for name in lb-event_loop lb-threaded base-event_loop base-threaded haproxy; do
+    for name in lb-event_loop lb-threaded base-event_loop base-threaded haproxy floor; do
         [ -f "$work/$name.pid" ] && kill "$(cat "$work/$name.pid")" 2>/dev/null || true
     done
     [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
@@ -130,7 +140,7 @@ cpu_ticks() {
     echo "$u $s"
 }
 rss_kib() { local t=0; for p in $(proxy_pids "$1"); do t=$((t + $(awk '/VmRSS/ {print $2}' "/proc/$p/status"))); done; echo $t; }
-port_of() { case $1 in lb-event_loop) echo $P_LB ;; lb-threaded) echo $P_LBT ;; base-event_loop) echo $P_BASE ;; base-threaded) echo $P_BASET ;; haproxy) echo $P_HAPROXY ;; nginx) echo $P_NGINX ;; esac; }
+port_of() { case $1 in lb-event_loop) echo $P_LB ;; lb-threaded) echo $P_LBT ;; base-event_loop) echo $P_BASE ;; base-threaded) echo $P_BASET ;; haproxy) echo $P_HAPROXY ;; nginx) echo $P_NGINX ;; floor) echo $P_FLOOR ;; esac; }
 HZ=$(getconf CLK_TCK)
 
 tls_port_of() { case $1 in lb-event_loop) echo $T_LB ;; lb-threaded) echo $T_LBT ;; haproxy) echo $T_HAPROXY ;; nginx) echo $T_NGINX ;; esac; }
@@ -176,7 +186,11 @@ idle_cost() {
 
 proxies="lb-event_loop lb-threaded haproxy nginx"
 [ -n "$LB_BASELINE" ] && proxies="$proxies base-event_loop base-threaded"
-for name in $proxies; do
+# The floor relay is measured under load only: it holds a backend connection per client connection,
+# so its idle-connection memory means nothing.
+load_proxies=$proxies
+[ "$FLOOR" = 1 ] && load_proxies="$proxies floor"
+for name in $load_proxies; do
     curl -sf -o /dev/null "http://127.0.0.1:$(port_of "$name")/" || { echo "$name does not answer"; exit 1; }
 done
 
@@ -184,7 +198,7 @@ if [ "$PLAIN" = 1 ]; then
     results="$work/results.tsv"
     : >"$results"
     for round in $(seq "$ROUNDS"); do
-        order=$(round_order "$round" "$proxies")
+        order=$(round_order "$round" "$load_proxies")
         for conns in $CONNS; do
             for name in $order; do
                 line=$(measure "$name" "http://127.0.0.1:$(port_of "$name")/" "$conns" "$SECONDS_PER_RUN")
@@ -214,7 +228,7 @@ if [ "$PLAIN" = 1 ]; then
     for conns in $CONNS; do
         hap_rps=$(median_of "$results" haproxy "$conns" 3)
         hap_cpu=$(median_of "$results" haproxy "$conns" 6)
-        for name in $proxies; do
+        for name in $load_proxies; do
             med() { median_of "$results" "$name" "$conns" "$1"; }
             rps=$(med 3); p50=$(med 4); p99=$(med 5); cpu=$(med 6); user=$(med 7)
             printf '%-14s %6s %12s %10s %10s %12s %12s %10s %10s\n' "$name" "$conns" "$rps" "$p50" "$p99" "$cpu" "$user" \

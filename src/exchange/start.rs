@@ -255,7 +255,9 @@ impl Exchange {
         };
         let latency = now.saturating_duration_since(flight.started);
         ctx.count_request();
-        let backend = flight.attempt.inflight.backend().clone();
+        // Read before the guard is finished, rather than a clone of the handle kept past it: a clone
+        // and its drop were two more atomic read-modify-writes per request.
+        let backend_removed = flight.attempt.inflight.backend().removed();
         flight
             .attempt
             .inflight
@@ -267,7 +269,7 @@ impl Exchange {
             !request_cut && flight.upload.finished(&self.to_backend),
             !self.backend_in.is_empty(),
             flight.attempt.backend_eof,
-        ) && !backend.removed();
+        ) && !backend_removed;
         actions.push(Action::ReleaseBackend { reuse });
         recycle(flight);
         self.backend_in.clear();

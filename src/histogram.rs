@@ -3,6 +3,7 @@
 //! all of them. Percentiles are read from a snapshot, interpolated inside the bucket they fall in (so
 //! they are as exact as the buckets are fine: within a factor of 2.5 at worst, much closer in practice).
 
+use crate::counter::Writer;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -27,23 +28,32 @@ pub struct Counts {
 
 impl Histogram {
     pub fn record(&self, elapsed: Duration) {
+        self.record_as(elapsed, Writer::Any);
+    }
+
+    /// Records one response time; `writer` says whether other threads may record in this histogram
+    /// at the same time (see [`Writer`]).
+    pub fn record_as(&self, elapsed: Duration, writer: Writer) {
         let us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
         let bucket = BOUNDS_MS
             .iter()
             .position(|&ms| us <= ms * 1000)
             .unwrap_or(BUCKETS - 1);
-        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
-        self.sum_us.fetch_add(us, Ordering::Relaxed);
+        writer.add(&self.buckets[bucket], 1);
+        writer.add(&self.sum_us, us);
+    }
+
+    /// Adds this histogram's counts to `total`.
+    pub fn add_to(&self, total: &mut Counts) {
+        total.sum_us += self.sum_us.load(Ordering::Relaxed);
+        for (sum, bucket) in total.buckets.iter_mut().zip(&self.buckets) {
+            *sum += bucket.load(Ordering::Relaxed);
+        }
     }
 
     pub fn counts(&self) -> Counts {
-        let mut counts = Counts {
-            sum_us: self.sum_us.load(Ordering::Relaxed),
-            ..Counts::default()
-        };
-        for (out, bucket) in counts.buckets.iter_mut().zip(&self.buckets) {
-            *out = bucket.load(Ordering::Relaxed);
-        }
+        let mut counts = Counts::default();
+        self.add_to(&mut counts);
         counts
     }
 }

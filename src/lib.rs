@@ -39,6 +39,7 @@ pub mod balance;
 pub mod buffer;
 pub mod config;
 pub mod control;
+pub mod counter;
 pub mod discovery;
 pub mod dns;
 pub mod exchange;

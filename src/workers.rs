@@ -4,6 +4,7 @@
 //! worker writes and any thread reads, so no worker waits on another; each worker's figures sit on
 //! cache lines of their own, so that counting a request never contends with another worker's.
 
+use crate::counter::Writer;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
@@ -97,8 +98,10 @@ impl Process {
         self.clients.load(Ordering::Acquire)
     }
 
+    /// Counts a request answered by `worker`: called on that worker's thread only (its slot's sole
+    /// writer, so no locked instruction is spent).
     pub fn count_request(&self, worker: usize) {
-        self.slot(worker).requests.fetch_add(1, Ordering::Relaxed);
+        Writer::Sole.add(&self.slot(worker).requests, 1);
     }
 
     pub fn count_internal_error(&self, worker: usize) {

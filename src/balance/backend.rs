@@ -6,8 +6,9 @@
 
 use crate::balance::{BackendSnapshot, Outcome, Stats};
 use crate::config::BackendConfig;
+use crate::counter::Writer;
 use crate::health::{Hysteresis, Transition};
-use crate::histogram::Histogram;
+use crate::histogram::{Counts, Histogram};
 use crate::history::{EventLog, HealthEvent};
 use crate::random::{fnv1a, mix64};
 use std::sync::Arc;
@@ -29,31 +30,50 @@ pub(super) struct BackendState {
     removed: AtomicBool,
     /// A packed [`Hysteresis`].
     health: AtomicU64,
+    /// Requests in flight, over all workers: what `max_connections` and the least-loaded algorithms
+    /// read, so it is one count.
     active: AtomicU32,
-    requests: AtomicU64,
+    /// Moving average of response times in microseconds (f64 bits), or `NO_SAMPLE`.
+    latency_ewma_us: AtomicU64,
+    /// The request figures, by writer: the first any thread may write (the threaded engine's, and
+    /// tests'), then one per event-loop worker, written by that worker's thread alone. Readers add
+    /// them up.
+    pub(super) tallies: Box<[Tally]>,
+}
+
+/// One writer's request figures of a backend, on cache lines of its own so that workers counting
+/// their requests never contend.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub(super) struct Tally {
+    pub(super) requests: AtomicU64,
     successes: AtomicU64,
     errors: AtomicU64,
     latency_total_ns: AtomicU64,
-    /// Moving average of response times in microseconds (f64 bits), or `NO_SAMPLE`.
-    latency_ewma_us: AtomicU64,
-    /// Response times of every answered request (successes and 5xx), over all workers.
+    /// Response times of answered requests (successes and 5xx).
     responses: Histogram,
 }
 
 impl BackendState {
-    pub(super) fn new(capacity: u32) -> BackendState {
+    /// The state of a new backend whose figures `workers` event-loop workers count.
+    pub(super) fn new(capacity: u32, workers: usize) -> BackendState {
         BackendState {
             capacity: AtomicU32::new(capacity),
             enabled: AtomicBool::new(true),
             removed: AtomicBool::new(false),
             health: AtomicU64::new(Hysteresis::new().pack()),
             active: AtomicU32::new(0),
-            requests: AtomicU64::new(0),
-            successes: AtomicU64::new(0),
-            errors: AtomicU64::new(0),
-            latency_total_ns: AtomicU64::new(0),
             latency_ewma_us: AtomicU64::new(NO_SAMPLE),
-            responses: Histogram::default(),
+            tallies: (0..=workers).map(|_| Tally::default()).collect(),
+        }
+    }
+
+    /// The tally a request counted with `tally` goes to, and how it is written: tally 0 (and one
+    /// beyond the workers this state was made for) is the shared one.
+    fn tally(&self, tally: u16) -> (&Tally, Writer) {
+        match self.tallies.get(usize::from(tally)) {
+            Some(t) if tally > 0 => (t, Writer::Sole),
+            _ => (&self.tallies[0], Writer::Any),
         }
     }
 }
@@ -144,9 +164,10 @@ impl Backend {
         max == 0 || self.state.active.load(Ordering::Relaxed) < max
     }
 
-    /// Counts a request sent to this backend if it has room under its `max_connections` (checked and
-    /// taken in one step, so that workers together never pass it).
-    pub fn try_start(self: Arc<Self>) -> Option<InFlight> {
+    /// Counts a request sent to this backend, in tally `tally` (see [`BackendState`]), if it has room
+    /// under its `max_connections` (checked and taken in one step, so that workers together never
+    /// pass it).
+    pub fn try_start(self: Arc<Self>, tally: u16) -> Option<InFlight> {
         let max = self.config.max_connections;
         if max > 0 {
             self.state
@@ -158,11 +179,18 @@ impl Backend {
         } else {
             self.state.active.fetch_add(1, Ordering::Relaxed);
         }
-        self.state.requests.fetch_add(1, Ordering::Relaxed);
-        Some(InFlight {
+        Some(self.counted(tally))
+    }
+
+    /// The guard of a request already counted in `active`: counts it in tally `tally`.
+    fn counted(self: Arc<Self>, tally: u16) -> InFlight {
+        let (t, writer) = self.state.tally(tally);
+        writer.add(&t.requests, 1);
+        InFlight {
             backend: self,
             open: true,
-        })
+            tally,
+        }
     }
 
     /// Healthy, enabled and configured: a candidate for new requests.
@@ -190,23 +218,23 @@ impl Backend {
     }
 
     pub fn stats(&self) -> Stats {
-        let s = &self.state;
-        Stats {
-            requests: s.requests.load(Ordering::Relaxed),
-            successes: s.successes.load(Ordering::Relaxed),
-            errors: s.errors.load(Ordering::Relaxed),
-            total_latency: Duration::from_nanos(s.latency_total_ns.load(Ordering::Relaxed)),
+        let mut stats = Stats::default();
+        let mut latency_ns = 0u64;
+        for t in &self.state.tallies {
+            stats.requests += t.requests.load(Ordering::Relaxed);
+            stats.successes += t.successes.load(Ordering::Relaxed);
+            stats.errors += t.errors.load(Ordering::Relaxed);
+            latency_ns = latency_ns.saturating_add(t.latency_total_ns.load(Ordering::Relaxed));
         }
+        stats.total_latency = Duration::from_nanos(latency_ns);
+        stats
     }
 
-    /// Counts a request sent to this backend; the guard (which keeps this handle) records how it ends.
+    /// Counts a request sent to this backend (in the shared tally, without a `max_connections`
+    /// check); the guard (which keeps this handle) records how it ends.
     pub fn start(self: Arc<Self>) -> InFlight {
         self.state.active.fetch_add(1, Ordering::Relaxed);
-        self.state.requests.fetch_add(1, Ordering::Relaxed);
-        InFlight {
-            backend: self,
-            open: true,
-        }
+        self.counted(0)
     }
 
     /// Feeds one health observation (a probe, or real traffic) through the hysteresis, and logs the
@@ -262,30 +290,29 @@ impl Backend {
         });
     }
 
+    /// The moving average takes `latency`. Workers update it with a plain load and store: when two
+    /// update it at the same instant one sample is lost, which an average of many does not notice,
+    /// and no locked instruction is spent per request.
     fn record_latency(&self, latency: Duration) {
-        let s = &self.state;
-        s.latency_total_ns.fetch_add(
-            u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
+        let average = &self.state.latency_ewma_us;
         let sample = latency.as_secs_f64() * 1e6;
-        let _ = s
-            .latency_ewma_us
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
-                let average = match bits {
-                    NO_SAMPLE => sample,
-                    bits => {
-                        let avg = f64::from_bits(bits);
-                        avg + LATENCY_EWMA_ALPHA * (sample - avg)
-                    }
-                };
-                Some(average.to_bits())
-            });
+        let updated = match average.load(Ordering::Relaxed) {
+            NO_SAMPLE => sample,
+            bits => {
+                let avg = f64::from_bits(bits);
+                avg + LATENCY_EWMA_ALPHA * (sample - avg)
+            }
+        };
+        average.store(updated.to_bits(), Ordering::Relaxed);
     }
 
-    /// The response-time histogram's counts.
-    pub fn response_times(&self) -> crate::histogram::Counts {
-        self.state.responses.counts()
+    /// The response-time histogram's counts, over every tally.
+    pub fn response_times(&self) -> Counts {
+        let mut counts = Counts::default();
+        for t in &self.state.tallies {
+            t.responses.add_to(&mut counts);
+        }
+        counts
     }
 
     pub fn snapshot(&self) -> BackendSnapshot {
@@ -317,11 +344,21 @@ impl Backend {
 pub struct InFlight {
     backend: Arc<Backend>,
     open: bool,
+    /// The tally it is counted in (see [`BackendState`]).
+    pub(super) tally: u16,
 }
 
 impl InFlight {
     pub fn backend(&self) -> &Arc<Backend> {
         &self.backend
+    }
+
+    /// The same request counted again on the same backend, in the same tally (a retry on a new
+    /// connection after a pooled one failed: not the backend's failure). The guard it replaces takes
+    /// its count back out when dropped.
+    pub fn again(&self) -> InFlight {
+        self.backend.state.active.fetch_add(1, Ordering::Relaxed);
+        self.backend.clone().counted(self.tally)
     }
 
     /// Records how the request ended. Failures (not 5xx answers) count toward `fall`; `why` names the
@@ -333,19 +370,22 @@ impl InFlight {
         let backend = &self.backend;
         let s = &backend.state;
         s.active.fetch_sub(1, Ordering::Relaxed);
+        let (t, writer) = s.tally(self.tally);
         match outcome {
             Outcome::Success { latency } => {
-                s.successes.fetch_add(1, Ordering::Relaxed);
-                s.responses.record(latency);
+                writer.add(&t.successes, 1);
+                t.responses.record_as(latency, writer);
+                let ns = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
+                writer.add(&t.latency_total_ns, ns);
                 backend.record_latency(latency);
                 backend.observe(true, why);
             }
             Outcome::ErrorResponse { latency } => {
-                s.errors.fetch_add(1, Ordering::Relaxed);
-                s.responses.record(latency);
+                writer.add(&t.errors, 1);
+                t.responses.record_as(latency, writer);
             }
             Outcome::Failure => {
-                s.errors.fetch_add(1, Ordering::Relaxed);
+                writer.add(&t.errors, 1);
                 backend.observe(false, why);
             }
         }
@@ -356,7 +396,8 @@ impl InFlight {
         if std::mem::replace(&mut self.open, false) {
             let s = &self.backend.state;
             s.active.fetch_sub(1, Ordering::Relaxed);
-            s.requests.fetch_sub(1, Ordering::Relaxed);
+            let (t, writer) = s.tally(self.tally);
+            writer.sub(&t.requests, 1);
         }
     }
 }

@@ -156,6 +156,11 @@ pub struct Balancer {
     fall: u32,
     /// The backends' last health transitions.
     events: Arc<crate::history::EventLog>,
+    /// Event-loop workers whose tallies new backends' states get.
+    workers: usize,
+    /// The tally this balancer's requests are counted in: 0, the shared one, or an event-loop
+    /// worker's own, which only that worker's thread writes (see [`Balancer::share`]).
+    tally: u16,
 }
 
 impl Balancer {
@@ -163,12 +168,12 @@ impl Balancer {
     /// `resolve` backends have no address until their first DNS answer (`Balancer::reconfigure`).
     pub fn from_config(config: &Config) -> Balancer {
         let (backends, pools) = crate::dns::expand(&config.backends, &config.pools, |_| &[]);
-        Balancer::with_pools(
+        Balancer::build(
             &backends,
             &pools,
-            config.health_check.rise,
-            config.health_check.fall,
+            (config.health_check.rise, config.health_check.fall),
             Rng::from_time(),
+            config.workers,
         )
     }
 
@@ -190,14 +195,26 @@ impl Balancer {
         pools: &[Pool],
         rise: u32,
         fall: u32,
+        rng: Rng,
+    ) -> Balancer {
+        Balancer::build(configs, pools, (rise, fall), rng, 0)
+    }
+
+    /// `configs` in `pools`, whose backends keep a tally for each of `workers` event-loop workers
+    /// besides the shared one.
+    fn build(
+        configs: &[BackendConfig],
+        pools: &[Pool],
+        (rise, fall): (u32, u32),
         mut rng: Rng,
+        workers: usize,
     ) -> Balancer {
         let events = Arc::new(crate::history::EventLog::default());
         let backends: Vec<Arc<Backend>> = configs
             .iter()
             .enumerate()
             .map(|(slot, c)| {
-                let state = Arc::new(BackendState::new(c.capacity));
+                let state = Arc::new(BackendState::new(c.capacity, workers));
                 Arc::new(Backend::new(
                     slot,
                     c.clone(),
@@ -218,6 +235,8 @@ impl Balancer {
             rise,
             fall,
             events,
+            workers,
+            tally: 0,
         }
     }
 
@@ -268,7 +287,7 @@ impl Balancer {
     /// when it can take the request, else the pool's algorithm's choice.
     pub fn pick(&mut self, pool: usize, client: IpAddr, tried: Tried, prefer: Option<u64>) -> Pick {
         match self.pools.get_mut(pool) {
-            Some(p) => p.pick(client, tried, prefer),
+            Some(p) => p.pick(client, tried, prefer, self.tally),
             None => Pick::None,
         }
     }
@@ -347,7 +366,7 @@ impl Balancer {
                 }
                 _ => {
                     changes.added.push(slot);
-                    Arc::new(BackendState::new(config.capacity))
+                    Arc::new(BackendState::new(config.capacity, self.workers))
                 }
             };
             let backend = Arc::new(Backend::new(
@@ -386,9 +405,10 @@ impl Balancer {
         }
     }
 
-    /// A balancer for another worker of the same process: the same backends (the same live state, so
-    /// in-flight counts, health and statistics are global), with a picker of its own. Each worker's
-    /// round robin starts one backend further along, so that the workers' first picks spread.
+    /// The balancer of event-loop worker `worker`: the same backends (the same live state, so
+    /// in-flight counts, health and statistics are global), with a picker of its own, counting its
+    /// requests in the worker's own tallies. Each worker's round robin starts one backend further
+    /// along, so that the workers' first picks spread. Only the worker's thread may pick with it.
     pub fn share(&self, worker: usize) -> Balancer {
         Balancer {
             backends: self.backends.clone(),
@@ -398,6 +418,9 @@ impl Balancer {
             rise: self.rise,
             fall: self.fall,
             events: self.events.clone(),
+            workers: self.workers,
+            // Tally 0 is the shared one; a worker beyond `workers` counts there too.
+            tally: u16::try_from(worker + 1).unwrap_or(0),
         }
     }
 

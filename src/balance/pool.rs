@@ -127,12 +127,19 @@ pub(super) struct PoolPicker {
 
 impl PoolPicker {
     /// The member whose sticky id is `prefer` when it can take the request, else the algorithm's pick.
-    pub(super) fn pick(&mut self, client: IpAddr, tried: Tried, prefer: Option<u64>) -> Pick {
+    /// The request is counted in tally `tally` of the backend that takes it.
+    pub(super) fn pick(
+        &mut self,
+        client: IpAddr,
+        tried: Tried,
+        prefer: Option<u64>,
+        tally: u16,
+    ) -> Pick {
         if let Some(id) = prefer
             && let Some(sticky) = self.members.iter().find(|b| {
                 b.sticky_id == id && b.available() && b.has_room() && !tried.contains(b.slot)
             })
-            && let Some(started) = sticky.clone().try_start()
+            && let Some(started) = sticky.clone().try_start(tally)
         {
             return Pick::Started(started);
         }
@@ -142,7 +149,7 @@ impl PoolPicker {
             let Some(i) = self.picker.pick(&self.members, client, tried) else {
                 break;
             };
-            if let Some(started) = self.members.get(i).and_then(|b| b.clone().try_start()) {
+            if let Some(started) = self.members.get(i).and_then(|b| b.clone().try_start(tally)) {
                 return Pick::Started(started);
             }
         }

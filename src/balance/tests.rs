@@ -320,6 +320,66 @@ fn stats_add_up_and_failures_take_a_backend_down() {
 }
 
 #[test]
+fn workers_count_in_their_own_tallies_and_the_figures_add_them_up() {
+    let config =
+        Config::parse("workers = 2\n[[backends]]\nurl = \"http://127.0.0.1:9000\"\n").unwrap();
+    let shared = Balancer::from_config(&config);
+    let mut workers = [shared.share(0), shared.share(1)];
+    let ms = Duration::from_millis;
+    // (worker, outcome): each worker's requests, ended on its own balancer's guards.
+    let cases = [
+        (0, Some(Outcome::Success { latency: ms(2) })),
+        (1, Some(Outcome::Success { latency: ms(4) })),
+        (1, Some(Outcome::ErrorResponse { latency: ms(30) })),
+        (0, Some(Outcome::Failure)),
+        // Abandoned: taken back out of the worker's tally it was counted in.
+        (1, None),
+    ];
+    for (worker, outcome) in cases {
+        let Pick::Started(mut inflight) = workers[worker].pick(0, CLIENT, NONE, None) else {
+            panic!("worker {worker} found no backend");
+        };
+        assert_eq!(inflight.tally, worker as u16 + 1);
+        if let Some(outcome) = outcome {
+            inflight.finish(outcome, "test");
+        }
+    }
+    // A retry on a new connection is counted again in the same tally; the guard it replaces is not.
+    let Pick::Started(first) = workers[1].pick(0, CLIENT, NONE, None) else {
+        panic!("no backend");
+    };
+    let mut retry = first.again();
+    drop(first);
+    assert_eq!(retry.tally, 2);
+    retry.finish(Outcome::Success { latency: ms(6) }, "test");
+
+    let only = backend(&shared, 0);
+    let s = only.stats();
+    assert_eq!((s.requests, s.successes, s.errors), (5, 3, 2));
+    assert_eq!(s.total_latency, ms(12));
+    assert_eq!(only.active(), 0);
+    let times = only.response_times();
+    assert_eq!((times.count(), times.sum_us), (4, 42_000));
+    let per_tally: Vec<u64> = only
+        .state
+        .tallies
+        .iter()
+        .map(|t| t.requests.load(std::sync::atomic::Ordering::Relaxed))
+        .collect();
+    assert_eq!(
+        per_tally,
+        [0, 2, 3],
+        "the shared tally, then worker 0's and 1's"
+    );
+    // A balancer not made for workers counts in the shared tally.
+    let mut plain = balancer(&[1], Algorithm::RoundRobin);
+    let Pick::Started(inflight) = plain.pick(0, CLIENT, NONE, None) else {
+        panic!("no backend");
+    };
+    assert_eq!(inflight.tally, 0);
+}
+
+#[test]
 fn reconfigure_keeps_figures_of_kept_backends() {
     let mut b = balancer(&[1, 1, 1], Algorithm::RoundRobin);
     succeed(&b, 1, Duration::from_millis(1));

@@ -147,7 +147,7 @@ impl Exchange {
                 "backend {url}: pooled connection failed ({reason}); retrying on a new connection"
             );
             // Not the backend's failure: the request is counted again on the new connection.
-            f.attempt.inflight = backend.clone().start();
+            f.attempt.inflight = f.attempt.inflight.again();
             actions.push(Action::ReleaseBackend { reuse: false });
             self.new_attempt(backend, Pooled::Never, now, actions);
             return;

@@ -68,15 +68,22 @@ impl Outbox {
     }
 
     /// Steps the relay until payload is ready, the input runs out, or the body is complete.
+    // Asked after every event of a request (five times per bodiless request for its absent body):
+    // the answer for a finished body is inlined, the stepping is not.
+    #[inline]
     pub fn prepare(
         &mut self,
         input: &mut Buffer,
         queued: &mut Buffer,
     ) -> Result<Flow, FramingError> {
         if self.ready == 0 && matches!(self.relay, Relay::Done) {
-            // Asked after every event of a request; a finished (or absent) body has nothing to step.
             return Ok(Flow::Complete);
         }
+        self.step(input, queued)
+    }
+
+    #[inline(never)]
+    fn step(&mut self, input: &mut Buffer, queued: &mut Buffer) -> Result<Flow, FramingError> {
         loop {
             if self.ready > 0 {
                 return Ok(Flow::Ready);

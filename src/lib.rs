@@ -10,7 +10,10 @@
 //! - [`health`]: rise/fall hysteresis, probe request and verdict;
 //! - [`dns`]: DNS discovery — the A/AAAA lookups of `resolve` backends as a state machine without
 //!   I/O, and the backends their answers stand for;
-//! - [`balance`]: backends (configuration plus live state in atomics), the algorithms, reloads;
+//! - [`counter`], [`histogram`]: counters and response-time histograms in atomics, written with a
+//!   plain load and store where one thread owns them (an event-loop worker's tally);
+//! - [`balance`]: backends (configuration plus live state in atomics, request figures in one tally
+//!   per worker), the algorithms, reloads;
 //! - [`exchange`]: the policy of one client connection as a state machine without I/O — events in
 //!   (bytes arrived or written, EOF, connected, timeout), actions out (connect, pool, close) —
 //!   with the retry, reuse and close policies ([`exchange::policy`]) and the access log;

@@ -164,7 +164,8 @@ impl Backend {
         max == 0 || self.state.active.load(Ordering::Relaxed) < max
     }
 
-    /// Counts a request sent to this backend, in tally `tally` (see [`BackendState`]), if it has room
+    /// Counts a request sent to this backend, in tally `tally` (0: the shared one; a worker's own
+    /// otherwise, which only that worker's thread may write), if it has room
     /// under its `max_connections` (checked and taken in one step, so that workers together never
     /// pass it).
     pub fn try_start(self: Arc<Self>, tally: u16) -> Option<InFlight> {

@@ -65,6 +65,9 @@ impl Exchange {
             f.stage = Stage::AwaitingResponse;
             self.last_progress = now;
         }
+        if self.awaiting_with_nothing_to_settle() {
+            return Actions::default();
+        }
         self.settle(ctx, now)
     }
 
@@ -93,7 +96,26 @@ impl Exchange {
         if let Phase::Serving(f) = &mut self.phase {
             f.upload.sent(n, &mut self.client_in, &mut self.to_backend);
         }
+        if self.awaiting_with_nothing_to_settle() {
+            return Actions::default();
+        }
         self.settle(ctx, now)
+    }
+
+    /// Waiting for the response, with no request body left to step and no response byte received:
+    /// `settle` would step nothing and parse nothing. This is where a bodiless request stands after
+    /// the two events that most often find nothing to do (its pooled connection handed over, its head
+    /// written), which then skip `settle` (about 170 instructions each, 4% of a proxied request).
+    pub(super) fn awaiting_with_nothing_to_settle(&self) -> bool {
+        match &self.phase {
+            Phase::Serving(f) => {
+                matches!(f.stage, Stage::AwaitingResponse)
+                    && f.upload.stepped_out()
+                    && self.backend_in.is_empty()
+                    && !f.attempt.backend_eof
+            }
+            _ => false,
+        }
     }
 
     /// `n` bytes of [`Exchange::client_output`] were written.
@@ -124,7 +146,8 @@ impl Exchange {
     }
 
     /// Advances whatever the bytes now allow: parses heads, steps the bodies' framing, finishes a
-    /// complete response, half-closes a tunnel. Every event ends here.
+    /// complete response, half-closes a tunnel. Every event ends here, unless it leaves the exchange
+    /// where this has provably nothing to do (see `awaiting_with_nothing_to_settle`).
     pub(super) fn settle(&mut self, ctx: &mut impl Context, now: Instant) -> Actions {
         let mut actions = Actions::default();
         // A finished response may leave a pipelined head behind, to be started at once: no event would

@@ -76,10 +76,15 @@ impl Outbox {
         input: &mut Buffer,
         queued: &mut Buffer,
     ) -> Result<Flow, FramingError> {
-        if self.ready == 0 && matches!(self.relay, Relay::Done) {
+        if self.stepped_out() {
             return Ok(Flow::Complete);
         }
         self.step(input, queued)
+    }
+
+    /// The body is over and its last payload taken: [`Outbox::prepare`] has nothing left to step.
+    pub fn stepped_out(&self) -> bool {
+        self.ready == 0 && matches!(self.relay, Relay::Done)
     }
 
     #[inline(never)]

@@ -210,6 +210,56 @@ fn a_get_is_forwarded_answered_and_its_connection_pooled() {
     assert_eq!(r.ctx.answered, 1);
 }
 
+/// The events that skip `settle` do so only where it has nothing to do: waiting for the response with
+/// the request body stepped out, no response byte and no EOF from the backend. Where the check holds,
+/// `settle` itself answers nothing and changes nothing.
+#[test]
+fn settle_is_skipped_only_where_it_has_nothing_to_do() {
+    // (request, response bytes already buffered, backend EOF, nothing to settle)
+    let cases: &[(&[u8], &[u8], bool, bool)] = &[
+        (GET, b"", false, true),
+        (
+            b"POST /p HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc",
+            b"",
+            false,
+            true,
+        ),
+        (
+            b"POST /p HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nab",
+            b"",
+            false,
+            false,
+        ),
+        (
+            b"POST /p HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"",
+            false,
+            false,
+        ),
+        (GET, b"HTTP/1.1 200", false, false),
+        (GET, b"", true, false),
+    ];
+    for &(request, buffered, eof, expected) in cases {
+        let name = String::from_utf8_lossy(request).into_owned();
+        let mut r = Run::new("", 1);
+        r.client_sends(request);
+        r.connected(false);
+        assert_eq!(r.ex.phase_name(), "awaiting a response", "{name}");
+        assert!(r.ex.backend_buffer().append(buffered));
+        if let Phase::Serving(f) = &mut r.ex.phase {
+            f.attempt.backend_eof = eof;
+        }
+        assert_eq!(r.ex.awaiting_with_nothing_to_settle(), expected, "{name}");
+        if expected {
+            let actions = r.ex.settle(&mut r.ctx, r.now);
+            assert!(actions.is_empty(), "{name}");
+            assert_eq!(r.ex.phase_name(), "awaiting a response", "{name}");
+            assert!(r.ex.backend_output().is_empty(), "{name}");
+            assert!(r.ex.client_output().is_empty(), "{name}");
+        }
+    }
+}
+
 /// Each side gets one write per message when the bytes are there: head and body together (`writev`),
 /// not a system call for each.
 #[test]

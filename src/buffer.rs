@@ -284,10 +284,18 @@ impl Buffer {
     }
 
     /// Gives the block back to the pool when the buffer holds nothing.
+    // Asked of every buffer after each pass over a connection (twelve times per proxied request, four
+    // of them with a block to give): the asking is inlined, the giving is not.
+    #[inline]
     pub fn release_if_empty(&mut self) {
-        if self.is_empty()
-            && let Some(block) = self.storage.take()
-        {
+        if self.is_empty() && self.storage.is_some() {
+            self.give_back();
+        }
+    }
+
+    #[inline(never)]
+    fn give_back(&mut self) {
+        if let Some(block) = self.storage.take() {
             with_pool(|pool| pool.give(block));
         }
     }

@@ -318,17 +318,24 @@ pub fn write_request_head(
     out: &mut [u8],
 ) -> Option<usize> {
     let mut w = HeadWriter::with_source(out, buf);
-    w.put(head.method.get(buf));
-    w.put(b" ");
-    let target = head.target.get(buf);
-    let target = target.get(info.strip_prefix..).unwrap_or(target);
-    // An absolute-form target with an empty path (`http://a`, `http://a?q`) gets the "/" that
-    // origin-form requires (RFC 9112 3.2.1), and so does a path whose prefix was stripped.
-    if target.first() != Some(&b'/') && target != b"*" {
-        w.put(b"/");
+    match forwarded_as_is(buf, head, info) {
+        // Copied with the fields that follow it, in one run.
+        Some(line_end) => w.source_bytes(head.method.start as usize, line_end),
+        None => {
+            w.put(head.method.get(buf));
+            w.put(b" ");
+            let target = head.target.get(buf);
+            let target = target.get(info.strip_prefix..).unwrap_or(target);
+            // An absolute-form target with an empty path (`http://a`, `http://a?q`) gets the "/"
+            // that origin-form requires (RFC 9112 3.2.1), and so does a path whose prefix was
+            // stripped.
+            if target.first() != Some(&b'/') && target != b"*" {
+                w.put(b"/");
+            }
+            w.put(target);
+            w.put(b" HTTP/1.1\r\n");
+        }
     }
-    w.put(target);
-    w.put(b" HTTP/1.1\r\n");
 
     let mut forwarded_for_written = false;
     for h in head.headers.iter(buf) {
@@ -384,6 +391,21 @@ pub fn write_request_head(
         b"X-Forwarded-Proto: http\r\n\r\n"
     });
     w.finish()
+}
+
+/// Where the request line ends when the client's is already the line the backend gets (an
+/// origin-form target kept whole, single spaces, HTTP/1.1, CRLF), which is then copied as it is; `None`
+/// when it is written anew.
+fn forwarded_as_is(buf: &[u8], head: &RequestHead, info: &ForwardInfo<'_>) -> Option<usize> {
+    let (method_end, target) = (head.method.end as usize, head.target);
+    let line_end = target.end as usize + 11;
+    let as_is = info.strip_prefix == 0
+        && head.authority.is_none()
+        && target.get(buf).first() == Some(&b'/')
+        && method_end + 1 == target.start as usize
+        && buf.get(method_end) == Some(&b' ')
+        && buf.get(target.end as usize..line_end) == Some(&b" HTTP/1.1\r\n"[..]);
+    as_is.then_some(line_end)
 }
 
 /// A field like `Transfer_Encoding` or `Content_Length`: harmless to us, but a backend that maps `_` to
@@ -462,6 +484,49 @@ mod tests {
         };
         let n = write_request_head(raw.as_bytes(), &head, &info, &mut out).unwrap();
         String::from_utf8(out[..n].to_vec()).unwrap()
+    }
+
+    /// A request line is copied as it is only when it is the line the rewrite would write; whichever
+    /// way it goes, the backend gets that line.
+    #[test]
+    fn request_lines_copied_as_they_are() {
+        // (request line, prefix stripped, copied as it is, the line the backend gets)
+        let cases: &[(&str, usize, bool, &str)] = &[
+            ("GET / HTTP/1.1\r\n", 0, true, "GET / HTTP/1.1\r\n"),
+            (
+                "POST /a/b?c=d HTTP/1.1\r\n",
+                0,
+                true,
+                "POST /a/b?c=d HTTP/1.1\r\n",
+            ),
+            ("GET /api/x HTTP/1.1\r\n", 4, false, "GET /x HTTP/1.1\r\n"),
+            ("GET / HTTP/1.0\r\n", 0, false, "GET / HTTP/1.1\r\n"),
+            ("GET / HTTP/1.1\n", 0, false, "GET / HTTP/1.1\r\n"),
+            ("\r\nGET /x HTTP/1.1\r\n", 0, true, "GET /x HTTP/1.1\r\n"),
+            (
+                "GET http://h/x HTTP/1.1\r\n",
+                0,
+                false,
+                "GET /x HTTP/1.1\r\n",
+            ),
+            ("OPTIONS * HTTP/1.1\r\n", 0, false, "OPTIONS * HTTP/1.1\r\n"),
+        ];
+        for &(line, strip, as_is, expected) in cases {
+            let raw = format!("{line}Host: h\r\n\r\n");
+            let head = parse(&raw).unwrap().unwrap();
+            let info = ForwardInfo {
+                client_ip: "192.0.2.7".parse().unwrap(),
+                secure: false,
+                default_host: b"10.0.0.1:8001",
+                strip_prefix: strip,
+            };
+            let found = forwarded_as_is(raw.as_bytes(), &head, &info);
+            assert_eq!(found.is_some(), as_is, "{line:?}");
+            let mut out = [0u8; 512];
+            let n = write_request_head(raw.as_bytes(), &head, &info, &mut out).unwrap();
+            let sent = String::from_utf8(out[..n].to_vec()).unwrap();
+            assert!(sent.starts_with(expected), "{line:?}: {sent:?}");
+        }
     }
 
     #[test]

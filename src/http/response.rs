@@ -254,10 +254,16 @@ pub fn write_response_head_with(
         })
     );
     let mut w = HeadWriter::with_source(out, buf);
-    w.put(b"HTTP/1.1 ");
-    w.put_u64_then(u64::from(head.status), b" ");
-    w.put(head.reason.get(buf));
-    w.put(b"\r\n");
+    match status_line_as_is(buf, head) {
+        // Copied with the fields that follow it, in one run.
+        Some((start, end)) => w.source_bytes(start, end),
+        None => {
+            w.put(b"HTTP/1.1 ");
+            w.put_u64_then(u64::from(head.status), b" ");
+            w.put(head.reason.get(buf));
+            w.put(b"\r\n");
+        }
+    }
     for h in head.headers.iter(buf) {
         let name = h.name.get(buf);
         let keep = match Field::of(name) {
@@ -307,6 +313,28 @@ pub fn write_response_head_with(
     }
     w.put(b"\r\n");
     w.finish()
+}
+
+/// Where the status line is when the backend's is already the line the client gets (`HTTP/1.1`, the
+/// status, single spaces, the reason phrase, CRLF), which is then copied as it is; `None` when it is
+/// written anew.
+fn status_line_as_is(buf: &[u8], head: &ResponseHead) -> Option<(usize, usize)> {
+    let reason = head.reason;
+    let start = (reason.start as usize).checked_sub(13)?;
+    let end = reason.end as usize + 2;
+    let line = buf.get(start..end)?;
+    let status = head.status;
+    let digits = [
+        b'0' + (status / 100 % 10) as u8,
+        b'0' + (status / 10 % 10) as u8,
+        b'0' + (status % 10) as u8,
+        b' ',
+    ];
+    let as_is = status < 1000
+        && line.starts_with(b"HTTP/1.1 ")
+        && line[9..13] == digits
+        && line.ends_with(b"\r\n");
+    as_is.then_some((start, end))
 }
 
 #[cfg(test)]
@@ -562,6 +590,47 @@ mod tests {
         )
         .unwrap();
         String::from_utf8(out[..n].to_vec()).unwrap()
+    }
+
+    /// A status line is copied as it is only when it is the line the rewrite would write; whichever
+    /// way it goes, the client gets that line.
+    #[test]
+    fn status_lines_copied_as_they_are() {
+        // (backend head, copied as it is, the status line the client gets)
+        let cases: &[(&str, bool, &str)] = &[
+            ("HTTP/1.1 200 OK\r\n", true, "HTTP/1.1 200 OK\r\n"),
+            (
+                "HTTP/1.1 404 Not Found\r\n",
+                true,
+                "HTTP/1.1 404 Not Found\r\n",
+            ),
+            ("HTTP/1.1 200 \r\n", true, "HTTP/1.1 200 \r\n"),
+            ("HTTP/1.1 200\r\n", false, "HTTP/1.1 200 \r\n"),
+            ("HTTP/1.0 200 OK\r\n", false, "HTTP/1.1 200 OK\r\n"),
+            ("HTTP/1.1 200 OK\n", false, "HTTP/1.1 200 OK\r\n"),
+            (
+                "\r\nHTTP/1.1 204 No Content\r\n",
+                true,
+                "HTTP/1.1 204 No Content\r\n",
+            ),
+            ("\nHTTP/1.1 200\r\n", false, "HTTP/1.1 200 \r\n"),
+            (
+                "HTTP/1.1 599 Odd: reason \t\r\n",
+                true,
+                "HTTP/1.1 599 Odd: reason \t\r\n",
+            ),
+        ];
+        for &(line, as_is, expected) in cases {
+            let raw = format!("{line}Content-Length: 0\r\n\r\n");
+            let head = parse_response(raw.as_bytes(), false, MAX).unwrap().unwrap();
+            assert_eq!(
+                status_line_as_is(raw.as_bytes(), &head).is_some(),
+                as_is,
+                "{line:?}"
+            );
+            let client = rewrite(&raw, false, Version::Http11, true, false);
+            assert!(client.starts_with(expected), "{line:?}: {client:?}");
+        }
     }
 
     #[test]

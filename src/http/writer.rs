@@ -183,14 +183,19 @@ impl<'a> HeadWriter<'a> {
             self.header(field.name.get(source), field.value.get(source));
             return;
         }
-        let line_start = field.name.start as usize;
-        if line_start != self.run_end {
+        self.source_bytes(field.name.start as usize, line_end);
+    }
+
+    /// Forwards `source[start..end]` as it is (a line already in its written form): it joins the run
+    /// being copied when it follows it, else starts the next one.
+    pub fn source_bytes(&mut self, start: usize, end: usize) {
+        if start != self.run_end {
             if self.run_end != self.run_start {
                 self.flush_run();
             }
-            self.run_start = line_start;
+            self.run_start = start;
         }
-        self.run_end = line_end;
+        self.run_end = end;
     }
 
     /// Bytes written, or `None` if the head did not fit.

@@ -46,6 +46,18 @@ pub struct Adoption {
     pub changes: Reconfigured,
 }
 
+/// How an engine answered [`Control::await_sync`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Synced {
+    /// It handled every command sent before.
+    Answered,
+    /// It stopped: its loop returned (a worker told to drain with nothing in flight returns at
+    /// once), and will handle nothing more.
+    Stopped,
+    /// It is running but did not answer in time.
+    TimedOut,
+}
+
 /// Talks to a running engine from another thread.
 #[derive(Clone)]
 pub struct Control {
@@ -93,8 +105,21 @@ impl Control {
     /// Waits (at most `within`) until the engine has handled every command sent before; false if it
     /// did not answer.
     pub fn sync(&self, within: Duration) -> bool {
+        self.await_sync(within) == Synced::Answered
+    }
+
+    /// [`Control::sync`], telling an engine that stopped (its loop returned, dropping the commands it
+    /// had not handled) from one that did not answer in time.
+    pub fn await_sync(&self, within: Duration) -> Synced {
         let (reply, answer) = mpsc::channel();
-        self.send(Command::Sync(reply)) && answer.recv_timeout(within).is_ok()
+        if !self.send(Command::Sync(reply)) {
+            return Synced::Stopped;
+        }
+        match answer.recv_timeout(within) {
+            Ok(()) => Synced::Answered,
+            Err(mpsc::RecvTimeoutError::Disconnected) => Synced::Stopped,
+            Err(mpsc::RecvTimeoutError::Timeout) => Synced::TimedOut,
+        }
     }
 
     /// The engine's current figures, or `None` if it is not running.
@@ -104,5 +129,52 @@ impl Control {
             return None;
         }
         answer.recv_timeout(Duration::from_secs(5)).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sync_tells_an_answer_a_stopped_engine_and_silence_apart() {
+        const WITHIN: Duration = Duration::from_millis(20);
+        // No engine at all: the channel's receiver is gone before the command is sent.
+        let (commands, receiver) = mpsc::channel();
+        drop(receiver);
+        assert_eq!(
+            Control::new(commands, None).await_sync(WITHIN),
+            Synced::Stopped
+        );
+
+        // An engine that stops with the command unhandled (its loop returned after a drain).
+        let (commands, receiver) = mpsc::channel::<Command>();
+        let control = Control::new(commands, None);
+        let engine = std::thread::spawn(move || {
+            let first = receiver.recv();
+            drop(receiver);
+            drop(first);
+        });
+        assert_eq!(control.await_sync(Duration::from_secs(5)), Synced::Stopped);
+        engine.join().unwrap();
+
+        // An engine that answers.
+        let (commands, receiver) = mpsc::channel::<Command>();
+        let control = Control::new(commands, None);
+        let engine = std::thread::spawn(move || {
+            if let Ok(Command::Sync(reply)) = receiver.recv() {
+                let _ = reply.send(());
+            }
+        });
+        assert_eq!(control.await_sync(Duration::from_secs(5)), Synced::Answered);
+        assert!(!control.sync(WITHIN), "the engine is gone now");
+        engine.join().unwrap();
+
+        // An engine that is there but does not look at its commands.
+        let (commands, _receiver) = mpsc::channel::<Command>();
+        assert_eq!(
+            Control::new(commands, None).await_sync(WITHIN),
+            Synced::TimedOut
+        );
     }
 }

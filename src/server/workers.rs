@@ -10,7 +10,7 @@
 //! (`reuse_port = true`).
 
 use super::*;
-use crate::control::Adoption;
+use crate::control::{Adoption, Synced};
 use std::thread::JoinHandle;
 
 /// Another worker, as the first one holds it.
@@ -241,8 +241,11 @@ impl Server {
             peer.control.drain();
         }
         for peer in &self.peers {
-            if !peer.control.sync(Duration::from_secs(1)) {
-                log::warn!("a worker did not confirm its drain within 1s");
+            match peer.control.await_sync(Duration::from_secs(1)) {
+                // A worker with nothing in flight finishes its drain at once and stops: its
+                // listeners are closed.
+                Synced::Answered | Synced::Stopped => {}
+                Synced::TimedOut => log::warn!("a worker did not confirm its drain within 1s"),
             }
         }
     }
@@ -285,8 +288,11 @@ pub(super) fn hand_reload(
         });
     }
     for peer in peers {
-        if !peer.control.sync(Duration::from_secs(1)) {
-            log::warn!("a worker did not confirm the reload within 1s");
+        match peer.control.await_sync(Duration::from_secs(1)) {
+            Synced::Answered => {}
+            // Draining, with nothing left in flight: it takes no more requests.
+            Synced::Stopped => log::debug!("a worker had stopped before the reload"),
+            Synced::TimedOut => log::warn!("a worker did not confirm the reload within 1s"),
         }
     }
 }

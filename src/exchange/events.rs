@@ -1,6 +1,6 @@
 //! The exchange's events: what a driver reports (bytes read or written, a peer's EOF or error, a
-//! connection made), and `settle`, where every event ends: heads are parsed, bodies stepped, complete
-//! responses finished, tunnels half-closed — whatever the bytes now allow.
+//! connection made), and `settle`, where every event that can change anything ends: heads are parsed,
+//! bodies stepped, complete responses finished, tunnels half-closed — whatever the bytes now allow.
 
 use super::*;
 use crate::http::redirect;

@@ -68,8 +68,8 @@ impl Outbox {
     }
 
     /// Steps the relay until payload is ready, the input runs out, or the body is complete.
-    // Asked after every event of a request (five times per bodiless request for its absent body):
-    // the answer for a finished body is inlined, the stepping is not.
+    // Asked whenever an event reaches `settle` (three times per bodiless request, for its absent
+    // body): the answer for a finished body is inlined, the stepping is not.
     #[inline]
     pub fn prepare(
         &mut self,

@@ -56,6 +56,7 @@ impl Exchange {
         }
     }
 
+    #[inline(never)]
     fn next_head(&mut self, ctx: &mut impl Context, now: Instant) -> Parsed {
         let Phase::Serving(f) = &mut self.phase else {
             return Parsed::Partial;

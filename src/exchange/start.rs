@@ -12,6 +12,7 @@ use crate::http::request::{self, ForwardInfo, RequestHead};
 
 impl Exchange {
     /// In `ReadingHead`: parses what the client sent and starts the request it holds.
+    #[inline(never)]
     pub(super) fn read_head(
         &mut self,
         ctx: &mut impl Context,

@@ -234,8 +234,13 @@ impl Backend {
     /// Counts a request sent to this backend (in the shared tally, without a `max_connections`
     /// check); the guard (which keeps this handle) records how it ends.
     pub fn start(self: Arc<Self>) -> InFlight {
+        self.start_in(0)
+    }
+
+    /// [`Backend::start`] in tally `tally`.
+    fn start_in(self: Arc<Self>, tally: u16) -> InFlight {
         self.state.active.fetch_add(1, Ordering::Relaxed);
-        self.counted(0)
+        self.counted(tally)
     }
 
     /// Feeds one health observation (a probe, or real traffic) through the hysteresis, and logs the
@@ -310,10 +315,15 @@ impl Backend {
     /// The response-time histogram's counts, over every tally.
     pub fn response_times(&self) -> Counts {
         let mut counts = Counts::default();
-        for t in &self.state.tallies {
-            t.responses.add_to(&mut counts);
-        }
+        self.add_response_times_to(&mut counts);
         counts
+    }
+
+    /// Adds the response-time histogram's counts, over every tally, to `total`.
+    pub fn add_response_times_to(&self, total: &mut Counts) {
+        for t in &self.state.tallies {
+            t.responses.add_to(total);
+        }
     }
 
     pub fn snapshot(&self) -> BackendSnapshot {
@@ -358,8 +368,7 @@ impl InFlight {
     /// connection after a pooled one failed: not the backend's failure). The guard it replaces takes
     /// its count back out when dropped.
     pub fn again(&self) -> InFlight {
-        self.backend.state.active.fetch_add(1, Ordering::Relaxed);
-        self.backend.clone().counted(self.tally)
+        self.backend.clone().start_in(self.tally)
     }
 
     /// Records how the request ended. Failures (not 5xx answers) count toward `fall`; `why` names the

@@ -171,7 +171,8 @@ impl Balancer {
         Balancer::build(
             &backends,
             &pools,
-            (config.health_check.rise, config.health_check.fall),
+            config.health_check.rise,
+            config.health_check.fall,
             Rng::from_time(),
             config.workers,
         )
@@ -197,7 +198,7 @@ impl Balancer {
         fall: u32,
         rng: Rng,
     ) -> Balancer {
-        Balancer::build(configs, pools, (rise, fall), rng, 0)
+        Balancer::build(configs, pools, rise, fall, rng, 0)
     }
 
     /// `configs` in `pools`, whose backends keep a tally for each of `workers` event-loop workers
@@ -205,7 +206,8 @@ impl Balancer {
     fn build(
         configs: &[BackendConfig],
         pools: &[Pool],
-        (rise, fall): (u32, u32),
+        rise: u32,
+        fall: u32,
         mut rng: Rng,
         workers: usize,
     ) -> Balancer {
@@ -436,11 +438,7 @@ impl Balancer {
         let mut latency = crate::histogram::Counts::default();
         for b in self.backends.iter() {
             errors += b.stats().errors;
-            let counts = b.response_times();
-            latency.sum_us += counts.sum_us;
-            for (sum, n) in latency.buckets.iter_mut().zip(counts.buckets) {
-                *sum += n;
-            }
+            b.add_response_times_to(&mut latency);
         }
         (errors, latency)
     }

@@ -355,6 +355,8 @@ impl Exchange {
                 FinalHead::NotYet => {}
                 FinalHead::Sent => self.to_client.clear(),
             }
+            // The backend's response (a head relayed as it was received waits there) never goes.
+            self.backend_in.clear();
             recycle(flight);
         } else {
             self.to_client.clear();

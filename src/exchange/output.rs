@@ -58,13 +58,29 @@ pub enum Flow {
 #[derive(Debug, Clone, Copy)]
 pub struct Outbox {
     pub relay: Relay,
-    /// Payload bytes at the front of the input that the relay has cleared for writing.
+    /// Bytes of a head at the front of the input that go to the peer as they are, ahead of the body
+    /// (a head that needed no rewriting is relayed from where it was read, not copied).
+    head: usize,
+    /// Payload bytes after the head that the relay has cleared for writing.
     ready: usize,
 }
 
 impl Outbox {
     pub fn new(relay: Relay) -> Outbox {
-        Outbox { relay, ready: 0 }
+        Outbox {
+            relay,
+            head: 0,
+            ready: 0,
+        }
+    }
+
+    /// A body whose head is the first `head` bytes of the input, relayed as they are before it.
+    pub fn after_head(relay: Relay, head: usize) -> Outbox {
+        Outbox {
+            relay,
+            head,
+            ready: 0,
+        }
     }
 
     /// Steps the relay until payload is ready, the input runs out, or the body is complete.
@@ -84,7 +100,7 @@ impl Outbox {
 
     /// The body is over and its last payload taken: [`Outbox::prepare`] has nothing left to step.
     pub fn stepped_out(&self) -> bool {
-        self.ready == 0 && matches!(self.relay, Relay::Done)
+        self.ready == 0 && self.head == 0 && matches!(self.relay, Relay::Done)
     }
 
     #[inline(never)]
@@ -97,7 +113,13 @@ impl Outbox {
                 // Framing piled up faster than it was written: write it before stepping further.
                 return Ok(Flow::Ready);
             }
-            match self.relay.step(input.data())? {
+            if self.head > 0 && matches!(self.relay, Relay::Chunked(_)) {
+                // A chunked body's framing is consumed from the front of the input, where the head
+                // still is: it is stepped once the head has gone.
+                return Ok(Flow::Ready);
+            }
+            let body = input.data().get(self.head..).unwrap_or_default();
+            match self.relay.step(body)? {
                 Step::Framing { consumed, emit } => {
                     input.consume(consumed);
                     if !emit.is_empty() && !queued.append(emit.as_bytes()) {
@@ -115,7 +137,7 @@ impl Outbox {
     pub fn outgoing<'a>(&self, input: &'a Buffer, queued: &'a Buffer) -> Outgoing<'a> {
         Outgoing {
             queued: queued.data(),
-            payload: &input.data()[..self.ready],
+            payload: &input.data()[..self.head + self.ready],
         }
     }
 
@@ -123,15 +145,17 @@ impl Outbox {
     pub fn sent(&mut self, written: usize, input: &mut Buffer, queued: &mut Buffer) {
         let from_queue = written.min(queued.len());
         queued.consume(from_queue);
-        let payload = (written - from_queue).min(self.ready);
-        input.consume(payload);
+        let from_head = (written - from_queue).min(self.head);
+        self.head -= from_head;
+        let payload = (written - from_queue - from_head).min(self.ready);
+        input.consume(from_head + payload);
         self.relay.forwarded(payload);
         self.ready -= payload;
     }
 
-    /// The body is complete and nothing of it waits to be written.
+    /// The body is complete and nothing of it (or of its head) waits to be written.
     pub fn finished(&self, queued: &Buffer) -> bool {
-        self.relay.is_done() && self.ready == 0 && queued.is_empty()
+        self.relay.is_done() && self.ready == 0 && self.head == 0 && queued.is_empty()
     }
 }
 
@@ -208,6 +232,44 @@ mod tests {
             let dechunked = Relay::Chunked(ChunkedDecoder::new(false));
             assert_eq!(run(dechunked, b"", &chunked_in, feed, per_write), body);
             assert_eq!(run(Relay::UntilClose, b"", &body, feed, per_write), body);
+        }
+    }
+
+    /// A head left at the front of the input goes first, as it is, and is never taken for body:
+    /// whole or a byte at a time, with the body's framing stepped only once the head has gone, and
+    /// the next message left in the input.
+    #[test]
+    fn a_head_left_in_the_input_goes_first_as_it_is() {
+        buffer::set_block_sizes(64, 64);
+        let head = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n";
+        let chunked = b"5\r\nhello\r\n0\r\n\r\n";
+        let bodies: [(Relay, &[u8], &[u8]); 3] = [
+            (Relay::Length { remaining: 5 }, b"hello", b"hello"),
+            (Relay::Chunked(ChunkedDecoder::new(true)), chunked, chunked),
+            (Relay::Done, b"", b""),
+        ];
+        for per_write in [1, 3, 100] {
+            for (relay, body, relayed) in bodies {
+                let mut input = Buffer::new();
+                assert!(input.append(&[head.as_slice(), body, b"NEXT"].concat()));
+                let mut queued = Buffer::new();
+                let mut outbox = Outbox::after_head(relay, head.len());
+                assert!(!outbox.stepped_out());
+                let mut written = Vec::new();
+                for _ in 0..1000 {
+                    outbox.prepare(&mut input, &mut queued).unwrap();
+                    let out = outbox.outgoing(&input, &queued);
+                    let n = out.len().min(per_write);
+                    if n == 0 {
+                        break;
+                    }
+                    written.extend_from_slice(&[out.queued, out.payload].concat()[..n]);
+                    outbox.sent(n, &mut input, &mut queued);
+                }
+                assert_eq!(written, [head.as_slice(), relayed].concat(), "{per_write}");
+                assert!(outbox.finished(&queued), "{per_write}");
+                assert_eq!(input.data(), b"NEXT", "{per_write}");
+            }
         }
     }
 

@@ -122,20 +122,25 @@ impl Exchange {
         };
         let extra = set_cookie.as_deref().unwrap_or_default().as_bytes();
         let backend_in = &self.backend_in;
-        let written = self.to_client.write_with(|out| {
-            response::write_response_head_with(
-                backend_in.data(),
-                head,
-                Some(&plan),
-                version,
-                extra,
-                out,
-            )
-        });
-        if !written {
-            return Err("response head too large".into());
+        // A head that needs no rewriting stays where it was read and goes out ahead of its body.
+        let as_received =
+            response::head_goes_as_received(backend_in.data(), head, &plan, version, extra);
+        if !as_received {
+            let written = self.to_client.write_with(|out| {
+                response::write_response_head_with(
+                    backend_in.data(),
+                    head,
+                    Some(&plan),
+                    version,
+                    extra,
+                    out,
+                )
+            });
+            if !written {
+                return Err("response head too large".into());
+            }
+            self.backend_in.consume(head.head_len);
         }
-        self.backend_in.consume(head.head_len);
         f.final_head = FinalHead::Queued {
             after: interim_queued,
         };
@@ -164,7 +169,11 @@ impl Exchange {
         }
         f.stage = Stage::Relaying {
             plan,
-            download: Outbox::new(relay),
+            download: if as_received {
+                Outbox::after_head(relay, head.head_len)
+            } else {
+                Outbox::new(relay)
+            },
             reusable: head.reusable && !request_cut,
             request_cut,
         };

@@ -282,6 +282,28 @@ fn heads_and_bodies_leave_in_one_write() {
     assert!(r.ex.backend_buffer().append(OK));
     let a = r.ex.on_backend_input(&mut r.ctx, r.now);
     r.actions.extend(a);
+    // A head that needs no rewriting goes as it was received, with its body, from where it was read.
+    let out = r.ex.client_output();
+    assert_eq!(out.queued, b"");
+    assert_eq!(
+        out.payload,
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi"
+    );
+    let n = out.len();
+    let a = r.ex.on_client_sent(n, &mut r.ctx, r.now);
+    r.actions.extend(a);
+    // One that does is written, and leaves with the body in one vectored write.
+    r.client_sends(b"GET /q HTTP/1.1\r\nHost: h\r\n\r\n");
+    r.connected(true);
+    let n = r.ex.backend_output().len();
+    let a = r.ex.on_backend_sent(n, &mut r.ctx, r.now);
+    r.actions.extend(a);
+    assert!(
+        r.ex.backend_buffer()
+            .append(b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nhi")
+    );
+    let a = r.ex.on_backend_input(&mut r.ctx, r.now);
+    r.actions.extend(a);
     let out = r.ex.client_output();
     assert_eq!(out.queued, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n");
     assert_eq!(out.payload, b"hi");

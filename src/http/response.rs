@@ -22,6 +22,13 @@ pub struct ResponseHead {
     /// Transfer codings other than chunked (e.g. `gzip, chunked`): forwarded as they are to HTTP/1.1
     /// clients, impossible to express to HTTP/1.0 ones.
     other_codings: bool,
+    /// A hop-by-hop field other than Content-Length is present: the client's head cannot be the
+    /// backend's as it is (see [`head_goes_as_received`]).
+    hop_by_hop: bool,
+    /// How many Content-Length fields there are, and whether the one there is states the length in
+    /// the form lb would write it (see [`head_goes_as_received`]).
+    length_fields: u8,
+    length_as_written: bool,
 }
 
 impl ResponseHead {
@@ -78,12 +85,24 @@ pub fn parse_response_limited(
     let mut content_length: Option<u64> = None;
     let mut codings = TransferCodings::default();
     let mut connection = ConnectionTokens::default();
+    let mut hop_by_hop = false;
+    let (mut length_fields, mut length_value) = (0u8, &b""[..]);
     for h in response.headers.iter() {
         match Field::of(h.name.as_bytes()) {
-            Field::ContentLength => content_length = merge_content_length(content_length, h.value)?,
-            Field::TransferEncoding => codings.add_field(h.value),
-            Field::Connection => connection.add_field(h.value),
-            _ => {}
+            Field::ContentLength => {
+                content_length = merge_content_length(content_length, h.value)?;
+                length_fields = length_fields.saturating_add(1);
+                length_value = h.value;
+            }
+            Field::TransferEncoding => {
+                codings.add_field(h.value);
+                hop_by_hop = true;
+            }
+            Field::Connection => {
+                connection.add_field(h.value);
+                hop_by_hop = true;
+            }
+            field => hop_by_hop |= field.is_hop_by_hop(),
         }
     }
     let bodiless =
@@ -123,6 +142,10 @@ pub fn parse_response_limited(
             && !(codings.present && (content_length.is_some() || version == Version::Http10)),
         connection_lists_fields: connection.names_fields,
         other_codings: codings.others,
+        hop_by_hop,
+        length_fields,
+        length_as_written: length_fields == 1
+            && content_length.is_some_and(|n| is_shortest_decimal(length_value, n)),
     }))
 }
 
@@ -246,6 +269,71 @@ pub fn write_response_head_with(
     extra: &[u8],
     out: &mut [u8],
 ) -> Option<usize> {
+    let mut w = HeadWriter::with_source(out, buf);
+    write_client_head(&mut w, buf, head, plan, client_version, extra);
+    w.finish()
+}
+
+/// Whether the head the client gets is the backend's, byte for byte, so that it can be relayed from
+/// where it was read rather than written anew. Told from what parsing found, by the rules
+/// [`write_client_head`] follows: the status line is already the one written, every field line is
+/// already in its written form and kept (no hop-by-hop field; the one Content-Length already states
+/// the length as written, or a bodiless response's is kept), nothing is added (no extra fields, no
+/// `Connection`), and the blank line is CRLF. Every test build checks that the writer then copies
+/// the head whole.
+pub fn head_goes_as_received(
+    buf: &[u8],
+    head: &ResponseHead,
+    plan: &ResponsePlan,
+    client_version: Version,
+    extra: &[u8],
+) -> bool {
+    let fields_kept = match plan.body {
+        ClientBody::Length(_) => head.length_as_written,
+        ClientBody::Empty => head.length_fields == 0 || head.status != 204,
+        _ => false,
+    };
+    let head_len = head.head_len;
+    let as_received = fields_kept
+        && !head.hop_by_hop
+        && head.headers.lines_as_written()
+        && extra.is_empty()
+        && !plan.close_client
+        && client_version == Version::Http11
+        && head_len >= 4
+        && buf.get(head_len - 2..head_len) == Some(&b"\r\n"[..])
+        && matches!(status_line_as_is(buf, head), Some((0, _)));
+    debug_assert!(
+        !as_received || writer_copies_head(buf, head, plan, client_version, extra),
+        "a head said to go as received is rewritten"
+    );
+    as_received
+}
+
+/// The writer, given no room to write in, would copy the backend's head whole and put nothing of
+/// its own.
+fn writer_copies_head(
+    buf: &[u8],
+    head: &ResponseHead,
+    plan: &ResponsePlan,
+    client_version: Version,
+    extra: &[u8],
+) -> bool {
+    let mut w = HeadWriter::with_source(&mut [], buf);
+    write_client_head(&mut w, buf, head, Some(plan), client_version, extra);
+    w.copies_source_prefix(head.head_len)
+}
+
+/// The client's head, written by `w`: the status line, the backend's fields less the hop-by-hop ones,
+/// `extra`, the framing and `Connection` fields the plan calls for, and the blank line.
+fn write_client_head(
+    w: &mut HeadWriter<'_>,
+    buf: &[u8],
+    head: &ResponseHead,
+    plan: Option<&ResponsePlan>,
+    client_version: Version,
+    extra: &[u8],
+) {
     let tunnel = matches!(
         plan,
         Some(ResponsePlan {
@@ -253,7 +341,16 @@ pub fn write_response_head_with(
             ..
         })
     );
-    let mut w = HeadWriter::with_source(out, buf);
+    let length = match plan {
+        Some(ResponsePlan {
+            body: ClientBody::Length(n),
+            ..
+        }) => Some(*n),
+        _ => None,
+    };
+    // The backend's Content-Length stays where it is when it already states the length in the form
+    // lb writes; otherwise the length is written after the fields.
+    let mut length_kept = false;
     match status_line_as_is(buf, head) {
         // Copied with the fields that follow it, in one run.
         Some((start, end)) => w.source_bytes(start, end),
@@ -265,6 +362,9 @@ pub fn write_response_head_with(
         }
     }
     for h in head.headers.iter(buf) {
+        if w.overflowed() {
+            return;
+        }
         let name = h.name.get(buf);
         let keep = match Field::of(name) {
             Field::Upgrade => tunnel,
@@ -276,10 +376,17 @@ pub fn write_response_head_with(
                     ..
                 })
             ),
-            // A bodiless response (HEAD, 304) keeps its Content-Length: it describes the resource.
-            Field::ContentLength => {
-                head.framing == Framing::Empty && !head.is_informational() && head.status != 204
-            }
+            Field::ContentLength => match length {
+                Some(n) if !length_kept && is_shortest_decimal(h.value.get(buf), n) => {
+                    length_kept = true;
+                    true
+                }
+                // A bodiless response (HEAD, 304) keeps its Content-Length: it describes the
+                // resource.
+                _ => {
+                    head.framing == Framing::Empty && !head.is_informational() && head.status != 204
+                }
+            },
             field => {
                 !(field.is_hop_by_hop()
                     || head.connection_lists_fields
@@ -290,18 +397,13 @@ pub fn write_response_head_with(
             w.field(h);
         }
     }
-    w.put(extra);
+    if !extra.is_empty() {
+        w.put(extra);
+    }
     if let Some(plan) = plan {
-        match plan.body {
-            ClientBody::Length(n) => {
-                w.put(b"Content-Length: ");
-                w.put_u64_then(n, b"\r\n");
-            }
-            ClientBody::Empty
-            | ClientBody::Chunked
-            | ClientBody::Dechunked
-            | ClientBody::UntilClose
-            | ClientBody::Tunnel => {}
+        if let (Some(n), false) = (length, length_kept) {
+            w.put(b"Content-Length: ");
+            w.put_u64_then(n, b"\r\n");
         }
         if tunnel {
             w.put(b"Connection: upgrade\r\n");
@@ -311,8 +413,34 @@ pub fn write_response_head_with(
             w.put(b"Connection: keep-alive\r\n");
         }
     }
-    w.put(b"\r\n");
-    w.finish()
+    // The blank line, copied when the backend's is already CRLF (the head's last two bytes are then
+    // exactly that line).
+    let head_len = head.head_len;
+    match head_len.checked_sub(2) {
+        Some(at) if buf.get(at..head_len) == Some(&b"\r\n"[..]) => w.source_bytes(at, head_len),
+        _ => w.put(b"\r\n"),
+    }
+}
+
+/// `value` is `n` in decimal with no leading zero: what lb would write for it.
+fn is_shortest_decimal(value: &[u8], n: u64) -> bool {
+    if value.is_empty() || value.len() > 20 || (value[0] == b'0' && value.len() > 1) {
+        return false;
+    }
+    let mut parsed: u64 = 0;
+    for &b in value {
+        if !b.is_ascii_digit() {
+            return false;
+        }
+        parsed = match parsed
+            .checked_mul(10)
+            .and_then(|v| v.checked_add(u64::from(b - b'0')))
+        {
+            Some(v) => v,
+            None => return false,
+        };
+    }
+    parsed == n
 }
 
 /// Where the status line is when the backend's is already the line the client gets (`HTTP/1.1`, the
@@ -342,6 +470,196 @@ mod tests {
     use super::*;
 
     const MAX: usize = 8192;
+
+    /// A head goes as received exactly when the writer would copy it whole: where it is said to,
+    /// the written head is the backend's byte for byte; where it is not, the table says why, and a
+    /// Content-Length not already in its written form (or a second one) is written after the fields.
+    #[test]
+    fn heads_go_as_received_only_when_the_writer_would_copy_them() {
+        // (raw head, request was HEAD, client HTTP/1.1, extra, goes as received, head written)
+        let cases: &[(&str, bool, bool, &str, bool, &str)] = &[
+            (
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n\r\n",
+                false,
+                true,
+                "",
+                true,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n\r\n",
+            ),
+            // The length first: kept in its place.
+            (
+                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nServer: x\r\n\r\n",
+                false,
+                true,
+                "",
+                true,
+                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nServer: x\r\n\r\n",
+            ),
+            // HEAD and 304 keep the Content-Length that describes the resource.
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
+                true,
+                true,
+                "",
+                true,
+                "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
+            ),
+            (
+                "HTTP/1.1 304 Not Modified\r\nETag: \"a\"\r\n\r\n",
+                false,
+                true,
+                "",
+                true,
+                "HTTP/1.1 304 Not Modified\r\nETag: \"a\"\r\n\r\n",
+            ),
+            // A 204's Content-Length is dropped.
+            (
+                "HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n",
+                false,
+                true,
+                "",
+                false,
+                "HTTP/1.1 204 No Content\r\n\r\n",
+            ),
+            // A length not in its shortest form, or stated twice: written anew, after the fields.
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 013\r\nA: b\r\n\r\n",
+                false,
+                true,
+                "",
+                false,
+                "HTTP/1.1 200 OK\r\nA: b\r\nContent-Length: 13\r\n\r\n",
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nA: b\r\nContent-Length: 2\r\n\r\n",
+                false,
+                true,
+                "",
+                false,
+                "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nA: b\r\n\r\n",
+            ),
+            // Hop-by-hop fields are dropped.
+            (
+                "HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\n",
+                false,
+                true,
+                "",
+                false,
+                "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n",
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nKeep-Alive: timeout=5\r\nContent-Length: 2\r\n\r\n",
+                false,
+                true,
+                "",
+                false,
+                "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n",
+            ),
+            // Lines not in their written form.
+            (
+                "HTTP/1.1 200 OK\r\nA:b\r\nContent-Length: 2\r\n\r\n",
+                false,
+                true,
+                "",
+                false,
+                "HTTP/1.1 200 OK\r\nA: b\r\nContent-Length: 2\r\n\r\n",
+            ),
+            (
+                "HTTP/1.1 200 OK\nContent-Length: 2\n\n",
+                false,
+                true,
+                "",
+                false,
+                "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n",
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\n",
+                false,
+                true,
+                "",
+                false,
+                "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n",
+            ),
+            (
+                "HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\n",
+                false,
+                true,
+                "",
+                false,
+                "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n",
+            ),
+            (
+                "\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n",
+                false,
+                true,
+                "",
+                false,
+                "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n",
+            ),
+            // Something added: extra fields, or a Connection for an HTTP/1.0 client.
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n",
+                false,
+                true,
+                "Set-Cookie: s=1\r\n",
+                false,
+                "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nSet-Cookie: s=1\r\n\r\n",
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n",
+                false,
+                false,
+                "",
+                false,
+                "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\n",
+            ),
+            // Chunked and close-delimited bodies are never relayed with the head as it is.
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                false,
+                true,
+                "",
+                false,
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nA: b\r\n\r\n",
+                false,
+                true,
+                "",
+                false,
+                "HTTP/1.1 200 OK\r\nA: b\r\nConnection: close\r\n\r\n",
+            ),
+        ];
+        for &(raw, is_head, client_11, extra, as_received, written) in cases {
+            let buf = raw.as_bytes();
+            let head = parse_response(buf, is_head, MAX).unwrap().unwrap();
+            let version = if client_11 {
+                Version::Http11
+            } else {
+                Version::Http10
+            };
+            let plan = plan_response(&head, version, true, false).unwrap();
+            let extra = extra.as_bytes();
+            assert_eq!(
+                head_goes_as_received(buf, &head, &plan, version, extra),
+                as_received,
+                "{raw:?}"
+            );
+            let mut out = [0u8; 512];
+            let n = write_response_head_with(buf, &head, Some(&plan), version, extra, &mut out)
+                .unwrap();
+            assert_eq!(std::str::from_utf8(&out[..n]).unwrap(), written, "{raw:?}");
+            if as_received {
+                assert_eq!(&out[..n], &buf[..head.head_len], "{raw:?}");
+            }
+            assert_eq!(
+                writer_copies_head(buf, &head, &plan, version, extra),
+                out[..n] == buf[..head.head_len],
+                "{raw:?}"
+            );
+        }
+    }
 
     #[test]
     fn framing_and_reuse() {

@@ -198,6 +198,17 @@ impl<'a> HeadWriter<'a> {
         self.run_end = end;
     }
 
+    /// Something did not fit: nothing more will be written.
+    pub fn overflowed(&self) -> bool {
+        self.overflow
+    }
+
+    /// Nothing has been written and the run waiting to be copied is the source's first `end` bytes:
+    /// the head written would be exactly those bytes as they are.
+    pub fn copies_source_prefix(&self, end: usize) -> bool {
+        !self.overflow && self.len == 0 && self.run_start == 0 && self.run_end == end
+    }
+
     /// Bytes written, or `None` if the head did not fit.
     pub fn finish(mut self) -> Option<usize> {
         if self.run_end != self.run_start {

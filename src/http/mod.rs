@@ -110,9 +110,6 @@ pub struct HeaderSpans {
     /// the head is under 64 KiB (`kept`).
     fields: [[u16; 4]; KEPT_FIELDS],
     kept: bool,
-    /// The fields are kept, and every line is already `name: value` CRLF: the form a forwarded
-    /// field is written in.
-    lines_as_written: bool,
 }
 
 impl HeaderSpans {
@@ -131,13 +128,11 @@ impl HeaderSpans {
             len: u16::try_from(headers.len()).map_err(|_| HeadError::TooManyHeaders)?,
             fields: [[0; 4]; KEPT_FIELDS],
             kept: false,
-            lines_as_written: false,
         };
         if headers.len() <= KEPT_FIELDS && head_len <= usize::from(u16::MAX) {
             // What `Span::of` checks, for both slices of a field at once: each lies inside `base`
             // (an offset that wrapped around ends before it starts, or past the end).
             let base_addr = base.as_ptr() as usize;
-            let mut as_written = true;
             for (slot, h) in spans.fields.iter_mut().zip(headers) {
                 let name_start = (h.name.as_ptr() as usize).wrapping_sub(base_addr);
                 let name_end = name_start.wrapping_add(h.name.len());
@@ -150,14 +145,10 @@ impl HeaderSpans {
                 {
                     return Err(HeadError::Syntax("parser result outside the head"));
                 }
-                as_written &= value_start == name_end + 2
-                    && base.get(name_end..value_start) == Some(&b": "[..])
-                    && base.get(value_end..value_end + 2) == Some(&b"\r\n"[..]);
                 // Below 64 KiB, as checked above.
                 *slot = [name_start, name_end, value_start, value_end].map(|x| x as u16);
             }
             spans.kept = true;
-            spans.lines_as_written = as_written;
         }
         Ok(spans)
     }
@@ -181,10 +172,20 @@ impl HeaderSpans {
         usize::from(self.len)
     }
 
-    /// Every field line is already in the form a forwarded field is written in (`name: value` CRLF),
-    /// as far as the kept positions tell (false for a head whose positions are not kept).
-    pub fn lines_as_written(&self) -> bool {
-        self.lines_as_written
+    /// Every field line in `base` is already in the form a forwarded field is written in
+    /// (`name: value` CRLF), as far as the kept positions tell (false for a head whose positions are
+    /// not kept).
+    pub fn lines_as_written(&self, base: &[u8]) -> bool {
+        self.kept
+            && self.fields[..usize::from(self.len)].iter().all(
+                |&[_, name_end, value_start, value_end]| {
+                    let (name_end, value_start) = (usize::from(name_end), usize::from(value_start));
+                    let value_end = usize::from(value_end);
+                    value_start == name_end + 2
+                        && base.get(name_end..value_start) == Some(&b": "[..])
+                        && base.get(value_end..value_end + 2) == Some(&b"\r\n"[..])
+                },
+            )
     }
 
     pub fn is_empty(&self) -> bool {

@@ -296,7 +296,7 @@ pub fn head_goes_as_received(
     let head_len = head.head_len;
     let as_received = fields_kept
         && !head.hop_by_hop
-        && head.headers.lines_as_written()
+        && head.headers.lines_as_written(buf)
         && extra.is_empty()
         && !plan.close_client
         && client_version == Version::Http11

@@ -1,10 +1,9 @@
 //! What an exchange tells its driver to do ([`Action`]), and what it asks of the engine it runs in
 //! ([`Context`]).
 
-use crate::balance::{Backend, Pick, QueueSpot, Tried};
+use crate::balance::{Pick, QueueSpot, Tried};
 use crate::config::Config;
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::time::Instant;
 
 /// How a connection ends.
@@ -31,14 +30,13 @@ pub enum Pooled {
 /// What the driver must do for the exchange.
 #[derive(Debug)]
 pub enum Action {
-    /// Get a connection to `backend` (its `slot`, at its `config.addr`) for the current attempt, then
-    /// report [`Exchange::on_connected`] or [`Exchange::on_connect_failed`]. The handle, not a copy of
-    /// its slot and address, keeps every action small: [`Actions`] are returned by value several times
-    /// per request, and a 32-byte address in each of three slots made them a memcpy call every time.
-    Connect {
-        backend: Arc<Backend>,
-        pooled: Pooled,
-    },
+    /// Get a connection to the current attempt's backend ([`Exchange::attempt_backend`]: its `slot`,
+    /// at its `config.addr`), then report [`Exchange::on_connected`] or
+    /// [`Exchange::on_connect_failed`]; nothing if no attempt is under way any more (it ended within
+    /// the same event). The backend is asked of the exchange rather than carried:
+    /// a handle here cost two atomic read-modify-writes per request (its clone and its drop), and a
+    /// copy of the slot and address made every [`Actions`] a memcpy call.
+    Connect { pooled: Pooled },
     /// The current backend connection is done with: keep it for another request if `reuse`, else close.
     ReleaseBackend { reuse: bool },
     /// Shut down our sending side towards the backend (a tunnel's client finished sending).
@@ -53,8 +51,8 @@ pub enum Action {
 }
 
 /// The actions one event produced, in order (never more than three). Also its own iterator: the
-/// driver takes them from the front, and whatever an early return leaves is dropped with it (three
-/// tag checks, where a `Flatten` over an array iterator had ranges to drop).
+/// driver takes them from the front. No action holds anything to drop, so neither does this:
+/// returning it by value several times per request costs a few stores.
 #[must_use]
 #[derive(Debug, Default)]
 pub struct Actions {

@@ -42,6 +42,7 @@ impl Exchange {
     }
 
     /// Reading from or writing to the client failed: it is gone.
+    #[cold]
     pub fn on_client_error(&mut self, what: &str, error: &std::io::Error) -> Actions {
         let mut actions = Actions::default();
         match &self.phase {
@@ -301,6 +302,7 @@ impl Exchange {
 
     /// The client closed its side with the request body incomplete: the request can never be
     /// completed, and is not the backend's failure.
+    #[cold]
     pub(super) fn body_cut_short(&mut self, actions: &mut Actions) {
         if let Phase::Serving(f) = &self.phase {
             ::log::info!(
@@ -322,6 +324,7 @@ impl Exchange {
     }
 
     /// Answers the client with one of our own responses and closes after it.
+    #[cold]
     pub(super) fn respond(
         &mut self,
         response: ErrorResponse,
@@ -373,6 +376,7 @@ impl Exchange {
     }
 
     /// A plain-HTTP request while `[tls] redirect_http` is on: `308` to the same URL over HTTPS.
+    #[cold]
     pub(super) fn redirect_to_https(
         &mut self,
         head: &RequestHead,

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 impl Exchange {
     /// Connecting to the backend failed (`timed_out`: `[timeouts] connect` passed).
+    #[cold]
     pub fn on_connect_failed(
         &mut self,
         reason: &str,
@@ -34,6 +35,7 @@ impl Exchange {
     }
 
     /// Reading from or writing to the backend failed.
+    #[cold]
     pub fn on_backend_error(
         &mut self,
         what: &str,
@@ -54,6 +56,7 @@ impl Exchange {
     }
 
     /// The deadline of [`Exchange::deadline`] passed.
+    #[cold]
     pub fn on_timeout(&mut self, ctx: &mut impl Context, now: Instant) -> Actions {
         let mut actions = Actions::default();
         let response_timeout = ctx.config().timeouts.response;
@@ -117,6 +120,7 @@ impl Exchange {
 
     /// Carries out the retry policy's decision for the current attempt, which failed with `failure`
     /// for `reason`. The failed connection is always released (closed).
+    #[cold]
     pub(super) fn attempt_failed(
         &mut self,
         failure: Failure,
@@ -230,6 +234,6 @@ impl Exchange {
         f.attempt.backend_eof = false;
         f.upload = Outbox::new(f.upload.relay);
         f.stage = Stage::Connecting { since: now };
-        actions.push(Action::Connect { backend, pooled });
+        actions.push(Action::Connect { pooled });
     }
 }

@@ -367,8 +367,13 @@ impl Exchange {
     /// How the current attempt's backend is reached over TLS (`None` for a plain one), for a driver
     /// making a new connection to it.
     pub fn backend_tls(&self) -> Option<&crate::config::BackendTls> {
+        self.attempt_backend()?.config.tls.as_ref()
+    }
+
+    /// The backend of the attempt under way, which [`Action::Connect`] asks a connection to.
+    pub fn attempt_backend(&self) -> Option<&Backend> {
         match &self.phase {
-            Phase::Serving(f) => f.attempt.inflight.backend().config.tls.as_ref(),
+            Phase::Serving(f) => Some(f.attempt.inflight.backend()),
             _ => None,
         }
     }

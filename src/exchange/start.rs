@@ -6,9 +6,9 @@ use super::*;
 use crate::balance::{Outcome, Pick};
 use crate::buffer;
 use crate::fault;
-use crate::http::Framing;
 use crate::http::body::{ChunkedDecoder, Relay};
 use crate::http::request::{self, ForwardInfo, RequestHead};
+use crate::http::{Framing, HeadError};
 
 impl Exchange {
     /// In `ReadingHead`: parses what the client sent and starts the request it holds.
@@ -36,17 +36,26 @@ impl Exchange {
                     self.close(Close::Graceful, actions);
                 }
             }
-            Err(e) => {
-                let response = request::error_response(e);
-                ::log::info!(
-                    "{} rejected request: {e} -> {}",
-                    self.client,
-                    response.status()
-                );
-                self.respond(response, ctx, now, actions);
-            }
+            Err(e) => self.reject_head(e, ctx, now, actions),
             Ok(Some(head)) => self.start_request(&head, ctx, now, actions),
         }
+    }
+
+    #[cold]
+    fn reject_head(
+        &mut self,
+        e: HeadError,
+        ctx: &mut impl Context,
+        now: Instant,
+        actions: &mut Actions,
+    ) {
+        let response = request::error_response(e);
+        ::log::info!(
+            "{} rejected request: {e} -> {}",
+            self.client,
+            response.status()
+        );
+        self.respond(response, ctx, now, actions);
     }
 
     fn start_request(
@@ -58,15 +67,7 @@ impl Exchange {
     ) {
         self.requests = self.requests.saturating_add(1);
         if !ctx.admit_request(self.client.ip(), now) {
-            ::log::info!(
-                "{} \"{}\": over [limits] requests_per_second -> 429",
-                self.client,
-                RequestLine::new(
-                    head.method(self.client_in.data()),
-                    head.target.get(self.client_in.data())
-                )
-            );
-            self.respond(ErrorResponse::TooManyRequests, ctx, now, actions);
+            self.refuse(head, ErrorResponse::TooManyRequests, ctx, now, actions);
             return;
         }
         if !self.secure
@@ -76,18 +77,36 @@ impl Exchange {
             return;
         }
         let buf = self.client_in.data();
-        let line = RequestLine::new(head.method(buf), head.target.get(buf));
         let Some(routed) = ctx
             .config()
             .router
             .route(head.host(buf), head.target.get(buf))
         else {
-            ::log::info!("{} \"{line}\": no route -> 404", self.client);
-            self.respond(ErrorResponse::NotFound, ctx, now, actions);
+            self.refuse(head, ErrorResponse::NotFound, ctx, now, actions);
             return;
         };
         let sticky = sticky_cookie(ctx.config(), routed.pool, head, buf);
         self.pick_for(head, routed, sticky, ctx, now, actions);
+    }
+
+    /// Answers a request lb does not pass on (over the rate limit, or no route), with its log line.
+    #[cold]
+    fn refuse(
+        &mut self,
+        head: &RequestHead,
+        response: ErrorResponse,
+        ctx: &mut impl Context,
+        now: Instant,
+        actions: &mut Actions,
+    ) {
+        let buf = self.client_in.data();
+        let line = RequestLine::new(head.method(buf), head.target.get(buf));
+        let why = match response {
+            ErrorResponse::TooManyRequests => "over [limits] requests_per_second",
+            _ => "no route",
+        };
+        ::log::info!("{} \"{line}\": {why} -> {}", self.client, response.status());
+        self.respond(response, ctx, now, actions);
     }
 
     /// Picks a backend of the request's pool and starts the request there; when every backend is at
@@ -102,53 +121,31 @@ impl Exchange {
         now: Instant,
         actions: &mut Actions,
     ) {
-        // The request line for a log line, made only when one is written.
-        let line = |this: &Self| {
-            let buf = this.client_in.data();
-            RequestLine::new(head.method(buf), head.target.get(buf))
-        };
         let inflight = match ctx.pick(routed.pool, self.client.ip(), Tried::default(), sticky) {
             Pick::Started(inflight) => inflight,
-            Pick::Full => {
-                if matches!(self.phase, Phase::Queued(_)) {
-                    // Still no room: it keeps its place.
-                    return;
-                }
-                match ctx.enqueue(routed.pool) {
-                    Some(spot) => {
-                        ::log::debug!("conn {}: \"{}\" queued", self.id, line(self));
-                        self.phase = Phase::Queued(Box::new(Waiting {
-                            since: now,
-                            _spot: spot,
-                        }));
-                        actions.push(Action::Enqueue { pool: routed.pool });
-                    }
-                    None => {
-                        ::log::warn!("{} \"{}\": queue full -> 503", self.client, line(self));
-                        self.respond(ErrorResponse::ServiceUnavailable, ctx, now, actions);
-                    }
-                }
-                return;
-            }
+            Pick::Full => return self.wait_for_room(head, routed.pool, ctx, now, actions),
             Pick::None => {
-                ::log::warn!(
-                    "{} \"{}\": no backend available -> 503",
-                    self.client,
-                    line(self)
+                let response = ErrorResponse::ServiceUnavailable;
+                return self.refuse_picked(
+                    head,
+                    "no backend available",
+                    response,
+                    ctx,
+                    now,
+                    actions,
                 );
-                self.respond(ErrorResponse::ServiceUnavailable, ctx, now, actions);
-                return;
             }
         };
-        let backend = inflight.backend().clone();
-        if !self.write_request_head(head, &backend, routed.strip) {
-            ::log::info!(
-                "{} \"{}\": rewritten head too large -> 431",
-                self.client,
-                line(self)
+        if !self.write_request_head(head, inflight.backend(), routed.strip) {
+            let response = ErrorResponse::HeadTooLarge;
+            return self.refuse_picked(
+                head,
+                "rewritten head too large",
+                response,
+                ctx,
+                now,
+                actions,
             );
-            self.respond(ErrorResponse::HeadTooLarge, ctx, now, actions);
-            return;
         }
         let head_kept = if head.has_body() { 0 } else { head.head_len };
         let request = RequestFacts {
@@ -184,10 +181,66 @@ impl Exchange {
             self.client_in.consume(head.head_len);
         }
         self.phase = Phase::Serving(flight);
-        actions.push(Action::Connect { backend, pooled });
+        actions.push(Action::Connect { pooled });
         if let Phase::Serving(flight) = &self.phase {
             fault::inject(flight.line.target(), fault::Stage::Request);
         }
+    }
+
+    /// Every backend of the pool is at its `max_connections`: the request waits in the pool's queue,
+    /// or keeps its place there, or is refused when the queue is full.
+    #[cold]
+    fn wait_for_room(
+        &mut self,
+        head: &RequestHead,
+        pool: usize,
+        ctx: &mut impl Context,
+        now: Instant,
+        actions: &mut Actions,
+    ) {
+        if matches!(self.phase, Phase::Queued(_)) {
+            // Still no room: it keeps its place.
+            return;
+        }
+        match ctx.enqueue(pool) {
+            Some(spot) => {
+                let buf = self.client_in.data();
+                let line = RequestLine::new(head.method(buf), head.target.get(buf));
+                ::log::debug!("conn {}: \"{line}\" queued", self.id);
+                self.phase = Phase::Queued(Box::new(Waiting {
+                    since: now,
+                    _spot: spot,
+                }));
+                actions.push(Action::Enqueue { pool });
+            }
+            None => {
+                let response = ErrorResponse::ServiceUnavailable;
+                self.refuse_picked(head, "queue full", response, ctx, now, actions);
+            }
+        }
+    }
+
+    /// Answers a routed request that no backend takes, with its log line (a warning when no backend
+    /// could take it).
+    #[cold]
+    fn refuse_picked(
+        &mut self,
+        head: &RequestHead,
+        why: &str,
+        response: ErrorResponse,
+        ctx: &mut impl Context,
+        now: Instant,
+        actions: &mut Actions,
+    ) {
+        let buf = self.client_in.data();
+        let line = RequestLine::new(head.method(buf), head.target.get(buf));
+        let status = response.status();
+        if response == ErrorResponse::ServiceUnavailable {
+            ::log::warn!("{} \"{line}\": {why} -> {status}", self.client);
+        } else {
+            ::log::info!("{} \"{line}\": {why} -> {status}", self.client);
+        }
+        self.respond(response, ctx, now, actions);
     }
 
     /// Writes the head `backend` receives into `to_backend`, without the first `strip` bytes of its

@@ -156,8 +156,9 @@ impl Run {
         self.actions
             .drain(..)
             .map(|a| match a {
-                Action::Connect { backend, pooled } => {
-                    format!("connect {} {pooled:?}", backend.slot).to_lowercase()
+                Action::Connect { pooled } => {
+                    let slot = self.ex.attempt_backend().map(|b| b.slot);
+                    format!("connect {} {pooled:?}", slot.unwrap_or(usize::MAX)).to_lowercase()
                 }
                 Action::ReleaseBackend { reuse: true } => "release reuse".into(),
                 Action::ReleaseBackend { reuse: false } => "release close".into(),

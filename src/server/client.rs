@@ -384,15 +384,19 @@ impl Conn {
     /// Carries out what the exchange asked for. `Err` when the connection is to be closed.
     fn apply(&mut self, actions: Actions, sh: &mut Shared, now: Instant) -> Result<(), Close> {
         if actions.is_empty() {
-            // Many events (bytes sent, most bytes read) answer with nothing: no iterator to run, and
-            // nothing in it to drop.
-            std::mem::forget(actions);
+            // Many events (bytes sent, most bytes read) answer with nothing: no iterator to run.
             return Ok(());
         }
         for action in actions {
             match action {
-                Action::Connect { backend, pooled } => {
-                    self.connect(backend.slot, backend.config.addr, pooled, sh, now)?
+                Action::Connect { pooled } => {
+                    let Some(backend) = self.exchange.attempt_backend() else {
+                        // The attempt ended within the same event (a malformed body was
+                        // refused): there is nothing to connect for.
+                        continue;
+                    };
+                    let (slot, addr) = (backend.slot, backend.config.addr);
+                    self.connect(slot, addr, pooled, sh, now)?
                 }
                 Action::ReleaseBackend { reuse } => self.release_backend(reuse, sh),
                 Action::ShutdownBackend => {

@@ -327,8 +327,14 @@ impl Conn<'_> {
     pub(super) fn apply(&mut self, actions: Actions) -> Result<(), Close> {
         for action in actions {
             match action {
-                Action::Connect { backend, pooled } => {
-                    self.connect(backend.slot, backend.config.addr, pooled)?
+                Action::Connect { pooled } => {
+                    let Some(backend) = self.exchange.attempt_backend() else {
+                        // The attempt ended within the same event (a malformed body was
+                        // refused): there is nothing to connect for.
+                        continue;
+                    };
+                    let (slot, addr) = (backend.slot, backend.config.addr);
+                    self.connect(slot, addr, pooled)?
                 }
                 Action::ReleaseBackend { reuse } => self.release_backend(reuse),
                 Action::ShutdownBackend => {

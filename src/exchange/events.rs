@@ -338,9 +338,11 @@ impl Exchange {
         match &self.phase {
             Phase::Serving(f) => {
                 let took = now.saturating_duration_since(f.started);
-                log::access(ctx.config(), &f.access(self.client, status, bytes, took));
+                log::access(ctx.config(), || f.access(self.client, status, bytes, took));
             }
-            _ => log::access(ctx.config(), &log::Access::own(self.client, status, bytes)),
+            _ => log::access(ctx.config(), || {
+                log::Access::own(self.client, status, bytes)
+            }),
         }
         self.abandon_for_own_response(actions);
         self.to_client.append(response.bytes());
@@ -404,10 +406,9 @@ impl Exchange {
             return;
         }
         let bytes = self.to_client.len();
-        log::access(
-            ctx.config(),
-            &log::Access::own(self.client, 308, bytes as u64),
-        );
+        log::access(ctx.config(), || {
+            log::Access::own(self.client, 308, bytes as u64)
+        });
         self.own_response_queued(ctx, now);
     }
 }

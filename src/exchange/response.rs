@@ -159,7 +159,7 @@ impl Exchange {
             f.attempt
                 .inflight
                 .finish(outcome, "101 Switching Protocols");
-            log::access(ctx.config(), &f.access(self.client, 101, 0, latency));
+            log::access(ctx.config(), || f.access(self.client, 101, 0, latency));
             f.stage = Stage::Tunnel {
                 download: Outbox::new(relay),
                 client_shut: false,

@@ -316,8 +316,9 @@ impl Exchange {
             .attempt
             .inflight
             .finish(Outcome::of_status(flight.status, latency), "response");
-        let entry = flight.access(self.client, flight.status, flight.response_bytes, latency);
-        log::access(ctx.config(), &entry);
+        log::access(ctx.config(), || {
+            flight.access(self.client, flight.status, flight.response_bytes, latency)
+        });
         let reuse = policy::backend_reusable(
             reusable,
             !request_cut && flight.upload.finished(&self.to_backend),
@@ -403,9 +404,10 @@ impl Exchange {
 /// Keeps the request's `Referer` and `User-Agent` (the first of each) in `flight` for the access log;
 /// nothing when the log is off.
 fn logged_fields(config: &Config, head: &RequestHead, buf: &[u8], flight: &mut Flight) {
-    flight.referer.clear();
-    flight.user_agent.clear();
+    flight.fields_logged = config.access_log;
     if config.access_log {
+        flight.referer.clear();
+        flight.user_agent.clear();
         // One pass over the fields for both, the first of each.
         let (mut referer, mut user_agent) = (false, false);
         for h in head.headers.iter(buf) {

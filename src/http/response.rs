@@ -293,16 +293,22 @@ pub fn head_goes_as_received(
         ClientBody::Empty => head.length_fields == 0 || head.status != 204,
         _ => false,
     };
-    let head_len = head.head_len;
+    let (head_len, reason_end) = (head.head_len, head.reason.end as usize);
+    // An HTTP/1.1 status line whose reason starts at 13 is `HTTP/1.1 NNN ` from the head's first
+    // byte (httparse takes single spaces and three digits): with CRLF after the reason, it is the
+    // line written.
+    let status_line_kept = head.version == Version::Http11
+        && head.reason.start == 13
+        && buf.get(reason_end..reason_end + 2) == Some(&b"\r\n"[..]);
     let as_received = fields_kept
+        && status_line_kept
         && !head.hop_by_hop
-        && head.headers.lines_as_written(buf)
         && extra.is_empty()
         && !plan.close_client
         && client_version == Version::Http11
         && head_len >= 4
         && buf.get(head_len - 2..head_len) == Some(&b"\r\n"[..])
-        && matches!(status_line_as_is(buf, head), Some((0, _)));
+        && head.headers.lines_as_written(buf);
     debug_assert!(
         !as_received || writer_copies_head(buf, head, plan, client_version, extra),
         "a head said to go as received is rewritten"
@@ -511,6 +517,31 @@ mod tests {
                 "",
                 true,
                 "HTTP/1.1 304 Not Modified\r\nETag: \"a\"\r\n\r\n",
+            ),
+            // Status lines: an empty reason is kept as it is; a missing one gets its space.
+            (
+                "HTTP/1.1 200 \r\nContent-Length: 2\r\n\r\n",
+                false,
+                true,
+                "",
+                true,
+                "HTTP/1.1 200 \r\nContent-Length: 2\r\n\r\n",
+            ),
+            (
+                "HTTP/1.1 200\r\nContent-Length: 2\r\n\r\n",
+                false,
+                true,
+                "",
+                false,
+                "HTTP/1.1 200 \r\nContent-Length: 2\r\n\r\n",
+            ),
+            (
+                "HTTP/1.1 299 Ça va\r\nContent-Length: 2\r\n\r\n",
+                false,
+                true,
+                "",
+                true,
+                "HTTP/1.1 299 Ça va\r\nContent-Length: 2\r\n\r\n",
             ),
             // A 204's Content-Length is dropped.
             (

@@ -2,7 +2,8 @@
 //! on its way from an input buffer to a peer. Stepping its relay consumes framing from the input and
 //! queues normalised framing (and heads) in a small output buffer, until payload is next; the driver
 //! then writes the queued bytes and the payload straight from the input buffer, in one `writev`, and
-//! reports how much went. Payload is never copied.
+//! reports how much went. Payload is never copied, and neither is a head that goes as it was received:
+//! it stays at the front of the input and leaves ahead of the payload.
 
 use crate::buffer::{self, Buffer};
 use crate::http::body::{FramingError, Relay, Step};

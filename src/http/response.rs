@@ -1,5 +1,6 @@
 //! Response heads: parse what a backend sent, decide how its body is delimited, whether the backend
-//! connection can be reused and how the body is framed for the client, then write the client's head.
+//! connection can be reused and how the body is framed for the client, then write the client's head,
+//! or tell that it would be the backend's as it is (it then goes to the client as it was received).
 
 use super::{
     ConnectionTokens, Field, Framing, HeadError, HeadWriter, HeaderSpans, MAX_HEADERS,

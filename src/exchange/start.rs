@@ -67,7 +67,8 @@ impl Exchange {
     ) {
         self.requests = self.requests.saturating_add(1);
         if !ctx.admit_request(self.client.ip(), now) {
-            self.refuse(head, ErrorResponse::TooManyRequests, ctx, now, actions);
+            let why = "over [limits] requests_per_second";
+            self.refuse(head, why, ErrorResponse::TooManyRequests, ctx, now, actions);
             return;
         }
         if !self.secure
@@ -82,31 +83,11 @@ impl Exchange {
             .router
             .route(head.host(buf), head.target.get(buf))
         else {
-            self.refuse(head, ErrorResponse::NotFound, ctx, now, actions);
+            self.refuse(head, "no route", ErrorResponse::NotFound, ctx, now, actions);
             return;
         };
         let sticky = sticky_cookie(ctx.config(), routed.pool, head, buf);
         self.pick_for(head, routed, sticky, ctx, now, actions);
-    }
-
-    /// Answers a request lb does not pass on (over the rate limit, or no route), with its log line.
-    #[cold]
-    fn refuse(
-        &mut self,
-        head: &RequestHead,
-        response: ErrorResponse,
-        ctx: &mut impl Context,
-        now: Instant,
-        actions: &mut Actions,
-    ) {
-        let buf = self.client_in.data();
-        let line = RequestLine::new(head.method(buf), head.target.get(buf));
-        let why = match response {
-            ErrorResponse::TooManyRequests => "over [limits] requests_per_second",
-            _ => "no route",
-        };
-        ::log::info!("{} \"{line}\": {why} -> {}", self.client, response.status());
-        self.respond(response, ctx, now, actions);
     }
 
     /// Picks a backend of the request's pool and starts the request there; when every backend is at
@@ -126,19 +107,12 @@ impl Exchange {
             Pick::Full => return self.wait_for_room(head, routed.pool, ctx, now, actions),
             Pick::None => {
                 let response = ErrorResponse::ServiceUnavailable;
-                return self.refuse_picked(
-                    head,
-                    "no backend available",
-                    response,
-                    ctx,
-                    now,
-                    actions,
-                );
+                return self.refuse(head, "no backend available", response, ctx, now, actions);
             }
         };
         if !self.write_request_head(head, inflight.backend(), routed.strip) {
             let response = ErrorResponse::HeadTooLarge;
-            return self.refuse_picked(
+            return self.refuse(
                 head,
                 "rewritten head too large",
                 response,
@@ -215,15 +189,16 @@ impl Exchange {
             }
             None => {
                 let response = ErrorResponse::ServiceUnavailable;
-                self.refuse_picked(head, "queue full", response, ctx, now, actions);
+                self.refuse(head, "queue full", response, ctx, now, actions);
             }
         }
     }
 
-    /// Answers a routed request that no backend takes, with its log line (a warning when no backend
-    /// could take it).
+    /// Answers a request lb does not pass on (over the rate limit, no route, no backend with room, a
+    /// head too large once rewritten) with `response`, and logs why: a warning when no backend could
+    /// take it.
     #[cold]
-    fn refuse_picked(
+    fn refuse(
         &mut self,
         head: &RequestHead,
         why: &str,

@@ -399,16 +399,7 @@ impl Conn {
                     self.connect(slot, addr, pooled, sh, now)?
                 }
                 Action::ReleaseBackend { reuse } => self.release_backend(reuse, sh),
-                Action::ShutdownBackend => {
-                    if let Some(backend) = self.backend.as_mut()
-                        && let Err(e) = backend.end.transport.shutdown_write()
-                    {
-                        let actions =
-                            self.exchange
-                                .on_backend_error("shutdown", &e, &mut sh.upstream, now);
-                        self.apply(actions, sh, now)?;
-                    }
-                }
+                Action::ShutdownBackend => self.shutdown_backend(sh, now)?,
                 Action::ShutdownClient => {
                     if self.client.transport.shutdown_write().is_err() {
                         return Err(Close::Graceful);
@@ -417,6 +408,20 @@ impl Conn {
                 Action::Close(how) => return Err(how),
                 Action::Enqueue { pool } => sh.enqueue(pool, self.key as usize, self.id()),
             }
+        }
+        Ok(())
+    }
+
+    /// A tunnel's client finished sending: so does lb, towards the backend.
+    #[cold]
+    fn shutdown_backend(&mut self, sh: &mut Shared, now: Instant) -> Result<(), Close> {
+        if let Some(backend) = self.backend.as_mut()
+            && let Err(e) = backend.end.transport.shutdown_write()
+        {
+            let actions = self
+                .exchange
+                .on_backend_error("shutdown", &e, &mut sh.upstream, now);
+            self.apply(actions, sh, now)?;
         }
         Ok(())
     }
@@ -450,6 +455,19 @@ impl Conn {
             let actions = self.exchange.on_connected(true, &mut sh.upstream, now);
             return self.apply(actions, sh, now);
         }
+        self.open_connection(slot, addr, sh, now)
+    }
+
+    /// A new non-blocking connect to `addr` (no pooled connection would do): kept out of `apply`,
+    /// where a busy backend's requests find a pooled one.
+    #[cold]
+    fn open_connection(
+        &mut self,
+        slot: usize,
+        addr: SocketAddr,
+        sh: &mut Shared,
+        now: Instant,
+    ) -> Result<(), Close> {
         // A TLS backend's session is made before the socket, so that nothing can fail once it is
         // registered.
         let session = match self.exchange.backend_tls() {

@@ -172,6 +172,18 @@ impl HeaderSpans {
         usize::from(self.len)
     }
 
+    /// Where the field lines are, from the first name to the last CRLF, when there are some and every
+    /// one is already in its written form ([`HeaderSpans::lines_as_written`]): they can be forwarded
+    /// in one piece.
+    pub fn lines_span(&self, base: &[u8]) -> Option<(usize, usize)> {
+        if !self.lines_as_written(base) {
+            return None;
+        }
+        let kept = self.fields.get(..usize::from(self.len))?;
+        let ([start, ..], [.., last_value_end]) = (kept.first()?, kept.last()?);
+        Some((usize::from(*start), usize::from(*last_value_end) + 2))
+    }
+
     /// Every field line in `base` is already in the form a forwarded field is written in
     /// (`name: value` CRLF), as far as the kept positions tell (false for a head whose positions are
     /// not kept).

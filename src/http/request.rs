@@ -39,6 +39,10 @@ pub struct RequestHead {
     has_forwarded_for: bool,
     /// Some `Connection` field names other fields, which are then hop-by-hop too.
     connection_lists_fields: bool,
+    /// Every field goes to the backend as it is (none is hop-by-hop, framing, `X-Forwarded-*`, a
+    /// `Host` an absolute-form target replaces, an HTTP/1.0 `Expect`, or a framing lookalike): the
+    /// rewrite may copy them whole (see [`write_request_head`]).
+    fields_forwarded_whole: bool,
 }
 
 impl RequestHead {
@@ -154,6 +158,9 @@ pub fn parse_request_limited(
         },
         has_forwarded_for: fields.forwarded_for,
         connection_lists_fields: connection.names_fields,
+        fields_forwarded_whole: fields.forwarded_whole
+            && authority.is_none()
+            && !(fields.has_expect && version == Version::Http10),
     }))
 }
 
@@ -166,6 +173,9 @@ struct RequestFields<'a> {
     expect_continue: bool,
     has_upgrade_field: bool,
     forwarded_for: bool,
+    has_expect: bool,
+    /// No field is one the rewrite drops or changes whatever the request line says.
+    forwarded_whole: bool,
     /// The value of the last `Host` field.
     host: Option<&'a [u8]>,
 }
@@ -180,10 +190,18 @@ impl<'a> RequestFields<'a> {
             expect_continue: false,
             has_upgrade_field: false,
             forwarded_for: false,
+            has_expect: false,
+            forwarded_whole: true,
             host: None,
         };
         for h in headers {
-            match Field::of(h.name.as_bytes()) {
+            let field = Field::of(h.name.as_bytes());
+            fields.forwarded_whole &= match field {
+                Field::Other => !framing_lookalike(h.name.as_bytes()),
+                Field::Host | Field::Expect => true,
+                _ => false,
+            };
+            match field {
                 Field::ContentLength => {
                     fields.content_length = merge_content_length(fields.content_length, h.value)?;
                 }
@@ -194,6 +212,7 @@ impl<'a> RequestFields<'a> {
                     fields.host = Some(h.value);
                 }
                 Field::Expect => {
+                    fields.has_expect = true;
                     fields.expect_continue |=
                         trim_ows(h.value).eq_ignore_ascii_case(b"100-continue");
                 }
@@ -317,6 +336,33 @@ pub fn write_request_head(
     info: &ForwardInfo<'_>,
     out: &mut [u8],
 ) -> Option<usize> {
+    let whole = head.fields_forwarded_whole;
+    let written = write_request_head_with(buf, head, info, out, whole);
+    // Every test build checks that copying the fields whole writes what the field-by-field
+    // rewrite writes.
+    #[cfg(debug_assertions)]
+    if whole && let Some(n) = written {
+        let mut by_field = vec![0; n];
+        let again = write_request_head_with(buf, head, info, &mut by_field, false);
+        debug_assert_eq!(
+            again,
+            Some(n),
+            "the fields copied whole are not the fields rewritten"
+        );
+        debug_assert!(out[..n] == by_field[..], "the fields copied whole differ");
+    }
+    written
+}
+
+/// [`write_request_head`], the fields copied whole in one run when `whole` allows and they are
+/// already written `name: value` CRLF, else field by field.
+fn write_request_head_with(
+    buf: &[u8],
+    head: &RequestHead,
+    info: &ForwardInfo<'_>,
+    out: &mut [u8],
+    whole: bool,
+) -> Option<usize> {
     let mut w = HeadWriter::with_source(out, buf);
     match forwarded_as_is(buf, head, info) {
         // Copied with the fields that follow it, in one run.
@@ -337,35 +383,14 @@ pub fn write_request_head(
         }
     }
 
-    let mut forwarded_for_written = false;
-    for h in head.headers.iter(buf) {
-        let name = h.name.get(buf);
-        let field = Field::of(name);
-        if field == Field::XForwardedFor {
-            // All X-Forwarded-For fields are folded into one, with the client appended, in place of the first.
-            if !forwarded_for_written {
-                forwarded_for_written = true;
-                write_forwarded_for(&mut w, buf, head, info.client_ip);
-            }
-            continue;
-        }
-        let skip = if head.upgrade && field == Field::Upgrade {
+    let forwarded_for_written = match head.headers.lines_span(buf) {
+        // No X-Forwarded-For among them to fold the client into.
+        Some((start, end)) if whole => {
+            w.source_bytes(start, end);
             false
-        } else {
-            field.is_hop_by_hop()
-                || field == Field::XForwardedProto
-                || (head.authority.is_some() && field == Field::Host)
-                || (head.version == Version::Http10 && field == Field::Expect)
-                || (head.connection_lists_fields
-                    && field != Field::Host
-                    && listed_in_connection(buf, &head.headers, name))
-                // A lookalike has an underscore, which no name lb knows has.
-                || (field == Field::Other && framing_lookalike(name))
-        };
-        if !skip {
-            w.field(h);
         }
-    }
+        _ => forward_fields(&mut w, buf, head, info),
+    };
     if let Some(authority) = head.authority {
         w.header(b"Host", authority.get(buf));
     } else if !head.has_host {
@@ -391,6 +416,47 @@ pub fn write_request_head(
         b"X-Forwarded-Proto: http\r\n\r\n"
     });
     w.finish()
+}
+
+/// The client's fields the backend gets, one by one: hop-by-hop ones and those the rewrite replaces
+/// left out, every `X-Forwarded-For` folded into the first with the client appended. True when that
+/// field was written.
+fn forward_fields(
+    w: &mut HeadWriter<'_>,
+    buf: &[u8],
+    head: &RequestHead,
+    info: &ForwardInfo<'_>,
+) -> bool {
+    let mut forwarded_for_written = false;
+    for h in head.headers.iter(buf) {
+        let name = h.name.get(buf);
+        let field = Field::of(name);
+        if field == Field::XForwardedFor {
+            // All X-Forwarded-For fields are folded into one, with the client appended, in place of the first.
+            if !forwarded_for_written {
+                forwarded_for_written = true;
+                write_forwarded_for(w, buf, head, info.client_ip);
+            }
+            continue;
+        }
+        let skip = if head.upgrade && field == Field::Upgrade {
+            false
+        } else {
+            field.is_hop_by_hop()
+                || field == Field::XForwardedProto
+                || (head.authority.is_some() && field == Field::Host)
+                || (head.version == Version::Http10 && field == Field::Expect)
+                || (head.connection_lists_fields
+                    && field != Field::Host
+                    && listed_in_connection(buf, &head.headers, name))
+                // A lookalike has an underscore, which no name lb knows has.
+                || (field == Field::Other && framing_lookalike(name))
+        };
+        if !skip {
+            w.field(h);
+        }
+    }
+    forwarded_for_written
 }
 
 /// Where the request line ends when the client's is already the line the backend gets (an

@@ -32,8 +32,8 @@ use lb::http::request::{
     ForwardInfo, RequestHead, parse_request, parse_request_limited, write_request_head,
 };
 use lb::http::response::{
-    ClientBody, ResponseHead, ResponsePlan, parse_response, parse_response_limited, plan_response,
-    write_response_head,
+    ClientBody, ResponseHead, ResponsePlan, head_goes_as_received, parse_response,
+    parse_response_limited, plan_response, write_response_head,
 };
 use lb::http::{Framing, HeadError, HeaderSpans, MAX_HEADERS, Span, Version, trim_ows};
 use proptest::prelude::*;
@@ -666,7 +666,8 @@ fn promised_framing(head: &ResponseHead, plan: Option<&ResponsePlan>, is_head: b
 }
 
 /// Property 3 for responses: for every plan, the head written for the client parses again with the
-/// same status and reason and the promised framing and persistence.
+/// same status and reason and the promised framing and persistence; one said to go as received is
+/// the backend's head byte for byte.
 fn response_rewrites_agree(
     buf: &[u8],
     head: &ResponseHead,
@@ -696,6 +697,12 @@ fn response_rewrites_agree(
                 show(&buf[..head.head_len]),
                 show(out)
             );
+            // A head said to go as received is exactly the head written.
+            if let Some(plan) = &plan
+                && head_goes_as_received(buf, head, plan, client, b"")
+            {
+                prop_assert_eq!(out, &buf[..head.head_len], "{}", context);
+            }
             let again = match parse_response_limited(out, is_head, out.len() + 1, MAX_HEADERS) {
                 Ok(Some(again)) => again,
                 other => {

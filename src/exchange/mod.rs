@@ -129,6 +129,9 @@ impl Flight {
         bytes: u64,
         took: Duration,
     ) -> log::Access<'_> {
+        fn logged(on: bool, kept: &log::Kept) -> &[u8] {
+            if on { kept.get() } else { b"" }
+        }
         log::Access {
             client,
             request: Some((&self.line, self.request.version)),
@@ -136,16 +139,8 @@ impl Flight {
             bytes,
             backend: Some(&self.attempt.inflight.backend().name),
             took: Some(took),
-            referer: if self.fields_logged {
-                self.referer.get()
-            } else {
-                b""
-            },
-            user_agent: if self.fields_logged {
-                self.user_agent.get()
-            } else {
-                b""
-            },
+            referer: logged(self.fields_logged, &self.referer),
+            user_agent: logged(self.fields_logged, &self.user_agent),
         }
     }
 }

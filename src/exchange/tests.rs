@@ -156,10 +156,12 @@ impl Run {
         self.actions
             .drain(..)
             .map(|a| match a {
-                Action::Connect { pooled } => {
-                    let slot = self.ex.attempt_backend().map(|b| b.slot);
-                    format!("connect {} {pooled:?}", slot.unwrap_or(usize::MAX)).to_lowercase()
-                }
+                // The backend of the attempt under way when the actions are taken, as a driver
+                // sees it (tests take them after each event).
+                Action::Connect { pooled } => match self.ex.attempt_backend() {
+                    Some(backend) => format!("connect {} {pooled:?}", backend.slot).to_lowercase(),
+                    None => format!("connect none {pooled:?}").to_lowercase(),
+                },
                 Action::ReleaseBackend { reuse: true } => "release reuse".into(),
                 Action::ReleaseBackend { reuse: false } => "release close".into(),
                 Action::ShutdownBackend => "shutdown backend".into(),
@@ -308,6 +310,23 @@ fn heads_and_bodies_leave_in_one_write() {
     let out = r.ex.client_output();
     assert_eq!(out.queued, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n");
     assert_eq!(out.payload, b"hi");
+}
+
+/// A body refused within the event that brought its head (a chunk size that overflows) leaves the
+/// Connect asked for before it without an attempt: the driver connects nothing, and the 400 goes out.
+#[test]
+fn a_body_refused_with_its_head_leaves_nothing_to_connect() {
+    let mut r = Run::new("", 1);
+    r.client_sends(
+        b"POST /p HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\nFFFFFFFFFFFFFFFFFFFF\r\n",
+    );
+    assert_eq!(
+        r.said(),
+        ["connect none verified", "release close", "shutdown client"]
+    );
+    assert!(r.ex.attempt_backend().is_none());
+    assert!(r.to_backend.is_empty());
+    assert!(r.to_client.starts_with(b"HTTP/1.1 400 "));
 }
 
 #[test]

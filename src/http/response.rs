@@ -295,11 +295,11 @@ pub fn head_goes_as_received(
         _ => false,
     };
     let (head_len, reason_end) = (head.head_len, head.reason.end as usize);
-    // An HTTP/1.1 status line whose reason starts at 13 is `HTTP/1.1 NNN ` from the head's first
-    // byte (httparse takes single spaces and three digits): with CRLF after the reason, it is the
-    // line written.
-    let status_line_kept = head.version == Version::Http11
-        && head.reason.start == 13
+    // A head that starts `HTTP/1.1 ` and whose reason starts at 13 has `HTTP/1.1 NNN ` for its
+    // first 13 bytes (httparse takes single spaces and three digits): with CRLF after the reason,
+    // that is the line written. (A reason found at 13 after a leading empty line is a missing one.)
+    let status_line_kept = head.reason.start == 13
+        && buf.starts_with(b"HTTP/1.1 ")
         && buf.get(reason_end..reason_end + 2) == Some(&b"\r\n"[..]);
     let as_received = fields_kept
         && status_line_kept
@@ -535,6 +535,32 @@ mod tests {
                 "",
                 false,
                 "HTTP/1.1 200 \r\nContent-Length: 2\r\n\r\n",
+            ),
+            // After a leading empty line, a missing reason is found at byte 13 all the same.
+            (
+                "\nHTTP/1.1 200\r\nContent-Length: 2\r\n\r\n",
+                false,
+                true,
+                "",
+                false,
+                "HTTP/1.1 200 \r\nContent-Length: 2\r\n\r\n",
+            ),
+            (
+                "\nHTTP/1.1 204\r\n\r\n",
+                false,
+                true,
+                "",
+                false,
+                "HTTP/1.1 204 \r\n\r\n",
+            ),
+            // The backend's spelling of a Content-Length kept in place stays.
+            (
+                "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n",
+                false,
+                true,
+                "",
+                true,
+                "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n",
             ),
             (
                 "HTTP/1.1 299 Ça va\r\nContent-Length: 2\r\n\r\n",

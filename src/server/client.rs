@@ -223,71 +223,69 @@ impl Conn {
         Ok(filled.bytes > 0 || filled.eof)
     }
 
+    // One write per call: the drive loop comes back while a pass makes progress, so writing again
+    // here would only ask the exchange for output a second time to find, most often, none.
     fn write_backend(&mut self, sh: &mut Shared, now: Instant) -> Result<bool, Close> {
-        let mut progressed = false;
-        loop {
-            let Some(backend) = self.backend.as_mut() else {
-                return Ok(progressed);
-            };
-            if !backend.ready_for_requests() || !backend.end.ready.writable {
-                return Ok(progressed);
-            }
-            let result = match backend.end.flush(&sh.registry) {
-                Ok(false) => return Ok(progressed),
-                Ok(true) => {
-                    let out = self.exchange.backend_output();
-                    if out.is_empty() {
-                        return Ok(progressed);
-                    }
-                    send(&mut backend.end.transport, out)
-                }
-                Err(e) => Err(e),
-            };
-            let actions = match result {
-                Ok(n) => self.exchange.on_backend_sent(n, &mut sh.upstream, now),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    let end = &mut backend.end;
-                    let stream = end.transport.socket_mut();
-                    blocked_writing(&sh.registry, stream, end.token, &mut end.ready);
-                    return Ok(progressed);
-                }
-                Err(e) => self
-                    .exchange
-                    .on_backend_error("write", &e, &mut sh.upstream, now),
-            };
-            progressed = true;
-            self.apply(actions, sh, now)?;
+        let Some(backend) = self.backend.as_mut() else {
+            return Ok(false);
+        };
+        if !backend.ready_for_requests() || !backend.end.ready.writable {
+            return Ok(false);
         }
+        let result = match backend.end.flush(&sh.registry) {
+            Ok(false) => return Ok(false),
+            Ok(true) => {
+                let out = self.exchange.backend_output();
+                if out.is_empty() {
+                    return Ok(false);
+                }
+                send(&mut backend.end.transport, out)
+            }
+            Err(e) => Err(e),
+        };
+        let actions = match result {
+            Ok(n) => self.exchange.on_backend_sent(n, &mut sh.upstream, now),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let end = &mut backend.end;
+                let stream = end.transport.socket_mut();
+                blocked_writing(&sh.registry, stream, end.token, &mut end.ready);
+                return Ok(false);
+            }
+            Err(e) => self
+                .exchange
+                .on_backend_error("write", &e, &mut sh.upstream, now),
+        };
+        self.apply(actions, sh, now)?;
+        Ok(true)
     }
 
     fn write_client(&mut self, sh: &mut Shared, now: Instant) -> Result<bool, Close> {
-        let mut progressed = false;
-        while self.client.ready.writable {
-            let result = match self.client.flush(&sh.registry) {
-                Ok(false) => break,
-                Ok(true) => {
-                    let out = self.exchange.client_output();
-                    if out.is_empty() {
-                        break;
-                    }
-                    send(&mut self.client.transport, out)
-                }
-                Err(e) => Err(e),
-            };
-            let actions = match result {
-                Ok(n) => self.exchange.on_client_sent(n, &mut sh.upstream, now),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    let end = &mut self.client;
-                    let stream = end.transport.socket_mut();
-                    blocked_writing(&sh.registry, stream, end.token, &mut end.ready);
-                    break;
-                }
-                Err(e) => self.exchange.on_client_error("write", &e),
-            };
-            progressed = true;
-            self.apply(actions, sh, now)?;
+        if !self.client.ready.writable {
+            return Ok(false);
         }
-        Ok(progressed)
+        let result = match self.client.flush(&sh.registry) {
+            Ok(false) => return Ok(false),
+            Ok(true) => {
+                let out = self.exchange.client_output();
+                if out.is_empty() {
+                    return Ok(false);
+                }
+                send(&mut self.client.transport, out)
+            }
+            Err(e) => Err(e),
+        };
+        let actions = match result {
+            Ok(n) => self.exchange.on_client_sent(n, &mut sh.upstream, now),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let end = &mut self.client;
+                let stream = end.transport.socket_mut();
+                blocked_writing(&sh.registry, stream, end.token, &mut end.ready);
+                return Ok(false);
+            }
+            Err(e) => self.exchange.on_client_error("write", &e),
+        };
+        self.apply(actions, sh, now)?;
+        Ok(true)
     }
 
     /// A non-blocking connect reported readiness: established, or failed.

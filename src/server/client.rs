@@ -8,13 +8,11 @@
 mod end;
 mod proxy_header;
 
-use super::pool::blocked_writing;
 use super::*;
 use crate::exchange::{Action, Actions, Exchange, Pooled};
-use crate::io::send;
 use crate::tls::TlsStream;
 use crate::transport::Transport;
-use end::{BackendEnd, End};
+use end::{BackendEnd, End, Wrote};
 
 pub(super) struct Conn {
     /// The slab key (a process cannot hold 2^32 sockets, so it fits).
@@ -229,29 +227,16 @@ impl Conn {
         let Some(backend) = self.backend.as_mut() else {
             return Ok(false);
         };
-        if !backend.ready_for_requests() || !backend.end.ready.writable {
+        if !backend.ready_for_requests() {
             return Ok(false);
         }
-        let result = match backend.end.flush(&sh.registry) {
-            Ok(false) => return Ok(false),
-            Ok(true) => {
-                let out = self.exchange.backend_output();
-                if out.is_empty() {
-                    return Ok(false);
-                }
-                send(&mut backend.end.transport, out)
-            }
-            Err(e) => Err(e),
-        };
-        let actions = match result {
-            Ok(n) => self.exchange.on_backend_sent(n, &mut sh.upstream, now),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                let end = &mut backend.end;
-                let stream = end.transport.socket_mut();
-                blocked_writing(&sh.registry, stream, end.token, &mut end.ready);
-                return Ok(false);
-            }
-            Err(e) => self
+        let actions = match backend
+            .end
+            .write(&sh.registry, || self.exchange.backend_output())
+        {
+            Wrote::Nothing => return Ok(false),
+            Wrote::Bytes(n) => self.exchange.on_backend_sent(n, &mut sh.upstream, now),
+            Wrote::Failed(e) => self
                 .exchange
                 .on_backend_error("write", &e, &mut sh.upstream, now),
         };
@@ -260,29 +245,13 @@ impl Conn {
     }
 
     fn write_client(&mut self, sh: &mut Shared, now: Instant) -> Result<bool, Close> {
-        if !self.client.ready.writable {
-            return Ok(false);
-        }
-        let result = match self.client.flush(&sh.registry) {
-            Ok(false) => return Ok(false),
-            Ok(true) => {
-                let out = self.exchange.client_output();
-                if out.is_empty() {
-                    return Ok(false);
-                }
-                send(&mut self.client.transport, out)
-            }
-            Err(e) => Err(e),
-        };
-        let actions = match result {
-            Ok(n) => self.exchange.on_client_sent(n, &mut sh.upstream, now),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                let end = &mut self.client;
-                let stream = end.transport.socket_mut();
-                blocked_writing(&sh.registry, stream, end.token, &mut end.ready);
-                return Ok(false);
-            }
-            Err(e) => self.exchange.on_client_error("write", &e),
+        let actions = match self
+            .client
+            .write(&sh.registry, || self.exchange.client_output())
+        {
+            Wrote::Nothing => return Ok(false),
+            Wrote::Bytes(n) => self.exchange.on_client_sent(n, &mut sh.upstream, now),
+            Wrote::Failed(e) => self.exchange.on_client_error("write", &e),
         };
         self.apply(actions, sh, now)?;
         Ok(true)

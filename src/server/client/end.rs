@@ -2,8 +2,18 @@
 //! into a buffer and flushing what a TLS session still owes; and the backend's end, with where its
 //! connect and handshake stand.
 
+use super::super::pool::blocked_writing;
 use super::*;
-use crate::io::Filled;
+use crate::exchange::Outgoing;
+use crate::io::{Filled, send};
+
+/// What one write to an end did.
+pub(super) enum Wrote {
+    /// Nothing to write, or the socket would block (writability is then watched).
+    Nothing,
+    Bytes(usize),
+    Failed(io::Error),
+}
 
 /// One side's socket in the loop.
 pub(super) struct End {
@@ -40,9 +50,45 @@ impl End {
         if self.transport.flush_pending()? {
             return Ok(true);
         }
+        self.watch_writability(registry);
+        Ok(false)
+    }
+
+    /// Writes once, if the end is writable: what a TLS session still owes, then what `output` gives
+    /// (asked only then).
+    pub(super) fn write<'a>(
+        &mut self,
+        registry: &Registry,
+        output: impl FnOnce() -> Outgoing<'a>,
+    ) -> Wrote {
+        if !self.ready.writable {
+            return Wrote::Nothing;
+        }
+        let result = match self.flush(registry) {
+            Ok(false) => return Wrote::Nothing,
+            Ok(true) => {
+                let out = output();
+                if out.is_empty() {
+                    return Wrote::Nothing;
+                }
+                send(&mut self.transport, out)
+            }
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(n) => Wrote::Bytes(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.watch_writability(registry);
+                Wrote::Nothing
+            }
+            Err(e) => Wrote::Failed(e),
+        }
+    }
+
+    /// A write would block: writability is watched until it comes back.
+    fn watch_writability(&mut self, registry: &Registry) {
         let stream = self.transport.socket_mut();
         blocked_writing(registry, stream, self.token, &mut self.ready);
-        Ok(false)
     }
 }
 

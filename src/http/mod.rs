@@ -92,6 +92,33 @@ pub struct HeaderSpan {
     pub value: Span,
 }
 
+impl HeaderSpan {
+    /// A field from its kept positions (see [`HeaderSpans`]).
+    fn kept([name_start, name_end, value_start, value_end]: [u16; 4]) -> HeaderSpan {
+        HeaderSpan {
+            name: Span {
+                start: u32::from(name_start),
+                end: u32::from(name_end),
+            },
+            value: Span {
+                start: u32::from(value_start),
+                end: u32::from(value_end),
+            },
+        }
+    }
+
+    /// The field's line in `base` is already in the form a forwarded field is written in:
+    /// `name: value` CRLF, one space, no trailing whitespace.
+    #[inline]
+    pub fn line_as_written(self, base: &[u8]) -> bool {
+        let (name_end, value_start) = (self.name.end as usize, self.value.start as usize);
+        let value_end = self.value.end as usize;
+        value_start == name_end + 2
+            && base.get(name_end..value_start) == Some(&b": "[..])
+            && base.get(value_end..value_end + 2) == Some(&b"\r\n"[..])
+    }
+}
+
 /// Fields whose positions a parsed head keeps; a head with more has them found again in its bytes.
 const KEPT_FIELDS: usize = 12;
 
@@ -189,15 +216,9 @@ impl HeaderSpans {
     /// not kept).
     pub fn lines_as_written(&self, base: &[u8]) -> bool {
         self.kept
-            && self.fields[..usize::from(self.len)].iter().all(
-                |&[_, name_end, value_start, value_end]| {
-                    let (name_end, value_start) = (usize::from(name_end), usize::from(value_start));
-                    let value_end = usize::from(value_end);
-                    value_start == name_end + 2
-                        && base.get(name_end..value_start) == Some(&b": "[..])
-                        && base.get(value_end..value_end + 2) == Some(&b"\r\n"[..])
-                },
-            )
+            && self.fields[..usize::from(self.len)]
+                .iter()
+                .all(|&kept| HeaderSpan::kept(kept).line_as_written(base))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -220,17 +241,7 @@ impl Iterator for HeaderIter<'_> {
     fn next(&mut self) -> Option<HeaderSpan> {
         if let Some((first, rest)) = self.kept.split_first() {
             self.kept = rest;
-            let [name_start, name_end, value_start, value_end] = first.map(u32::from);
-            return Some(HeaderSpan {
-                name: Span {
-                    start: name_start,
-                    end: name_end,
-                },
-                value: Span {
-                    start: value_start,
-                    end: value_end,
-                },
-            });
+            return Some(HeaderSpan::kept(*first));
         }
         if self.left == 0 {
             return None;
@@ -334,19 +345,23 @@ impl From<httparse::Error> for HeadError {
 pub fn parse_content_length(value: &[u8]) -> Option<u64> {
     let mut result: Option<u64> = None;
     for member in value.split(|&b| b == b',') {
-        let member = trim_ows(member);
-        if member.is_empty() || member.len() > 19 || !member.iter().all(u8::is_ascii_digit) {
-            return None;
-        }
-        let n = member.iter().try_fold(0u64, |acc, &d| {
-            acc.checked_mul(10)?.checked_add(u64::from(d - b'0'))
-        })?;
+        let n = decimal(trim_ows(member))?;
         match result {
             Some(previous) if previous != n => return None,
             _ => result = Some(n),
         }
     }
     result
+}
+
+/// `digits` as a number: ASCII digits only, one to 19 of them (so that it cannot overflow).
+fn decimal(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |acc, &d| {
+        acc.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })
 }
 
 /// Folds one more Content-Length field into what was seen so far; every field must agree.

@@ -194,16 +194,11 @@ impl<'a> HeadWriter<'a> {
     /// CRLF (one space, no trailing whitespace), else rewritten so.
     pub fn field(&mut self, field: HeaderSpan) {
         let source = self.source;
-        let (name_end, value_start) = (field.name.end as usize, field.value.start as usize);
-        let line_end = field.value.end as usize + 2;
-        let verbatim = value_start == name_end + 2
-            && source.get(name_end..value_start) == Some(&b": "[..])
-            && source.get(line_end - 2..line_end) == Some(&b"\r\n"[..]);
-        if !verbatim {
+        if !field.line_as_written(source) {
             self.header(field.name.get(source), field.value.get(source));
             return;
         }
-        self.source_bytes(field.name.start as usize, line_end);
+        self.source_bytes(field.name.start as usize, field.value.end as usize + 2);
     }
 
     /// Forwards `source[start..end]` as it is (a line already in its written form): it joins the run

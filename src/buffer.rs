@@ -246,11 +246,25 @@ impl Buffer {
 
     /// Lets `write` fill the free room (it returns the bytes written, or `None` when they do not fit);
     /// if they do not fit in a small block, tries again with a large one. False when even that fails.
+    #[inline]
     pub fn write_with(&mut self, mut write: impl FnMut(&mut [u8]) -> Option<usize>) -> bool {
+        self.write_after(|_, space| write(space))
+    }
+
+    /// [`Buffer::write_with`], with `write` also given the bytes the buffer holds.
+    pub fn write_after(
+        &mut self,
+        mut write: impl FnMut(&[u8], &mut [u8]) -> Option<usize>,
+    ) -> bool {
         loop {
-            let space = self.space();
+            self.make_room(1);
+            let (start, end) = (self.start as usize, self.end as usize);
+            let Some(block) = self.storage.as_mut() else {
+                return false;
+            };
+            let (held, space) = block.split_at_mut(end);
             let room = space.len();
-            if let Some(n) = write(space) {
+            if let Some(n) = write(&held[start..], space) {
                 self.fill(n);
                 return true;
             }
@@ -387,6 +401,35 @@ mod tests {
         assert_eq!(tries, [4, 16]);
         assert_eq!(buf.data(), b"header");
         assert!(!buf.write_with(|_| None));
+    }
+
+    /// `write_after` sees what the buffer holds and appends after it, in a large block when the
+    /// small one has no room.
+    #[test]
+    fn write_after_sees_the_bytes_held() {
+        tiny(8, 16, 4);
+        let mut buf = Buffer::new();
+        buf.append(b"abcdef");
+        buf.consume(2);
+        let doubled = buf.write_after(|held, out| {
+            let n = held.len();
+            out.get_mut(..n)?.copy_from_slice(held);
+            Some(n)
+        });
+        assert!(doubled);
+        assert_eq!(buf.data(), b"cdefcdef");
+        assert!(buf.write_after(|held, out| {
+            assert_eq!(held, b"cdefcdef");
+            out.get_mut(..4)?.copy_from_slice(b"wxyz");
+            Some(4)
+        }));
+        assert_eq!(buf.data(), b"cdefcdefwxyz");
+        assert!(!buf.write_after(|_, out| (out.len() > 16).then_some(0)));
+        assert_eq!(
+            buf.data(),
+            b"cdefcdefwxyz",
+            "nothing written when nothing fits"
+        );
     }
 
     #[test]

@@ -171,8 +171,8 @@ mod tests {
         let n = send(
             &mut out,
             Outgoing {
-                queued: b"head ",
-                payload: b"body",
+                first: b"head ",
+                second: b"body",
             },
         )
         .unwrap();

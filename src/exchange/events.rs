@@ -92,7 +92,11 @@ impl Exchange {
             self.last_progress = now;
         }
         if let Phase::Serving(f) = &mut self.phase {
-            f.upload.sent(n, &mut self.client_in, &mut self.to_backend);
+            if f.received_head.pending() {
+                f.received_head.sent(n);
+            } else {
+                f.upload.sent(n, &mut self.client_in, &mut self.to_backend);
+            }
         }
         self.settle(ctx, now)
     }
@@ -231,7 +235,7 @@ impl Exchange {
         let Phase::Serving(f) = &mut self.phase else {
             return;
         };
-        let request_done = f.upload.finished(&self.to_backend);
+        let request_done = f.request_written(&self.to_backend);
         let backend_eof = f.attempt.backend_eof;
         let Stage::Relaying {
             download,
@@ -267,10 +271,10 @@ impl Exchange {
         let Phase::Serving(f) = &mut self.phase else {
             return;
         };
-        let upload_idle = f
-            .upload
-            .outgoing(&self.client_in, &self.to_backend)
-            .is_empty();
+        let upload_idle = !f.received_head.pending()
+            && f.upload
+                .outgoing(&self.client_in, &self.to_backend)
+                .is_empty();
         let backend_eof = f.attempt.backend_eof;
         let Stage::Tunnel {
             download,

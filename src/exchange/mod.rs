@@ -17,6 +17,7 @@
 mod action;
 mod events;
 mod failure;
+mod flight;
 pub mod log;
 mod output;
 pub mod policy;
@@ -34,8 +35,8 @@ use crate::http::body::Relay;
 use crate::http::response::ResponsePlan;
 use crate::http::{ErrorResponse, Version};
 use crate::route::Routed;
-use output::{Flow, Outbox};
-use std::cell::RefCell;
+use flight::{Takeoff, recycle};
+use output::{Flow, Outbox, ReceivedHead};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -108,6 +109,8 @@ struct Flight {
     /// Bytes of the request head still at the front of `client_in`: a bodiless request's head stays
     /// until its response starts, so that it can be written again for a retry.
     head_kept: usize,
+    /// The request head, when it goes from `client_in` as received (else it is in `to_backend`).
+    received_head: ReceivedHead,
     started: Instant,
     /// The pool serving the request, and what of its path the backend does not see.
     routed: Routed,
@@ -226,121 +229,6 @@ pub struct Exchange {
     client_eof: bool,
     /// Bytes last moved in either direction (the `response` and tunnel idle timeouts run from here).
     last_progress: Instant,
-}
-
-thread_local! {
-    /// Boxes of finished requests, reused by the next ones: no allocation per request. The boxes
-    /// themselves are what is recycled (they move in and out of connections), hence a Vec of boxes.
-    #[allow(clippy::vec_box)]
-    static SPARE_FLIGHTS: RefCell<Vec<Box<Flight>>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Spare flight boxes kept per thread.
-const SPARE_FLIGHTS_KEPT: usize = 1024;
-
-/// What a new request's flight starts from, besides its request line and logged fields (which the
-/// caller writes into the box).
-struct Takeoff {
-    started: Instant,
-    routed: Routed,
-    sticky: Option<u64>,
-    request: RequestFacts,
-    relay: Relay,
-    head_kept: usize,
-    inflight: InFlight,
-}
-
-impl Flight {
-    /// The flight of a new request: a spare box of this thread's, filled in place field by field (a
-    /// flight built on the stack and moved into it was a ~650-byte copy, twice), or a new box. Its
-    /// request line and logged fields are left for the caller to write over.
-    fn boxed(takeoff: Takeoff) -> Box<Flight> {
-        match SPARE_FLIGHTS.with(|spare| spare.borrow_mut().pop()) {
-            Some(mut spare) => {
-                spare.refill(takeoff);
-                spare
-            }
-            None => Box::new(Flight {
-                started: takeoff.started,
-                line: RequestLine::new(b"", b""),
-                routed: takeoff.routed,
-                sticky: takeoff.sticky,
-                referer: log::Kept::EMPTY,
-                user_agent: log::Kept::EMPTY,
-                request: takeoff.request,
-                upload: Outbox::new(takeoff.relay),
-                head_kept: takeoff.head_kept,
-                attempt: Attempt::first(takeoff.inflight),
-                stage: Stage::Connecting {
-                    since: takeoff.started,
-                },
-                status: 0,
-                fields_logged: false,
-                response_bytes: 0,
-                final_head: FinalHead::NotYet,
-            }),
-        }
-    }
-
-    /// Every field but the line and the logged ones, as [`Flight::boxed`] makes them (named one by
-    /// one, so that a new field cannot be forgotten here).
-    fn refill(&mut self, takeoff: Takeoff) {
-        let Flight {
-            started,
-            line: _,
-            routed,
-            sticky,
-            referer: _,
-            user_agent: _,
-            fields_logged: _,
-            request,
-            upload,
-            head_kept,
-            attempt,
-            stage,
-            status,
-            response_bytes,
-            final_head,
-        } = self;
-        *started = takeoff.started;
-        *routed = takeoff.routed;
-        *sticky = takeoff.sticky;
-        *request = takeoff.request;
-        *upload = Outbox::new(takeoff.relay);
-        *head_kept = takeoff.head_kept;
-        *attempt = Attempt::first(takeoff.inflight);
-        *stage = Stage::Connecting {
-            since: takeoff.started,
-        };
-        *status = 0;
-        *response_bytes = 0;
-        *final_head = FinalHead::NotYet;
-    }
-}
-
-impl Attempt {
-    /// A request's first attempt, on the backend `inflight` counts it on.
-    fn first(inflight: InFlight) -> Attempt {
-        Attempt {
-            inflight,
-            number: 1,
-            tried: Tried::default(),
-            reused: false,
-            response_started: false,
-            backend_eof: false,
-        }
-    }
-}
-
-fn recycle(mut flight: Box<Flight>) {
-    // Settle the counts now, as dropping would; the box itself is kept for the next request.
-    flight.attempt.inflight.abandon();
-    let _ = SPARE_FLIGHTS.try_with(|spare| {
-        let mut spare = spare.borrow_mut();
-        if spare.len() < SPARE_FLIGHTS_KEPT {
-            spare.push(flight);
-        }
-    });
 }
 
 impl Exchange {
@@ -505,7 +393,11 @@ impl Exchange {
     pub fn backend_output(&self) -> Outgoing<'_> {
         match &self.phase {
             Phase::Serving(f) if f.uploading() => {
-                f.upload.outgoing(&self.client_in, &self.to_backend)
+                if f.received_head.pending() {
+                    f.received_head.outgoing(self.client_in.data())
+                } else {
+                    f.upload.outgoing(&self.client_in, &self.to_backend)
+                }
             }
             _ => Outgoing::EMPTY,
         }
@@ -519,13 +411,13 @@ impl Exchange {
                     download.outgoing(&self.backend_in, &self.to_client)
                 }
                 _ => Outgoing {
-                    queued: self.to_client.data(),
-                    payload: &[],
+                    first: self.to_client.data(),
+                    second: &[],
                 },
             },
             _ => Outgoing {
-                queued: self.to_client.data(),
-                payload: &[],
+                first: self.to_client.data(),
+                second: &[],
             },
         }
     }
@@ -583,6 +475,11 @@ impl Flight {
                 ..
             }
         )
+    }
+
+    /// The request (head and body) is read and written to the backend.
+    fn request_written(&self, to_backend: &Buffer) -> bool {
+        !self.received_head.pending() && self.upload.finished(to_backend)
     }
 
     /// Request bytes may be written to the backend: it is connected, and did not answer early.

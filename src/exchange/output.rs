@@ -12,33 +12,35 @@ use std::io::IoSlice;
 /// Room kept in the output buffer for one framing emit (a chunk-size line at most).
 const EMIT_ROOM: usize = 32;
 
-/// Bytes ready for one peer: queued heads and framing first, then payload from the input.
+/// Bytes ready for one peer, in two parts written in this order by one (vectored) write. For a
+/// body: queued heads and framing, then payload from the input. For a request head that goes as
+/// received: the client's bytes, then the fields lb adds.
 #[derive(Debug, Clone, Copy)]
 pub struct Outgoing<'a> {
-    pub queued: &'a [u8],
-    pub payload: &'a [u8],
+    pub first: &'a [u8],
+    pub second: &'a [u8],
 }
 
 impl<'a> Outgoing<'a> {
     pub const EMPTY: Outgoing<'static> = Outgoing {
-        queued: &[],
-        payload: &[],
+        first: &[],
+        second: &[],
     };
 
     pub fn is_empty(&self) -> bool {
-        self.queued.is_empty() && self.payload.is_empty()
+        self.first.is_empty() && self.second.is_empty()
     }
 
     pub fn len(&self) -> usize {
-        self.queued.len() + self.payload.len()
+        self.first.len() + self.second.len()
     }
 
     /// Both parts as slices for a vectored write (an empty part is left out).
     pub fn slices(&self) -> ([IoSlice<'a>; 2], usize) {
-        match (self.queued.is_empty(), self.payload.is_empty()) {
-            (false, false) => ([IoSlice::new(self.queued), IoSlice::new(self.payload)], 2),
-            (false, true) => ([IoSlice::new(self.queued), IoSlice::new(&[])], 1),
-            _ => ([IoSlice::new(self.payload), IoSlice::new(&[])], 1),
+        match (self.first.is_empty(), self.second.is_empty()) {
+            (false, false) => ([IoSlice::new(self.first), IoSlice::new(self.second)], 2),
+            (false, true) => ([IoSlice::new(self.first), IoSlice::new(&[])], 1),
+            _ => ([IoSlice::new(self.second), IoSlice::new(&[])], 1),
         }
     }
 }
@@ -137,8 +139,8 @@ impl Outbox {
     /// What can be written now.
     pub fn outgoing<'a>(&self, input: &'a Buffer, queued: &'a Buffer) -> Outgoing<'a> {
         Outgoing {
-            queued: queued.data(),
-            payload: &input.data()[..self.head + self.ready],
+            first: queued.data(),
+            second: &input.data()[..self.head + self.ready],
         }
     }
 
@@ -157,6 +159,73 @@ impl Outbox {
     /// The body is complete and nothing of it (or of its head) waits to be written.
     pub fn finished(&self, queued: &Buffer) -> bool {
         self.relay.is_done() && self.ready == 0 && self.head == 0 && queued.is_empty()
+    }
+}
+
+/// A request head sent from where it was received: the first `len` bytes of the client's input,
+/// which are the client's head up to its last field with lb's added fields written after it, in
+/// place of its blank line. They stay there until the response starts (for a retry), and leave in
+/// one `send`: the client's bytes are never copied, and no output block is taken for them.
+/// `len == 0`: the head was written anew into the output buffer.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReceivedHead {
+    len: u32,
+    sent: u32,
+}
+
+impl ReceivedHead {
+    pub const NONE: ReceivedHead = ReceivedHead { len: 0, sent: 0 };
+
+    pub fn new(len: usize) -> Option<ReceivedHead> {
+        Some(ReceivedHead {
+            len: u32::try_from(len).ok()?,
+            sent: 0,
+        })
+    }
+
+    /// Bytes of the head at the front of the client's input (0 when it is not sent from there).
+    pub fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    /// The head goes this way (rather than from the output buffer).
+    pub fn is_used(&self) -> bool {
+        self.len > 0
+    }
+
+    /// Part of it is still to be written.
+    pub fn pending(&self) -> bool {
+        self.sent < self.len
+    }
+
+    /// What is left to write, given the client's input (whose front is the head).
+    pub fn outgoing<'a>(&self, input: &'a [u8]) -> Outgoing<'a> {
+        Outgoing {
+            first: input
+                .get(self.sent as usize..self.len as usize)
+                .unwrap_or_default(),
+            second: &[],
+        }
+    }
+
+    /// Records that the first `written` bytes of [`ReceivedHead::outgoing`] were written.
+    pub fn sent(&mut self, written: usize) {
+        self.sent = self.len.min(self.sent.saturating_add(written as u32));
+    }
+
+    /// Written again from the start, for another attempt.
+    pub fn restart(&mut self) {
+        self.sent = 0;
+    }
+
+    /// The client's bytes are about to leave the input while part of the head is unwritten (a
+    /// backend answered before reading the whole request): what is left moves to `queued`, to be
+    /// written from there. False when it does not fit.
+    #[cold]
+    pub fn move_rest(&mut self, input: &[u8], queued: &mut Buffer) -> bool {
+        let moved = queued.append(self.outgoing(input).first);
+        *self = ReceivedHead::NONE;
+        moved
     }
 }
 
@@ -186,7 +255,7 @@ mod tests {
             let flow = outbox.prepare(&mut input, &mut queued).unwrap();
             let out = outbox.outgoing(&input, &queued);
             let n = out.len().min(per_write);
-            let bytes = [out.queued, out.payload].concat();
+            let bytes = [out.first, out.second].concat();
             written.extend_from_slice(&bytes[..n]);
             outbox.sent(n, &mut input, &mut queued);
             let until_close = outbox.relay.ends_at_close() && fed == body.len() && input.is_empty();
@@ -264,7 +333,7 @@ mod tests {
                     if n == 0 {
                         break;
                     }
-                    written.extend_from_slice(&[out.queued, out.payload].concat()[..n]);
+                    written.extend_from_slice(&[out.first, out.second].concat()[..n]);
                     outbox.sent(n, &mut input, &mut queued);
                 }
                 assert_eq!(written, [head.as_slice(), relayed].concat(), "{per_write}");
@@ -272,6 +341,39 @@ mod tests {
                 assert_eq!(input.data(), b"NEXT", "{per_write}");
             }
         }
+    }
+
+    /// A head sent from the input goes in whatever pieces the writes take, again from its first byte
+    /// for a retry, and what is left of it moves to the queue when the input must let it go.
+    #[test]
+    fn a_received_head_goes_from_the_input_as_often_as_asked() {
+        buffer::set_block_sizes(64, 64);
+        let input = b"GET / HTTP/1.1\r\nHost: a\r\nX: y\r\n\r\nNEXT";
+        let len = input.len() - 4;
+        for per_write in [1, 3, 100] {
+            let mut head = ReceivedHead::new(len).unwrap();
+            assert!(head.is_used() && head.pending());
+            for _ in 0..2 {
+                let mut written = Vec::new();
+                while head.pending() {
+                    let out = head.outgoing(input);
+                    assert!(out.second.is_empty());
+                    let n = out.first.len().min(per_write);
+                    written.extend_from_slice(&out.first[..n]);
+                    head.sent(n);
+                }
+                assert_eq!(written, input[..len], "{per_write}");
+                assert!(head.outgoing(input).is_empty());
+                head.restart();
+            }
+            head.sent(per_write.min(len));
+            let mut queued = Buffer::new();
+            assert!(head.move_rest(input, &mut queued));
+            assert_eq!(queued.data(), &input[per_write.min(len)..len]);
+            assert!(!head.is_used() && !head.pending());
+        }
+        assert!(!ReceivedHead::NONE.pending());
+        assert!(ReceivedHead::NONE.outgoing(input).is_empty());
     }
 
     #[test]
@@ -282,7 +384,7 @@ mod tests {
         input.append(b"helloGET / HTTP/1.1\r\n");
         let mut outbox = Outbox::new(Relay::Length { remaining: 5 });
         assert_eq!(outbox.prepare(&mut input, &mut queued), Ok(Flow::Ready));
-        assert_eq!(outbox.outgoing(&input, &queued).payload, b"hello");
+        assert_eq!(outbox.outgoing(&input, &queued).second, b"hello");
         outbox.sent(5, &mut input, &mut queued);
         assert!(outbox.finished(&queued));
         assert_eq!(outbox.prepare(&mut input, &mut queued), Ok(Flow::Complete));
@@ -296,8 +398,8 @@ mod tests {
             Err(FramingError::BadChunkSize)
         );
         let slices = Outgoing {
-            queued: b"ab",
-            payload: b"",
+            first: b"ab",
+            second: b"",
         }
         .slices();
         assert_eq!((slices.0[0].len(), slices.1), (2, 1));

@@ -71,7 +71,16 @@ impl Exchange {
             Err(e) => return Parsed::Failed(format!("invalid response: {e}")),
         };
         fault::inject(f.line.target(), fault::Stage::Response);
-        // The request is answered: its head is no longer needed for a retry.
+        // The request is answered: its head is no longer needed for a retry. What of it the backend
+        // has not read yet is still written (from `to_backend`), as a head written anew would be.
+        if f.received_head.pending()
+            && !f
+                .received_head
+                .move_rest(self.client_in.data(), &mut self.to_backend)
+        {
+            return Parsed::Failed("request head too large to finish".into());
+        }
+        f.received_head = ReceivedHead::NONE;
         self.client_in.consume(std::mem::take(&mut f.head_kept));
         let version = f.request.version;
         if head.is_informational() && head.status != 101 {

@@ -110,7 +110,8 @@ impl Exchange {
                 return self.refuse(head, "no backend available", response, ctx, now, actions);
             }
         };
-        if !self.write_request_head(head, inflight.backend(), routed.strip) {
+        let Some(received_head) = self.write_request_head(head, inflight.backend(), routed.strip)
+        else {
             let response = ErrorResponse::HeadTooLarge;
             return self.refuse(
                 head,
@@ -120,8 +121,13 @@ impl Exchange {
                 now,
                 actions,
             );
-        }
-        let head_kept = if head.has_body() { 0 } else { head.head_len };
+        };
+        let head_kept = match received_head.len() {
+            _ if head.has_body() => 0,
+            0 => head.head_len,
+            // lb's fields are in `client_in` after the client's.
+            len => len,
+        };
         let request = RequestFacts {
             version: head.version,
             keep_alive: head.keep_alive,
@@ -144,6 +150,7 @@ impl Exchange {
             request,
             relay,
             head_kept,
+            received_head,
             inflight,
         };
         let buf = self.client_in.data();
@@ -225,7 +232,7 @@ impl Exchange {
         head: &RequestHead,
         backend: &Backend,
         strip: usize,
-    ) -> bool {
+    ) -> Option<ReceivedHead> {
         self.to_backend.clear();
         let info = ForwardInfo {
             client_ip: self.client.ip(),
@@ -233,24 +240,53 @@ impl Exchange {
             default_host: backend.config.authority.as_bytes(),
             strip_prefix: strip,
         };
-        let client_in = &self.client_in;
+        let buf = self.client_in.data();
+        // A bodiless head alone in `client_in` goes from there, lb's fields written after it.
+        if buf.len() == head.head_len
+            && let Some(lead) = request::head_goes_as_received(buf, head, &info)
+        {
+            self.client_in.truncate(lead);
+            if self
+                .client_in
+                .write_after(|kept, out| request::write_added_to_received(kept, head, &info, out))
+            {
+                return ReceivedHead::new(self.client_in.len());
+            }
+            // The blank line the truncation dropped.
+            self.client_in.append(b"\r\n");
+        }
+        let buf = self.client_in.data();
         self.to_backend
-            .write_with(|out| request::write_request_head(client_in.data(), head, &info, out))
+            .write_with(|out| request::write_request_head(buf, head, &info, out))
+            .then_some(ReceivedHead::NONE)
     }
 
     /// Writes the head again for another attempt, from the request head still at the front of
-    /// `client_in` (a bodiless request's), or keeps what `to_backend` holds (a request with a body is
-    /// only retried when connecting failed, which sent nothing).
+    /// `client_in` (a bodiless request's: from the start again when it goes as received), or keeps
+    /// what `to_backend` holds (a request with a body is only retried when connecting failed, which
+    /// sent nothing).
     pub(super) fn rewrite_request_head(&mut self, backend: &Backend) -> bool {
-        let Phase::Serving(f) = &self.phase else {
+        let Phase::Serving(f) = &mut self.phase else {
             return false;
         };
         if f.head_kept == 0 {
             return true;
         }
+        if f.received_head.is_used() {
+            f.received_head.restart();
+            return true;
+        }
         let strip = f.routed.strip;
         match request::parse_request(self.client_in.data(), buffer::capacity()) {
-            Ok(Some(head)) => self.write_request_head(&head, backend, strip),
+            Ok(Some(head)) => match self.write_request_head(&head, backend, strip) {
+                Some(received) => {
+                    if let Phase::Serving(f) = &mut self.phase {
+                        f.received_head = received;
+                    }
+                    true
+                }
+                None => false,
+            },
             _ => {
                 ::log::error!(
                     "conn {}: cannot rebuild the request head for a retry",
@@ -296,7 +332,7 @@ impl Exchange {
         });
         let reuse = policy::backend_reusable(
             reusable,
-            !request_cut && flight.upload.finished(&self.to_backend),
+            !request_cut && flight.request_written(&self.to_backend),
             !self.backend_in.is_empty(),
             flight.attempt.backend_eof,
         ) && !backend_removed;

@@ -98,8 +98,8 @@ impl Run {
             let out = self.ex.backend_output();
             if !out.is_empty() {
                 let n = out.len();
-                self.to_backend.extend_from_slice(out.queued);
-                self.to_backend.extend_from_slice(out.payload);
+                self.to_backend.extend_from_slice(out.first);
+                self.to_backend.extend_from_slice(out.second);
                 let a = self.ex.on_backend_sent(n, &mut self.ctx, self.now);
                 self.actions.extend(a);
                 continue;
@@ -107,8 +107,8 @@ impl Run {
             let out = self.ex.client_output();
             if !out.is_empty() {
                 let n = out.len();
-                self.to_client.extend_from_slice(out.queued);
-                self.to_client.extend_from_slice(out.payload);
+                self.to_client.extend_from_slice(out.first);
+                self.to_client.extend_from_slice(out.second);
                 let a = self.ex.on_client_sent(n, &mut self.ctx, self.now);
                 self.actions.extend(a);
                 continue;
@@ -213,6 +213,68 @@ fn a_get_is_forwarded_answered_and_its_connection_pooled() {
     assert_eq!(r.ctx.answered, 1);
 }
 
+/// Writes at most `n` bytes of what the exchange offers the backend; returns them.
+fn write_backend_part(r: &mut Run, n: usize) -> Vec<u8> {
+    let out = r.ex.backend_output();
+    let bytes = [out.first, out.second].concat();
+    let n = n.min(bytes.len());
+    let a = r.ex.on_backend_sent(n, &mut r.ctx, r.now);
+    r.actions.extend(a);
+    bytes[..n].to_vec()
+}
+
+/// A bodiless head alone in the client's input goes from there, lb's fields written after it: one
+/// part, no output block, the same bytes as a head written anew. A retry starts it again from its
+/// first byte, and a backend that answers before reading it all still gets the rest.
+#[test]
+fn a_bodiless_head_goes_from_the_client_input() {
+    let mut r = Run::new("", 2);
+    r.client_sends(GET);
+    r.said();
+    let a = r.ex.on_connected(false, &mut r.ctx, r.now);
+    r.actions.extend(a);
+    assert!(!r.ex.to_backend.has_storage(), "no block for the head");
+    let out = r.ex.backend_output();
+    assert_eq!(
+        (out.first, out.second),
+        (FORWARDED_GET.as_bytes(), &b""[..])
+    );
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        got.extend(write_backend_part(&mut r, 7));
+    }
+    assert_eq!(got, FORWARDED_GET.as_bytes()[..28]);
+    // The backend resets the connection part-way: the head goes whole to the other one.
+    let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+    let a = r.ex.on_backend_error("write", &reset, &mut r.ctx, r.now);
+    r.actions.extend(a);
+    assert_eq!(r.said(), ["release close", "connect 1 any"]);
+    r.connected(false);
+    assert_eq!(r.backend_text(), FORWARDED_GET);
+    r.backend_sends(OK);
+    assert_eq!(r.client_text(), String::from_utf8_lossy(OK));
+    assert_eq!(r.said(), ["release reuse"]);
+
+    // An answer after 10 bytes of the head: the rest still goes, then the next request.
+    let mut r = Run::new("", 1);
+    r.client_sends(GET);
+    r.said();
+    let a = r.ex.on_connected(false, &mut r.ctx, r.now);
+    r.actions.extend(a);
+    let mut got = write_backend_part(&mut r, 10);
+    assert!(r.ex.backend_buffer().append(OK));
+    let a = r.ex.on_backend_input(&mut r.ctx, r.now);
+    r.take(a);
+    got.extend(std::mem::take(&mut r.to_backend));
+    assert_eq!(got, FORWARDED_GET.as_bytes());
+    assert_eq!(r.client_text(), String::from_utf8_lossy(OK));
+    assert_eq!(r.said(), ["release reuse"]);
+    r.client_sends(GET);
+    assert_eq!(r.said(), ["connect 0 any"]);
+    r.connected(true);
+    assert_eq!(r.backend_text(), FORWARDED_GET);
+}
+
 /// The events that skip `settle` do so only where it has nothing to do: waiting for the response with
 /// the request body stepped out, no response byte and no EOF from the backend. Where the check holds,
 /// `settle` itself answers nothing and changes nothing.
@@ -277,8 +339,8 @@ fn heads_and_bodies_leave_in_one_write() {
     let a = r.ex.on_connected(false, &mut r.ctx, r.now);
     r.actions.extend(a);
     let out = r.ex.backend_output();
-    assert!(out.queued.starts_with(b"POST /p HTTP/1.1\r\n"));
-    assert_eq!(out.payload, b"abc");
+    assert!(out.first.starts_with(b"POST /p HTTP/1.1\r\n"));
+    assert_eq!(out.second, b"abc");
     let n = out.len();
     let a = r.ex.on_backend_sent(n, &mut r.ctx, r.now);
     r.actions.extend(a);
@@ -287,9 +349,9 @@ fn heads_and_bodies_leave_in_one_write() {
     r.actions.extend(a);
     // A head that needs no rewriting goes as it was received, with its body, from where it was read.
     let out = r.ex.client_output();
-    assert_eq!(out.queued, b"");
+    assert_eq!(out.first, b"");
     assert_eq!(
-        out.payload,
+        out.second,
         b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi"
     );
     let n = out.len();
@@ -308,8 +370,8 @@ fn heads_and_bodies_leave_in_one_write() {
     let a = r.ex.on_backend_input(&mut r.ctx, r.now);
     r.actions.extend(a);
     let out = r.ex.client_output();
-    assert_eq!(out.queued, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n");
-    assert_eq!(out.payload, b"hi");
+    assert_eq!(out.first, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n");
+    assert_eq!(out.second, b"hi");
 }
 
 /// A body refused within the event that brought its head (a chunk size that overflows) leaves the
@@ -760,7 +822,7 @@ fn a_full_queue_or_its_timeout_answers_503() {
     let a = other.on_client_input(&mut r.ctx, r.now);
     assert!(a.into_iter().all(|a| !matches!(a, Action::Enqueue { .. })));
     assert_eq!(
-        String::from_utf8_lossy(other.client_output().queued),
+        String::from_utf8_lossy(other.client_output().first),
         unavailable
     );
     // The first waits out its timeout.

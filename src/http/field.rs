@@ -96,6 +96,33 @@ fn same_name(name: &[u8], known: &[u8]) -> bool {
     same(word(name, len - 8), word(known, len - 8))
 }
 
+/// A field like `Transfer_Encoding` or `Content_Length`: harmless to us, but a backend that maps `_` to
+/// `-` (CGI-style) would read it as framing or routing. It is dropped, as nginx does by default with
+/// every underscore field; other underscore fields pass.
+pub fn framing_lookalike(name: &[u8]) -> bool {
+    const SENSITIVE: [&[u8]; 5] = [
+        b"transfer-encoding",
+        b"content-length",
+        b"host",
+        b"connection",
+        b"upgrade",
+    ];
+    // Only names as long as a sensitive one can be one: most are ruled out before the scan for `_`.
+    matches!(name.len(), 4 | 7 | 10 | 14 | 17)
+        && name.contains(&b'_')
+        && SENSITIVE.iter().any(|s| {
+            s.len() == name.len()
+                && s.iter().zip(name).all(|(a, b)| {
+                    let b = if *b == b'_' {
+                        b'-'
+                    } else {
+                        b.to_ascii_lowercase()
+                    };
+                    *a == b
+                })
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,6 +8,7 @@ use super::{
     trim_ows,
 };
 use crate::http::ErrorResponse;
+use crate::http::field::framing_lookalike;
 use std::io::Write as _;
 use std::net::IpAddr;
 
@@ -391,6 +392,20 @@ fn write_request_head_with(
         }
         _ => forward_fields(&mut w, buf, head, info),
     };
+    write_added_fields(&mut w, buf, head, info, forwarded_for_written);
+    w.finish()
+}
+
+/// The fields lb writes after the client's: `Host` when the client's is replaced or missing, the
+/// framing, `Connection: upgrade`, `X-Forwarded-For` unless folded into the client's, and
+/// `X-Forwarded-Proto`; then the blank line.
+fn write_added_fields(
+    w: &mut HeadWriter<'_>,
+    buf: &[u8],
+    head: &RequestHead,
+    info: &ForwardInfo<'_>,
+    forwarded_for_written: bool,
+) {
     if let Some(authority) = head.authority {
         w.header(b"Host", authority.get(buf));
     } else if !head.has_host {
@@ -408,14 +423,71 @@ fn write_request_head_with(
         w.put(b"Connection: upgrade\r\n");
     }
     if !forwarded_for_written {
-        write_forwarded_for(&mut w, buf, head, info.client_ip);
+        write_forwarded_for(w, buf, head, info.client_ip);
     }
     w.put(if info.secure {
         b"X-Forwarded-Proto: https\r\n\r\n"
     } else {
         b"X-Forwarded-Proto: http\r\n\r\n"
     });
-    w.finish()
+}
+
+/// Where the client's fields end when the head the backend receives is the client's head as it is,
+/// up to its blank line, and then only the fields lb adds ([`write_added_to_received`]): a bodiless
+/// request whose request line and fields are forwarded unchanged, that names its Host, and whose
+/// head starts the buffer and ends in CRLF CRLF. `None` when the head is written anew
+/// ([`write_request_head`]).
+pub fn head_goes_as_received(
+    buf: &[u8],
+    head: &RequestHead,
+    info: &ForwardInfo<'_>,
+) -> Option<usize> {
+    if !(head.fields_forwarded_whole
+        && head.method.start == 0
+        && head.has_host
+        && head.framing == Framing::Empty
+        && !head.upgrade)
+    {
+        return None;
+    }
+    let line_end = forwarded_as_is(buf, head, info)?;
+    let (fields_start, fields_end) = head.headers.lines_span(buf)?;
+    let as_received = fields_start == line_end
+        && fields_end + 2 == head.head_len
+        && buf.get(fields_end..head.head_len) == Some(&b"\r\n"[..]);
+    as_received.then_some(fields_end)
+}
+
+/// The fields lb adds to a head that goes as received ([`head_goes_as_received`]), and the blank
+/// line: what follows `kept`, the client's head up to the end of its fields. Returns the length
+/// written, or `None` when it does not fit in `out`.
+pub fn write_added_to_received(
+    kept: &[u8],
+    head: &RequestHead,
+    info: &ForwardInfo<'_>,
+    out: &mut [u8],
+) -> Option<usize> {
+    let mut w = HeadWriter::new(out);
+    // The client's fields hold no X-Forwarded-For: they would not be forwarded whole.
+    write_added_fields(&mut w, kept, head, info, false);
+    let written = w.finish();
+    // Every test build checks that the client's bytes and these are the head written anew.
+    #[cfg(debug_assertions)]
+    if let Some(n) = written {
+        let lead = kept.len();
+        let mut whole = vec![0; lead + n];
+        let again = write_request_head(kept, head, info, &mut whole);
+        debug_assert_eq!(
+            again,
+            Some(lead + n),
+            "a head as received has another length"
+        );
+        debug_assert!(
+            whole[..lead] == *kept && whole[lead..] == out[..n],
+            "a head as received differs from the head written anew"
+        );
+    }
+    written
 }
 
 /// The client's fields the backend gets, one by one: hop-by-hop ones and those the rewrite replaces
@@ -474,33 +546,6 @@ fn forwarded_as_is(buf: &[u8], head: &RequestHead, info: &ForwardInfo<'_>) -> Op
     as_is.then_some(line_end)
 }
 
-/// A field like `Transfer_Encoding` or `Content_Length`: harmless to us, but a backend that maps `_` to
-/// `-` (CGI-style) would read it as framing or routing. It is dropped, as nginx does by default with
-/// every underscore field; other underscore fields pass.
-fn framing_lookalike(name: &[u8]) -> bool {
-    const SENSITIVE: [&[u8]; 5] = [
-        b"transfer-encoding",
-        b"content-length",
-        b"host",
-        b"connection",
-        b"upgrade",
-    ];
-    // Only names as long as a sensitive one can be one: most are ruled out before the scan for `_`.
-    matches!(name.len(), 4 | 7 | 10 | 14 | 17)
-        && name.contains(&b'_')
-        && SENSITIVE.iter().any(|s| {
-            s.len() == name.len()
-                && s.iter().zip(name).all(|(a, b)| {
-                    let b = if *b == b'_' {
-                        b'-'
-                    } else {
-                        b.to_ascii_lowercase()
-                    };
-                    *a == b
-                })
-        })
-}
-
 fn write_forwarded_for(w: &mut HeadWriter<'_>, buf: &[u8], head: &RequestHead, client_ip: IpAddr) {
     w.put(b"X-Forwarded-For: ");
     // Another walk over the fields only when the client sent some of its own.
@@ -550,6 +595,85 @@ mod tests {
         };
         let n = write_request_head(raw.as_bytes(), &head, &info, &mut out).unwrap();
         String::from_utf8(out[..n].to_vec()).unwrap()
+    }
+
+    /// A head goes as received only when the backend's head is the client's up to its last field,
+    /// then lb's fields: the client's bytes and those added are then the head written anew.
+    #[test]
+    fn heads_go_as_received() {
+        let info = |strip_prefix| ForwardInfo {
+            client_ip: "192.0.2.7".parse().unwrap(),
+            secure: true,
+            default_host: b"10.0.0.1:8001",
+            strip_prefix,
+        };
+        let added = "X-Forwarded-For: 192.0.2.7\r\nX-Forwarded-Proto: https\r\n\r\n";
+        // (head, prefix stripped, goes as received)
+        let cases: &[(&str, usize, bool)] = &[
+            ("GET / HTTP/1.1\r\nHost: a\r\n\r\n", 0, true),
+            (
+                "GET /x?q HTTP/1.1\r\nHost: a\r\nAccept: */*\r\nA:b\r\n\r\n",
+                0,
+                false,
+            ),
+            (
+                "GET /x?q HTTP/1.1\r\nHost: a\r\nAccept: */*\r\n\r\n",
+                0,
+                true,
+            ),
+            (
+                "HEAD /x HTTP/1.1\r\nhost: a\r\nUser-Agent: u\r\n\r\n",
+                0,
+                true,
+            ),
+            ("GET /api/x HTTP/1.1\r\nHost: a\r\n\r\n", 4, false),
+            ("\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n", 0, false),
+            ("GET / HTTP/1.1\nHost: a\n\n", 0, false),
+            ("GET / HTTP/1.1\r\nHost: a\r\n\n", 0, false),
+            ("GET / HTTP/1.0\r\nHost: a\r\n\r\n", 0, false),
+            ("GET / HTTP/1.0\r\n\r\n", 0, false),
+            ("GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n", 0, false),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 1.2.3.4\r\n\r\n",
+                0,
+                false,
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive\r\n\r\n",
+                0,
+                false,
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: ws\r\n\r\n",
+                0,
+                false,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\nx",
+                0,
+                false,
+            ),
+            ("GET / HTTP/1.1\r\nHost:  a \r\n\r\n", 0, false),
+        ];
+        for &(raw, strip, as_received) in cases {
+            let head = parse(raw).unwrap().unwrap();
+            let info = info(strip);
+            let lead = head_goes_as_received(raw.as_bytes(), &head, &info);
+            assert_eq!(lead.is_some(), as_received, "{raw:?}");
+            let Some(lead) = lead else { continue };
+            assert_eq!(raw.len(), lead + 2, "{raw:?}: all but the blank line");
+            let kept = &raw.as_bytes()[..lead];
+            let mut out = [0u8; 128];
+            let n = write_added_to_received(kept, &head, &info, &mut out).unwrap();
+            assert_eq!(&out[..n], added.as_bytes(), "{raw:?}");
+            let mut whole = [0u8; 256];
+            let m = write_request_head(raw.as_bytes(), &head, &info, &mut whole).unwrap();
+            assert_eq!(whole[..m], [kept, &out[..n]].concat(), "{raw:?}");
+            assert_eq!(
+                write_added_to_received(kept, &head, &info, &mut out[..n - 1]),
+                None
+            );
+        }
     }
 
     /// A request line is copied as it is only when it is the line the rewrite would write; whichever

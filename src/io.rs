@@ -1,9 +1,10 @@
 //! The I/O primitives both drivers build on, over any [`Read`] / [`Write`] (a [`crate::transport::Transport`]
 //! in practice): `fill` reads into a buffer until WouldBlock, EOF or full; `send` writes an
-//! [`Outgoing`] (queued bytes and payload in one `writev`).
+//! [`Outgoing`] (both of its parts in one `send`, or one `writev` when they are not small).
 
 use crate::buffer::Buffer;
 use crate::exchange::Outgoing;
+use std::cell::RefCell;
 use std::io::{self, Read, Write};
 
 /// What one `fill` call saw.
@@ -60,15 +61,34 @@ pub fn fill<R: Read>(
     }
 }
 
-/// Writes what `out` holds once (one `write` or `writev`). `Ok(0)` only for an empty `out`.
+/// At most this many bytes in two parts are copied into one piece and sent with one `write`. On
+/// loopback TCP, a `writev` of two parts took 150-300 ns more kernel time than a `send` of the
+/// same 80 bytes in one piece (a C loop of 200,000 calls of each, three runs), where copying a few
+/// hundred bytes takes a few dozen.
+const COALESCED: usize = 512;
+
+thread_local! {
+    /// Where two small parts are joined: kept, rather than a stack array zeroed on every call.
+    static JOINED: RefCell<[u8; COALESCED]> = const { RefCell::new([0; COALESCED]) };
+}
+
+/// Writes what `out` holds once (one `write`, or one `writev` for two parts that are not small).
+/// `Ok(0)` only for an empty `out`.
 pub fn send<W: Write>(dst: &mut W, out: Outgoing<'_>) -> io::Result<usize> {
     if out.is_empty() {
         return Ok(0);
     }
+    let (slices, count) = out.slices();
     loop {
-        let (slices, count) = out.slices();
         let result = if count == 1 {
             dst.write(&slices[0])
+        } else if out.len() <= COALESCED {
+            JOINED.with_borrow_mut(|joined| {
+                let (first, second) = joined.split_at_mut(out.first.len());
+                first.copy_from_slice(out.first);
+                second[..out.second.len()].copy_from_slice(out.second);
+                dst.write(&joined[..out.len()])
+            })
         } else {
             dst.write_vectored(&slices[..count])
         };
@@ -165,19 +185,49 @@ mod tests {
         );
     }
 
+    /// A writer that records each call: `(vectored, bytes)`.
+    #[derive(Default)]
+    struct Calls(Vec<(bool, Vec<u8>)>);
+
+    impl Write for Calls {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.push((false, buf.to_vec()));
+            Ok(buf.len())
+        }
+        fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+            let bytes: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
+            self.0.push((true, bytes.clone()));
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Both parts go in one call: joined into one `write` up to `COALESCED` bytes, vectored above.
     #[test]
     fn send_writes_both_parts_in_one_call() {
-        let mut out = Vec::new();
-        let n = send(
-            &mut out,
-            Outgoing {
-                first: b"head ",
-                second: b"body",
-            },
-        )
-        .unwrap();
-        // Vec's write_vectored takes every slice.
-        assert_eq!((n, out.as_slice()), (9, b"head body".as_slice()));
-        assert_eq!(send(&mut out, Outgoing::EMPTY).unwrap(), 0);
+        let big = vec![b'b'; COALESCED];
+        let cases: [(&[u8], &[u8], bool); 5] = [
+            (b"head ", b"body", false),
+            (b"", b"body", false),
+            (b"head", b"", false),
+            (&big[..COALESCED - 1], b"x", false),
+            (&big[..COALESCED], b"x", true),
+        ];
+        for (first, second, vectored) in cases {
+            let mut calls = Calls::default();
+            let n = send(&mut calls, Outgoing { first, second }).unwrap();
+            let both = [first, second].concat();
+            assert_eq!(n, both.len());
+            assert_eq!(
+                calls.0,
+                vec![(vectored, both)],
+                "{} + {}",
+                first.len(),
+                second.len()
+            );
+        }
+        assert_eq!(send(&mut Calls::default(), Outgoing::EMPTY).unwrap(), 0);
     }
 }

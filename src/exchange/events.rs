@@ -161,7 +161,7 @@ impl Exchange {
         // A finished response may leave a pipelined head behind, to be started at once: no event would
         // announce bytes that are already buffered. Each round either waits on I/O or changes the phase.
         for _ in 0..4 {
-            let before = std::mem::discriminant(&self.phase);
+            let before = self.phase_changes;
             match &self.phase {
                 Phase::ReadingHead { .. } => self.read_head(ctx, now, &mut actions),
                 Phase::Serving(_) => self.serve(ctx, now, &mut actions),
@@ -170,10 +170,10 @@ impl Exchange {
                 Phase::Closing { shut, .. } => {
                     if !*shut && self.to_client.is_empty() {
                         self.client_in.release();
-                        self.phase = Phase::Closing {
+                        self.set_phase(Phase::Closing {
                             since: now,
                             shut: true,
-                        };
+                        });
                         actions.push(Action::ShutdownClient);
                         if self.client_eof {
                             // Nothing left to drain: the client already closed its side.
@@ -183,7 +183,7 @@ impl Exchange {
                 }
                 Phase::Closed => {}
             }
-            if std::mem::discriminant(&self.phase) == before {
+            if self.phase_changes == before {
                 break;
             }
         }
@@ -320,7 +320,7 @@ impl Exchange {
 
     /// Ends the connection.
     pub(super) fn close(&mut self, how: Close, actions: &mut Actions) {
-        if let Phase::Serving(flight) = std::mem::replace(&mut self.phase, Phase::Closed) {
+        if let Phase::Serving(flight) = self.take_phase() {
             // Still in flight: not completed, for a reason of the client's or ours.
             recycle(flight);
         }
@@ -356,7 +356,7 @@ impl Exchange {
     /// Drops what the current request had going (its backend connection, a response not yet begun)
     /// before a response of ours.
     fn abandon_for_own_response(&mut self, actions: &mut Actions) {
-        if let Phase::Serving(flight) = std::mem::replace(&mut self.phase, Phase::Closed) {
+        if let Phase::Serving(flight) = self.take_phase() {
             actions.push(Action::ReleaseBackend { reuse: false });
             match flight.final_head {
                 // Interim heads already queued still go out, ahead of ours.
@@ -375,10 +375,10 @@ impl Exchange {
     /// A response of ours is queued (and logged): counted, and the connection closes after it.
     fn own_response_queued(&mut self, ctx: &mut impl Context, now: Instant) {
         ctx.count_request();
-        self.phase = Phase::Closing {
+        self.set_phase(Phase::Closing {
             since: now,
             shut: false,
-        };
+        });
     }
 
     /// A plain-HTTP request while `[tls] redirect_http` is on: `308` to the same URL over HTTPS.

@@ -161,7 +161,7 @@ impl Exchange {
             // The body follows the head; the line and logged fields were kept above.
             self.client_in.consume(head.head_len);
         }
-        self.phase = Phase::Serving(flight);
+        self.set_phase(Phase::Serving(flight));
         actions.push(Action::Connect { pooled });
         if let Phase::Serving(flight) = &self.phase {
             fault::inject(flight.line.target(), fault::Stage::Request);
@@ -188,10 +188,10 @@ impl Exchange {
                 let buf = self.client_in.data();
                 let line = RequestLine::new(head.method(buf), head.target.get(buf));
                 ::log::debug!("conn {}: \"{line}\" queued", self.id);
-                self.phase = Phase::Queued(Box::new(Waiting {
+                self.set_phase(Phase::Queued(Box::new(Waiting {
                     since: now,
                     _spot: spot,
-                }));
+                })));
                 actions.push(Action::Enqueue { pool });
             }
             None => {
@@ -305,6 +305,7 @@ impl Exchange {
         now: Instant,
         actions: &mut Actions,
     ) {
+        // Taken out for the moment; put back as it was unless the response is complete.
         let Phase::Serving(mut flight) = std::mem::replace(&mut self.phase, Phase::Closed) else {
             return;
         };
@@ -341,15 +342,15 @@ impl Exchange {
         self.backend_in.clear();
         self.to_backend.clear();
         if plan.close_client {
-            self.phase = Phase::Closing {
+            self.set_phase(Phase::Closing {
                 since: now,
                 shut: false,
-            };
+            });
         } else {
-            self.phase = Phase::ReadingHead {
+            self.set_phase(Phase::ReadingHead {
                 since: now,
                 head_started: (!self.client_in.is_empty()).then_some(now),
-            };
+            });
         }
     }
 }

@@ -140,6 +140,7 @@ pub struct HeaderSpans {
 }
 
 impl HeaderSpans {
+    #[inline(always)]
     fn from_parsed(
         base: &[u8],
         headers: &[httparse::Header<'_>],

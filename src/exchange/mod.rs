@@ -98,6 +98,8 @@ struct Flight {
     stage: Stage,
     /// The request body, client → backend (after a `101`, every byte the client sends).
     upload: Outbox,
+    /// The request head, when it goes from `client_in` as received (else it is in `to_backend`).
+    received_head: ReceivedHead,
     attempt: Attempt,
     request: RequestFacts,
     final_head: FinalHead,
@@ -109,8 +111,6 @@ struct Flight {
     /// Bytes of the request head still at the front of `client_in`: a bodiless request's head stays
     /// until its response starts, so that it can be written again for a retry.
     head_kept: usize,
-    /// The request head, when it goes from `client_in` as received (else it is in `to_backend`).
-    received_head: ReceivedHead,
     started: Instant,
     /// The pool serving the request, and what of its path the backend does not see.
     routed: Routed,
@@ -219,7 +219,8 @@ pub struct Exchange {
     requests: u32,
     /// Raw bytes from the client: heads, request bodies, pipelined requests.
     client_in: Buffer,
-    /// Rewritten request heads and chunk framing for the backend.
+    /// Rewritten request heads and chunk framing for the backend (and what was left to send of a
+    /// head that went as received, when its response began before it was all sent).
     to_backend: Buffer,
     /// Raw bytes from the backend.
     backend_in: Buffer,

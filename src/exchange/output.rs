@@ -12,9 +12,9 @@ use std::io::IoSlice;
 /// Room kept in the output buffer for one framing emit (a chunk-size line at most).
 const EMIT_ROOM: usize = 32;
 
-/// Bytes ready for one peer, in two parts written in this order by one (vectored) write. For a
-/// body: queued heads and framing, then payload from the input. For a request head that goes as
-/// received: the client's bytes, then the fields lb adds.
+/// Bytes ready for one peer, in two parts written in this order by one write. For a body: queued
+/// heads and framing, then payload from the input. For a request head that goes as received
+/// ([`ReceivedHead`]): all of it in `first`, from the client's input.
 #[derive(Debug, Clone, Copy)]
 pub struct Outgoing<'a> {
     pub first: &'a [u8],
@@ -200,6 +200,10 @@ impl ReceivedHead {
 
     /// What is left to write, given the client's input (whose front is the head).
     pub fn outgoing<'a>(&self, input: &'a [u8]) -> Outgoing<'a> {
+        debug_assert!(
+            input.len() >= self.len as usize,
+            "a received head left the input before it was sent"
+        );
         Outgoing {
             first: input
                 .get(self.sent as usize..self.len as usize)

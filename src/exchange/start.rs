@@ -225,8 +225,10 @@ impl Exchange {
         self.respond(response, ctx, now, actions);
     }
 
-    /// Writes the head `backend` receives into `to_backend`, without the first `strip` bytes of its
-    /// path. False when it does not fit.
+    /// Writes the head `backend` receives, without the first `strip` bytes of its path: into
+    /// `to_backend`, or, for a bodiless head alone in `client_in` that goes as received, lb's fields
+    /// into `client_in` after the client's (the answer then says how much of `client_in` is the
+    /// head). `None` when it does not fit.
     pub(super) fn write_request_head(
         &mut self,
         head: &RequestHead,
@@ -252,8 +254,9 @@ impl Exchange {
             {
                 return ReceivedHead::new(self.client_in.len());
             }
-            // The blank line the truncation dropped.
-            self.client_in.append(b"\r\n");
+            // The blank line the truncation dropped (its two bytes were just freed).
+            let restored = self.client_in.append(b"\r\n");
+            debug_assert!(restored, "the blank line fits where it was");
         }
         let buf = self.client_in.data();
         self.to_backend
@@ -280,7 +283,12 @@ impl Exchange {
         match request::parse_request(self.client_in.data(), buffer::capacity()) {
             Ok(Some(head)) => match self.write_request_head(&head, backend, strip) {
                 Some(received) => {
+                    let kept = self.client_in.len();
                     if let Phase::Serving(f) = &mut self.phase {
+                        // A head that goes as received now also holds lb's fields in `client_in`.
+                        if received.is_used() {
+                            f.head_kept = kept;
+                        }
                         f.received_head = received;
                     }
                     true

@@ -1,9 +1,11 @@
 //! One direction of an exchange as bytes to write, without writing them: an [`Outbox`] is a message body
 //! on its way from an input buffer to a peer. Stepping its relay consumes framing from the input and
 //! queues normalised framing (and heads) in a small output buffer, until payload is next; the driver
-//! then writes the queued bytes and the payload straight from the input buffer, in one `writev`, and
-//! reports how much went. Payload is never copied, and neither is a head that goes as it was received:
-//! it stays at the front of the input and leaves ahead of the payload.
+//! then writes the queued bytes and the payload straight from the input buffer, in one write, and
+//! reports how much went (`io::send` joins the two parts when they are small, since a `writev` costs
+//! the kernel more than that copy). A large payload is never copied, and neither is a head that goes
+//! as it was received: a response head stays at the front of the backend's input and leaves ahead of
+//! its payload; a bodiless request head leaves from the client's input ([`ReceivedHead`]).
 
 use crate::buffer::{self, Buffer};
 use crate::http::body::{FramingError, Relay, Step};

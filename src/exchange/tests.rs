@@ -325,8 +325,8 @@ fn settle_is_skipped_only_where_it_has_nothing_to_do() {
     }
 }
 
-/// Each side gets one write per message when the bytes are there: head and body together (`writev`),
-/// not a system call for each.
+/// Each side gets one write per message when the bytes are there: head and body together (one
+/// `writev`, or one `send` of the two joined when small), not a system call for each.
 #[test]
 fn heads_and_bodies_leave_in_one_write() {
     let mut r = Run::new("", 1);

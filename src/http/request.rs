@@ -297,7 +297,11 @@ fn strip_prefix_ignore_case<'a>(s: &'a [u8], prefix: &[u8]) -> Option<&'a [u8]> 
 
 /// `Host` is `uri-host [":" port]`: reg-name characters, an IP literal in brackets, digits after a colon.
 fn valid_host(value: &[u8]) -> bool {
-    value.iter().all(|&b| HOST_BYTES[usize::from(b)])
+    // Every byte looked up, without a branch per byte: a valid Host (the case to make fast) is read
+    // to its end anyway, and the compiler unrolls the loop.
+    value
+        .iter()
+        .fold(true, |valid, &b| valid & HOST_BYTES[usize::from(b)])
 }
 
 /// The bytes [`valid_host`] allows, as a table: looked up for every byte of every request's `Host`.

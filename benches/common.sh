@@ -16,6 +16,16 @@ trap cleanup EXIT
 
 need() { command -v "$1" >/dev/null 2>&1; }
 
+# build_lb_and_examples EXAMPLE...: the release binary and the examples the script runs. The binary is
+# built on its own: built together with the examples, it would get their dev-dependency's
+# fault-injection feature (Cargo unifies features within one invocation).
+build_lb_and_examples() {
+    cargo build --release --quiet --bin lb
+    local example args=()
+    for example in "$@"; do args+=(--example "$example"); done
+    cargo build --release --quiet "${args[@]}"
+}
+
 # ensure_tools "COMMANDS" "DEBIAN PACKAGES": installs the packages when a command is missing.
 ensure_tools() {
     local missing=0 c

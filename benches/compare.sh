@@ -43,10 +43,7 @@ if [ "$IDLE_CONNS" -gt $((MAXCONN - 500)) ]; then
     IDLE_CONNS=$((IDLE_CONNS / 1000 * 1000))
 fi
 
-# The binary on its own: built together with the examples, it would get their dev-dependency's
-# fault-injection feature (Cargo unifies features within one invocation).
-cargo build --release --quiet --bin lb
-cargo build --release --quiet --example fast_backend --example idle_conns --example floor_relay
+build_lb_and_examples fast_backend idle_conns floor_relay
 
 B1=19101 B2=19102
 P_LB=19181 P_LBT=19182 P_HAPROXY=19183 P_NGINX=19184 P_BASE=19185 P_BASET=19186

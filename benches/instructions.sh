@@ -18,10 +18,7 @@ cd "$(dirname "$0")/.."
 . benches/common.sh
 ensure_tools "valgrind curl wrk" "valgrind curl wrk"
 target=${CARGO_TARGET_DIR:-target}
-# The binary on its own: built together with the examples, it would get their dev-dependency's
-# fault-injection feature (Cargo unifies features within one invocation).
-cargo build --release --quiet --bin lb
-cargo build --release --quiet --example fast_backend
+build_lb_and_examples fast_backend
 [ $# -gt 0 ] || set -- "$target/release/lb"
 KEEP=${KEEP:-}
 [ -z "$KEEP" ] || mkdir -p "$KEEP"

@@ -15,10 +15,7 @@ CONNS=${CONNS:-64}
 # shellcheck source=benches/common.sh
 . benches/common.sh
 ensure_tools "wrk" "wrk"
-# The binary on its own: built together with the examples, it would get their dev-dependency's
-# fault-injection feature (Cargo unifies features within one invocation).
-cargo build --release --quiet --bin lb
-cargo build --release --quiet --example fast_backend
+build_lb_and_examples fast_backend
 
 
 B1=19501 B2=19502 P_ONE=19581 P_ROUTES=19582

@@ -17,10 +17,7 @@ LB_BASELINE=${LB_BASELINE:-}
 # shellcheck source=benches/common.sh
 . benches/common.sh
 ensure_tools "wrk haproxy perf" "wrk haproxy linux-perf"
-# The binary on its own: built together with the examples, it would get their dev-dependency's
-# fault-injection feature (Cargo unifies features within one invocation).
-cargo build --release --quiet --bin lb
-cargo build --release --quiet --example fast_backend
+build_lb_and_examples fast_backend
 
 
 B1=19301 B2=19302 P_LB=19381 P_BASE=19382 P_HAPROXY=19383

@@ -19,10 +19,7 @@ LB_BASELINE=${LB_BASELINE:-}
 # shellcheck source=benches/common.sh
 . benches/common.sh
 ensure_tools "wrk nginx perf curl" "wrk nginx linux-perf curl"
-# The binary on its own: built together with the examples, it would get their dev-dependency's
-# fault-injection feature (Cargo unifies features within one invocation).
-cargo build --release --quiet --bin lb
-cargo build --release --quiet --example fast_backend
+build_lb_and_examples fast_backend
 
 B1=19831 B2=19832 P_LB=19841 P_BASE=19842 P_NGINX=19843
 target/release/examples/fast_backend $B1 $B2 >/dev/null 2>&1 &

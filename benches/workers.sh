@@ -23,10 +23,7 @@ ensure_tools "wrk haproxy nginx curl" "wrk haproxy nginx curl"
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 MAXCONN=$(( ($(ulimit -n) - 100) / 2 ))
 
-# The binary on its own: built together with the examples, it would get their dev-dependency's
-# fault-injection feature (Cargo unifies features within one invocation).
-cargo build --release --quiet --bin lb
-cargo build --release --quiet --example fast_backend
+build_lb_and_examples fast_backend
 
 B1=19201 B2=19202
 target/release/examples/fast_backend $B1 $B2 >"$work/backends.log" 2>&1 &

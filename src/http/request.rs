@@ -388,13 +388,19 @@ fn write_request_head_with(
         }
     }
 
-    let forwarded_for_written = match head.headers.lines_span(buf) {
+    // Where the lines are is only looked for when they may go whole.
+    let whole_lines = if whole {
+        head.headers.lines_span(buf)
+    } else {
+        None
+    };
+    let forwarded_for_written = match whole_lines {
         // No X-Forwarded-For among them to fold the client into.
-        Some((start, end)) if whole => {
+        Some((start, end)) => {
             w.source_bytes(start, end);
             false
         }
-        _ => forward_fields(&mut w, buf, head, info),
+        None => forward_fields(&mut w, buf, head, info),
     };
     write_added_fields(&mut w, buf, head, info, forwarded_for_written);
     w.finish()

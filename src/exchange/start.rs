@@ -122,12 +122,7 @@ impl Exchange {
                 actions,
             );
         };
-        let head_kept = match received_head.len() {
-            _ if head.has_body() => 0,
-            0 => head.head_len,
-            // lb's fields are in `client_in` after the client's.
-            len => len,
-        };
+        let head_kept = kept_head_len(head, received_head);
         let request = RequestFacts {
             version: head.version,
             keep_alive: head.keep_alive,
@@ -283,12 +278,8 @@ impl Exchange {
         match request::parse_request(self.client_in.data(), buffer::capacity()) {
             Ok(Some(head)) => match self.write_request_head(&head, backend, strip) {
                 Some(received) => {
-                    let kept = self.client_in.len();
                     if let Phase::Serving(f) = &mut self.phase {
-                        // A head that goes as received now also holds lb's fields in `client_in`.
-                        if received.is_used() {
-                            f.head_kept = kept;
-                        }
+                        f.head_kept = kept_head_len(&head, received);
                         f.received_head = received;
                     }
                     true
@@ -360,6 +351,17 @@ impl Exchange {
                 head_started: (!self.client_in.is_empty()).then_some(now),
             });
         }
+    }
+}
+
+/// Bytes of the request head kept at the front of `client_in` until its response starts (for a
+/// retry): none for a request with a body (its head made way for the body), the client's head with
+/// lb's fields after it when it goes as received, else the client's head.
+fn kept_head_len(head: &RequestHead, received: ReceivedHead) -> usize {
+    match received.len() {
+        _ if head.has_body() => 0,
+        0 => head.head_len,
+        len => len,
     }
 }
 

@@ -93,11 +93,12 @@ impl Picker {
             self.cursor % n
         };
         for _ in 0..n {
+            let next = if index + 1 == n { 0 } else { index + 1 };
             if c.ok(index) {
-                self.cursor = if index + 1 == n { 0 } else { index + 1 };
+                self.cursor = next;
                 return Some(index);
             }
-            index = if index + 1 == n { 0 } else { index + 1 };
+            index = next;
         }
         None
     }

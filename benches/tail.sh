@@ -1,45 +1,49 @@
 #!/usr/bin/env bash
-# The tail at 64 keep-alive connections, and where it comes from: lb (and, with LB_BASELINE, an older
-# lb binary) against HAProxy with one thread, wrk -t1 -c64, several rounds in alternating order; then
-# the sizes of the event batches each proxy's epoll_wait returns under the same load (perf trace).
+# The tail at 64 keep-alive connections, and what lies behind it: lb (and, with LB_BASELINE, an older
+# lb binary) against HAProxy with one thread, wrk -t1 -c64, several rounds in alternating order. Over
+# the middle of each run it also counts, per request, what the proxy makes the machine do:
+#   - polls: the proxy's epoll_wait calls (perf stat, counted in the kernel: tracing every call, as
+#     `perf trace` does, slows the proxy so much that its batches grow several times over);
+#   - preempted: the times the scheduler took the proxy off a core while it could still run;
+#   - client wakes: the times wrk's thread was put on a core (it sleeps between bursts of responses);
+#   - cpu us: the CPU time of the proxy, wrk and the backends together.
 # Loopback only; bounded in time.
 #
-#   benches/tail.sh                          # 8 rounds x 5 s
+#   benches/tail.sh                          # 8 rounds x 8 s
 #   ROUNDS=4 SECONDS_PER_RUN=10 LB_BASELINE=/path/to/lb benches/tail.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ROUNDS=${ROUNDS:-8}
-SECONDS_PER_RUN=${SECONDS_PER_RUN:-5}
+SECONDS_PER_RUN=${SECONDS_PER_RUN:-8}
 CONNS=${CONNS:-64}
 LB_BASELINE=${LB_BASELINE:-}
+[ "$SECONDS_PER_RUN" -ge 4 ] || { echo "SECONDS_PER_RUN must be at least 4" >&2; exit 2; }
 
 # shellcheck source=benches/common.sh
 . benches/common.sh
 ensure_tools "wrk haproxy perf" "wrk haproxy linux-perf"
 build_lb_and_examples fast_backend
 
-
 B1=19301 B2=19302 P_LB=19381 P_BASE=19382 P_HAPROXY=19383
 target/release/examples/fast_backend $B1 $B2 >/dev/null 2>&1 &
-pids+=($!)
+backends=$!
+pids+=("$backends")
 
 lb_cfg $P_LB $B1 $B2 >"$work/lb.toml"
 target/release/lb "$work/lb.toml" 2>/dev/null &
 pids+=($!)
-echo "lb $!" >>"$work/pids"
-proxies="lb:$P_LB haproxy:$P_HAPROXY"
+proxies="lb:$P_LB:$!"
 if [ -n "$LB_BASELINE" ]; then
     lb_cfg $P_BASE $B1 $B2 >"$work/base.toml"
     "$LB_BASELINE" "$work/base.toml" 2>/dev/null &
     pids+=($!)
-    echo "baseline $!" >>"$work/pids"
-    proxies="lb:$P_LB baseline:$P_BASE haproxy:$P_HAPROXY"
+    proxies="$proxies baseline:$P_BASE:$!"
 fi
 haproxy_cfg 1 5000 $P_HAPROXY $B1 $B2 >"$work/haproxy.cfg"
 haproxy -f "$work/haproxy.cfg" -db >/dev/null 2>&1 &
 pids+=($!)
-echo "haproxy $!" >>"$work/pids"
+proxies="$proxies haproxy:$P_HAPROXY:$!"
 cat >"$work/pct.lua" <<'EOF'
 done = function(summary, latency, requests)
   io.write(string.format("PCT %d %d %d %d\n", latency:percentile(50), latency:percentile(90),
@@ -48,44 +52,74 @@ end
 EOF
 sleep 1
 
+# sched PID: the CPU time (ns) and the times put on a core, summed over the process's threads, and its
+# involuntary context switches: "cpu slices preempted".
+sched() {
+    local t cpu=0 slices=0 preempted=0 a b c n
+    for t in /proc/"$1"/task/*; do
+        read -r a b c <"$t/schedstat" || continue
+        cpu=$((cpu + a)) slices=$((slices + c))
+        n=$(awk '/^nonvoluntary_ctxt_switches/ {print $2}' "$t/status")
+        preempted=$((preempted + n))
+    done
+    echo "$cpu $slices $preempted"
+}
+
+# One run against one proxy; the counters cover its middle, SECONDS_PER_RUN - 2 seconds.
+window=$((SECONDS_PER_RUN - 2))
+run() {
+    local name=$1 port=$2 pid=$3 load p0 p1 w0 w1 b0 b1 polls out
+    wrk -t1 -c"$CONNS" -d"${SECONDS_PER_RUN}s" --latency -s "$work/pct.lua" \
+        "http://127.0.0.1:$port/" >"$work/wrk.out" &
+    load=$!
+    sleep 1
+    read -r -a p0 <<<"$(sched "$pid")"
+    read -r -a w0 <<<"$(sched "$load")"
+    read -r -a b0 <<<"$(sched "$backends")"
+    polls=$(perf stat -x, -e syscalls:sys_enter_epoll_wait -p "$pid" -- sleep "$window" 2>&1 |
+        awk -F, '/epoll_wait/ {print $1}')
+    read -r -a p1 <<<"$(sched "$pid")"
+    read -r -a w1 <<<"$(sched "$load")"
+    read -r -a b1 <<<"$(sched "$backends")"
+    wait "$load"
+    out=$(cat "$work/wrk.out")
+    # Requests in the window, estimated from the run's rate.
+    echo "$name $(echo "$out" | awk '/Requests\/sec/ {print $2}') $(echo "$out" | grep '^PCT' | cut -d' ' -f2-)" \
+        "${polls:-0} $((p1[2] - p0[2])) $((w1[1] - w0[1])) $(((p1[0] - p0[0]) + (w1[0] - w0[0]) + (b1[0] - b0[0])))" |
+        awk -v win="$window" '{ n = $2 * win; printf "%s %.0f %d %d %d %d %.1f %.1f %.1f %.2f\n",
+            $1, $2, $3, $4, $5, $6, 1000 * $7 / n, 1000 * $8 / n, 1000 * $9 / n, $10 / 1000 / n }'
+}
+
 for round in $(seq "$ROUNDS"); do
-    order=$(round_order "$round" "$proxies")
-    for np in $order; do
-        name=${np%%:*} port=${np##*:}
-        out=$(wrk -t1 -c"$CONNS" -d"${SECONDS_PER_RUN}s" --latency -s "$work/pct.lua" "http://127.0.0.1:$port/")
-        line="$name $(echo "$out" | awk '/Requests\/sec/ {print $2}') $(echo "$out" | grep '^PCT' | cut -d' ' -f2-)"
+    for entry in $(round_order "$round" "$proxies"); do
+        IFS=: read -r name port pid <<<"$entry"
+        line=$(run "$name" "$port" "$pid")
         echo "round $round  $line"
         echo "$line" >>"$work/rounds"
     done
 done
 
 echo
-echo "== medians over $ROUNDS rounds, wrk -t1 -c$CONNS (latencies in microseconds)"
+echo "== medians over $ROUNDS rounds, wrk -t1 -c$CONNS; latencies in microseconds; per 1,000 requests:"
+echo "   polls (epoll_wait), preempted (the proxy taken off a core), client wakes (wrk put on a core);"
+echo "   cpu us: CPU time per request of the proxy, wrk and the backends together"
 awk '
-{ n = $1; c[n]++; for (i = 2; i <= 6; i++) v[n, i, c[n]] = $i; if (!(n in seen)) { seen[n] = 1; order[++k] = n } }
+{ n = $1; c[n]++; for (i = 2; i <= 11; i++) v[n, i, c[n]] = $i; if (!(n in seen)) { seen[n] = 1; order[++k] = n } }
 function med(n, i,   m, j, a, t, x, y) {
     m = c[n]; for (j = 1; j <= m; j++) a[j] = v[n, i, j] + 0
     for (x = 1; x <= m; x++) for (y = x + 1; y <= m; y++) if (a[y] < a[x]) { t = a[x]; a[x] = a[y]; a[y] = t }
-    return a[int((m + 1) / 2)]
+    return (m % 2) ? a[(m + 1) / 2] : (a[m / 2] + a[m / 2 + 1]) / 2
 }
 END {
-    printf "%-10s %10s %8s %8s %8s %8s\n", "proxy", "req/s", "p50", "p90", "p99", "p99.9"
-    for (j = 1; j <= k; j++) { n = order[j]; printf "%-10s %10.0f %8d %8d %8d %8d\n", n, med(n, 2), med(n, 3), med(n, 4), med(n, 5), med(n, 6) }
+    printf "%-10s %8s %6s %6s %6s %6s %7s %9s %12s %7s\n", "proxy", "req/s", "p50", "p90", "p99", "p99.9",
+        "polls", "preempted", "client wakes", "cpu us"
+    for (j = 1; j <= k; j++) { n = order[j]
+        printf "%-10s %8.0f %6d %6d %6d %6d %7.1f %9.1f %12.1f %7.2f\n", n, med(n, 2), med(n, 3), med(n, 4),
+            med(n, 5), med(n, 6), med(n, 7), med(n, 8), med(n, 9), med(n, 10) }
+    if (c["lb"] && c["haproxy"]) {
+        for (r = 1; r <= c["lb"]; r++) below += (v["lb", 5, r] + 0 <= v["haproxy", 5, r] + 0)
+        printf "lb p99 at or below HAProxy in %d of %d rounds\n", below, c["lb"]
+    }
 }' "$work/rounds"
-
-echo
-echo "== events per epoll_wait under the same load (perf trace, 2 s per proxy)"
-while read -r name pid; do
-    port=$P_LB
-    [ "$name" = baseline ] && port=$P_BASE
-    [ "$name" = haproxy ] && port=$P_HAPROXY
-    wrk -t1 -c"$CONNS" -d5s "http://127.0.0.1:$port/" >/dev/null &
-    load=$!
-    sleep 1.5
-    timeout 2 perf trace -e epoll_wait -p "$pid" -o "$work/trace-$name" >/dev/null 2>&1 || true
-    wait $load
-    grep -o '= [0-9]*$' "$work/trace-$name" | awk '{print $2}' | sort -n |
-        awk -v n="$name" '{a[NR] = $1; s += $1} END { if (NR) printf "%-10s %6d polls, mean %5.1f events; p10 %d, p50 %d, p90 %d\n", n, NR, s / NR, a[int(NR * 0.1) + 1], a[int(NR * 0.5)], a[int(NR * 0.9)] }'
-done <"$work/pids"
 echo
 echo "machine: $(nproc) cores, $(uname -r); $(date -u +%F)"

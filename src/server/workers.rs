@@ -176,7 +176,7 @@ impl Server {
             now: Instant::now(),
             woken: false,
             batch: 0,
-            batch_ready: Vec::new(),
+            batch_ready: BatchReady::default(),
             commands,
             control: Control::new(commands_in, Some(waker)),
             index,

@@ -344,6 +344,10 @@ impl From<httparse::Error> for HeadError {
 /// Parses one Content-Length field value: digits only, possibly a comma-separated list of identical
 /// values (RFC 9110 8.6). `+5`, `5x`, `-1`, empty, overflow and differing list members are errors.
 pub fn parse_content_length(value: &[u8]) -> Option<u64> {
+    // Nearly every value is one number and nothing else.
+    if let Some(n) = decimal(value) {
+        return Some(n);
+    }
     let mut result: Option<u64> = None;
     for member in value.split(|&b| b == b',') {
         let n = decimal(trim_ows(member))?;
@@ -357,12 +361,19 @@ pub fn parse_content_length(value: &[u8]) -> Option<u64> {
 
 /// `digits` as a number: ASCII digits only, one to 19 of them (so that it cannot overflow).
 fn decimal(digits: &[u8]) -> Option<u64> {
-    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+    if digits.is_empty() || digits.len() > 19 {
         return None;
     }
-    digits.iter().try_fold(0u64, |acc, &d| {
-        acc.checked_mul(10)?.checked_add(u64::from(d - b'0'))
-    })
+    let mut n = 0u64;
+    for &d in digits {
+        let digit = d.wrapping_sub(b'0');
+        if digit > 9 {
+            return None;
+        }
+        // Below 10^19 after 19 digits: no overflow.
+        n = n * 10 + u64::from(digit);
+    }
+    Some(n)
 }
 
 /// Folds one more Content-Length field into what was seen so far; every field must agree.
@@ -585,6 +596,9 @@ mod tests {
             (b"5,", None),
             (b"5.0", None),
             (b"99999999999999999999", None),
+            (b"9999999999999999999", Some(9_999_999_999_999_999_999)), // 19 digits: the most accepted
+            (b"1/", None), // the bytes on either side of the digits
+            (b"1:", None),
         ];
         for (value, expected) in cases {
             assert_eq!(

@@ -61,11 +61,14 @@ impl Exchange {
         let Phase::Serving(f) = &mut self.phase else {
             return Parsed::Partial;
         };
-        let head = match response::parse_response(
+        // Looked at where it was parsed into: the head is a few hundred bytes, and moving it out
+        // of the result was a copy per response.
+        let parsed = response::parse_response(
             self.backend_in.data(),
             f.request.is_head,
             buffer::capacity(),
-        ) {
+        );
+        let head = match &parsed {
             Ok(Some(head)) => head,
             Ok(None) => return Parsed::Partial,
             Err(e) => return Parsed::Failed(format!("invalid response: {e}")),
@@ -88,7 +91,7 @@ impl Exchange {
             if version == Version::Http11 {
                 let backend_in = &self.backend_in;
                 let written = self.to_client.write_with(|out| {
-                    response::write_response_head(backend_in.data(), &head, None, version, out)
+                    response::write_response_head(backend_in.data(), head, None, version, out)
                 });
                 if !written {
                     return Parsed::Failed("interim response head too large".into());
@@ -97,7 +100,7 @@ impl Exchange {
             self.backend_in.consume(head.head_len);
             return Parsed::Interim;
         }
-        match self.final_head(&head, ctx, now) {
+        match self.final_head(head, ctx, now) {
             Ok(()) => Parsed::Final,
             Err(reason) => Parsed::Failed(reason),
         }

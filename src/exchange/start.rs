@@ -26,7 +26,9 @@ impl Exchange {
             }
             return;
         }
-        match request::parse_request(self.client_in.data(), buffer::capacity()) {
+        // Looked at where it was parsed into, not moved out of the result (a copy per request).
+        let parsed = request::parse_request(self.client_in.data(), buffer::capacity());
+        match &parsed {
             Ok(None) => {
                 if self.client_eof {
                     ::log::debug!(
@@ -36,8 +38,8 @@ impl Exchange {
                     self.close(Close::Graceful, actions);
                 }
             }
-            Err(e) => self.reject_head(e, ctx, now, actions),
-            Ok(Some(head)) => self.start_request(&head, ctx, now, actions),
+            Err(e) => self.reject_head(*e, ctx, now, actions),
+            Ok(Some(head)) => self.start_request(head, ctx, now, actions),
         }
     }
 

@@ -8,22 +8,16 @@
 //!
 //! A batch of events is served in two passes: first every connection with an event reads what arrived
 //! and its exchange acts on it (heads parsed, backends picked, responses planned); then each writes
-//! what it now has. Writing at once after each read woke the peers (clients, backends) in the middle
-//! of the batch, and their answers trickled back in small batches, each request costing more
-//! wake-ups; writing after the batch served 11% more requests per second. In the write pass the
-//! connections whose first event came from their backend (most often a response to pass on) go
-//! first, then those woken by their client, each group in the order of its first event: the
-//! responses leave in one run, and a client process behind many connections wakes once for them, not
-//! once for every few (at 64 connections from one `wrk` thread, 55 wake-ups per 1,000 requests
-//! instead of 168, and 0.94x the CPU per request for the proxy, `wrk` and the backends together;
-//! README, "Where the tail comes from").
+//! what it now has, in the order of their first event. Writing at once after each read woke the peers
+//! (clients, backends) in the middle of the batch, and their answers trickled back in small batches,
+//! each request costing more wake-ups; writing after the batch served 11% more requests per second,
+//! with a lower tail, at the same CPU per request (README, "Where the tail comes from").
 //! `pool.rs` keeps the socket bookkeeping and the idle backend connections, `probe.rs` the health
 //! checks, `admin.rs` the admin API's connections, `control.rs` signals, reloads and draining. Other
 //! threads talk to the loop only through [`Control`]: a channel plus a waker.
 
 mod accept;
 mod admin;
-mod batch;
 mod client;
 mod control;
 mod dns;
@@ -33,7 +27,6 @@ mod queue;
 mod workers;
 
 use admin::AdminConn;
-use batch::BatchReady;
 use client::Conn;
 use pool::{IdleConn, Owner, Readiness, mark_ready};
 use probe::Prober;
@@ -256,8 +249,9 @@ pub struct Server {
     woken: bool,
     /// The current batch of events, counted.
     batch: u32,
-    /// Connections with an event in the current batch, in the order of the write pass.
-    batch_ready: BatchReady,
+    /// Connections with an event in the current batch, in the order of their first one, for the
+    /// write pass: (slab key, id).
+    batch_ready: Vec<(usize, u64)>,
     commands: Receiver<Command>,
     control: Control,
     /// This worker's index; the first (0) also serves the admin API, handles signals, probes the
@@ -336,7 +330,7 @@ impl Server {
                 self.dispatch(event);
             }
             let mut ready = std::mem::take(&mut self.batch_ready);
-            while let Some((key, id)) = ready.next_to_write() {
+            for (key, id) in ready.drain(..) {
                 if self.conns.get(key).is_some_and(|c| c.id() == id) {
                     self.drive(key, Pass::Full);
                     if let Some(conn) = self.conns.get_mut(key) {
@@ -394,13 +388,13 @@ impl Server {
                     Owner::Client(key) => {
                         if let Some(conn) = self.conns.get_mut(key) {
                             conn.client_event(event);
-                            self.read_pass(key, false);
+                            self.read_pass(key);
                         }
                     }
                     Owner::Backend(key) => {
                         if let Some(conn) = self.conns.get_mut(key) {
                             conn.backend_event(event);
-                            self.read_pass(key, true);
+                            self.read_pass(key);
                         }
                     }
                     Owner::Idle(slot) => self.shared.check_idle(slot, Token(t)),
@@ -419,15 +413,14 @@ impl Server {
         }
     }
 
-    /// An event for connection `key` in the current batch, from its backend's socket or its client's:
-    /// its read pass now, its write pass queued.
-    fn read_pass(&mut self, key: usize, from_backend: bool) {
+    /// An event for connection `key` in the current batch: its read pass now, its write pass queued.
+    fn read_pass(&mut self, key: usize) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
         if conn.batch != self.batch {
             conn.batch = self.batch;
-            self.batch_ready.push((key, conn.id()), from_backend);
+            self.batch_ready.push((key, conn.id()));
         }
         self.drive(key, Pass::Reads);
     }

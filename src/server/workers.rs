@@ -176,7 +176,7 @@ impl Server {
             now: Instant::now(),
             woken: false,
             batch: 0,
-            batch_ready: BatchReady::default(),
+            batch_ready: Vec::new(),
             commands,
             control: Control::new(commands_in, Some(waker)),
             index,

@@ -92,11 +92,7 @@ impl Exchange {
             self.last_progress = now;
         }
         if let Phase::Serving(f) = &mut self.phase {
-            if f.received_head.pending() {
-                f.received_head.sent(n);
-            } else {
-                f.upload.sent(n, &mut self.client_in, &mut self.to_backend);
-            }
+            f.request_sent(n, &mut self.client_in, &mut self.to_backend);
         }
         self.settle(ctx, now)
     }
@@ -271,10 +267,9 @@ impl Exchange {
         let Phase::Serving(f) = &mut self.phase else {
             return;
         };
-        let upload_idle = !f.received_head.pending()
-            && f.upload
-                .outgoing(&self.client_in, &self.to_backend)
-                .is_empty();
+        let upload_idle = f
+            .request_outgoing(&self.client_in, &self.to_backend)
+            .is_empty();
         let backend_eof = f.attempt.backend_eof;
         let Stage::Tunnel {
             download,

@@ -398,11 +398,7 @@ impl Exchange {
     pub fn backend_output(&self) -> Outgoing<'_> {
         match &self.phase {
             Phase::Serving(f) if f.uploading() => {
-                if f.received_head.pending() {
-                    f.received_head.outgoing(self.client_in.data())
-                } else {
-                    f.upload.outgoing(&self.client_in, &self.to_backend)
-                }
+                f.request_outgoing(&self.client_in, &self.to_backend)
             }
             _ => Outgoing::EMPTY,
         }
@@ -492,6 +488,27 @@ impl Flight {
                 ..
             }
         )
+    }
+
+    /// What of the request is ready for the backend: the rest of a head that goes from the client's
+    /// input ([`ReceivedHead`]), else what the request's outbox holds (a head written anew, the body).
+    #[inline]
+    fn request_outgoing<'a>(&self, client_in: &'a Buffer, to_backend: &'a Buffer) -> Outgoing<'a> {
+        if self.received_head.pending() {
+            self.received_head.outgoing(client_in.data())
+        } else {
+            self.upload.outgoing(client_in, to_backend)
+        }
+    }
+
+    /// `n` bytes of [`Flight::request_outgoing`] were written.
+    #[inline]
+    fn request_sent(&mut self, n: usize, client_in: &mut Buffer, to_backend: &mut Buffer) {
+        if self.received_head.pending() {
+            self.received_head.sent(n);
+        } else {
+            self.upload.sent(n, client_in, to_backend);
+        }
     }
 
     /// The request (head and body) is read and written to the backend.

@@ -11,6 +11,8 @@
 #
 #   benches/tail.sh                          # 8 rounds x 8 s
 #   ROUNDS=4 SECONDS_PER_RUN=10 LB_BASELINE=/path/to/lb benches/tail.sh
+#   BACKENDS=nginx benches/tail.sh           # two nginx servers (one worker each) as the backends,
+#                                            # instead of examples/fast_backend's two threads
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,17 +20,53 @@ ROUNDS=${ROUNDS:-8}
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-8}
 CONNS=${CONNS:-64}
 LB_BASELINE=${LB_BASELINE:-}
+BACKENDS=${BACKENDS:-fast}
+case $BACKENDS in fast | nginx) ;; *) echo "BACKENDS must be fast or nginx" >&2; exit 2 ;; esac
 [ "$SECONDS_PER_RUN" -ge 4 ] || { echo "SECONDS_PER_RUN must be at least 4" >&2; exit 2; }
 
 # shellcheck source=benches/common.sh
 . benches/common.sh
-ensure_tools "wrk haproxy perf" "wrk haproxy linux-perf"
+ensure_tools "wrk haproxy perf curl" "wrk haproxy linux-perf curl"
+[ "$BACKENDS" = nginx ] && ensure_tools nginx nginx
 build_lb_and_examples fast_backend
 
+# nginx_backend PORT: an nginx server in the foreground, one worker, answering every request with the
+# same 13-byte body fast_backend sends, keeping connections for the whole run.
+nginx_backend() {
+    cat <<EOF
+daemon off;
+worker_processes 1;
+pid $work/nginx-$1.pid;
+error_log $work/nginx-$1-error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    keepalive_timeout 300s;
+    server {
+        listen 127.0.0.1:$1;
+        location / { default_type text/plain; return 200 "Hello, world!"; }
+    }
+}
+EOF
+}
+
 B1=19301 B2=19302 P_LB=19381 P_BASE=19382 P_HAPROXY=19383
-target/release/examples/fast_backend $B1 $B2 >/dev/null 2>&1 &
-backends=$!
-pids+=("$backends")
+backends=""
+if [ "$BACKENDS" = nginx ]; then
+    for port in $B1 $B2; do
+        nginx_backend $port >"$work/nginx-$port.conf"
+        nginx -c "$work/nginx-$port.conf" -e "$work/nginx-$port-error.log" >/dev/null 2>&1 &
+        pids+=($!)
+        for _ in $(seq 50); do curl -fso /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
+        # The worker serves; the master only waits.
+        backends="$backends $(pgrep -P "$!" | tr '\n' ' ')"
+    done
+else
+    target/release/examples/fast_backend $B1 $B2 >/dev/null 2>&1 &
+    backends=$!
+    pids+=("$backends")
+fi
 
 lb_cfg $P_LB $B1 $B2 >"$work/lb.toml"
 target/release/lb "$work/lb.toml" 2>/dev/null &
@@ -52,16 +90,16 @@ end
 EOF
 sleep 1
 
-# sched PID: the CPU time (ns) and the times put on a core, summed over the process's threads, and its
+# sched PID...: the CPU time (ns) and the times put on a core, summed over the process's threads, and its
 # involuntary context switches: "cpu slices preempted".
 sched() {
-    local t cpu=0 slices=0 preempted=0 a b c n
-    for t in /proc/"$1"/task/*; do
+    local t cpu=0 slices=0 preempted=0 a b c n pid
+    for pid in "$@"; do for t in /proc/"$pid"/task/*; do
         read -r a b c <"$t/schedstat" || continue
         cpu=$((cpu + a)) slices=$((slices + c))
         n=$(awk '/^nonvoluntary_ctxt_switches/ {print $2}' "$t/status")
         preempted=$((preempted + n))
-    done
+    done; done
     echo "$cpu $slices $preempted"
 }
 
@@ -75,12 +113,14 @@ run() {
     sleep 1
     read -r -a p0 <<<"$(sched "$pid")"
     read -r -a w0 <<<"$(sched "$load")"
-    read -r -a b0 <<<"$(sched "$backends")"
+    # shellcheck disable=SC2086
+    read -r -a b0 <<<"$(sched $backends)"
     polls=$(perf stat -x, -e syscalls:sys_enter_epoll_wait -p "$pid" -- sleep "$window" 2>&1 |
         awk -F, '/epoll_wait/ {print $1}')
     read -r -a p1 <<<"$(sched "$pid")"
     read -r -a w1 <<<"$(sched "$load")"
-    read -r -a b1 <<<"$(sched "$backends")"
+    # shellcheck disable=SC2086
+    read -r -a b1 <<<"$(sched $backends)"
     wait "$load"
     out=$(cat "$work/wrk.out")
     # Requests in the window, estimated from the run's rate.
@@ -100,7 +140,7 @@ for round in $(seq "$ROUNDS"); do
 done
 
 echo
-echo "== medians over $ROUNDS rounds, wrk -t1 -c$CONNS; latencies in microseconds; per 1,000 requests:"
+echo "== medians over $ROUNDS rounds, wrk -t1 -c$CONNS, $BACKENDS backends; latencies in microseconds; per 1,000 requests:"
 echo "   polls (epoll_wait), preempted (the proxy taken off a core), client wakes (wrk put on a core);"
 echo "   cpu us: CPU time per request of the proxy, wrk and the backends together"
 awk '

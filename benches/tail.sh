@@ -13,6 +13,8 @@
 #   ROUNDS=4 SECONDS_PER_RUN=10 LB_BASELINE=/path/to/lb benches/tail.sh
 #   BACKENDS=nginx benches/tail.sh           # two nginx servers (one worker each) as the backends,
 #                                            # instead of examples/fast_backend's two threads
+#   PIN=client benches/tail.sh               # wrk alone on CPU 1; the proxies and backends on CPU 0
+#   PIN=proxy benches/tail.sh                # the proxies alone on CPU 0; wrk and the backends on CPU 1
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +23,16 @@ SECONDS_PER_RUN=${SECONDS_PER_RUN:-8}
 CONNS=${CONNS:-64}
 LB_BASELINE=${LB_BASELINE:-}
 BACKENDS=${BACKENDS:-fast}
+PIN=${PIN:-none}
+# Pinned, the load generator never takes the proxy's core, nor the proxy the load generator's, as when
+# clients come from other machines; unpinned, the scheduler places the four busy threads as it likes.
+proxy_cpu=() backend_cpu=() client_cpu=()
+case $PIN in
+none) ;;
+client) proxy_cpu=(taskset -c 0) backend_cpu=(taskset -c 0) client_cpu=(taskset -c 1) ;;
+proxy) proxy_cpu=(taskset -c 0) backend_cpu=(taskset -c 1) client_cpu=(taskset -c 1) ;;
+*) echo "PIN must be none, client or proxy" >&2; exit 2 ;;
+esac
 case $BACKENDS in fast | nginx) ;; *) echo "BACKENDS must be fast or nginx" >&2; exit 2 ;; esac
 [ "$SECONDS_PER_RUN" -ge 4 ] || { echo "SECONDS_PER_RUN must be at least 4" >&2; exit 2; }
 
@@ -56,30 +68,30 @@ backends=""
 if [ "$BACKENDS" = nginx ]; then
     for port in $B1 $B2; do
         nginx_backend $port >"$work/nginx-$port.conf"
-        nginx -c "$work/nginx-$port.conf" -e "$work/nginx-$port-error.log" >/dev/null 2>&1 &
+        "${backend_cpu[@]}" nginx -c "$work/nginx-$port.conf" -e "$work/nginx-$port-error.log" >/dev/null 2>&1 &
         pids+=($!)
         for _ in $(seq 50); do curl -fso /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
         # The worker serves; the master only waits.
         backends="$backends $(pgrep -P "$!" | tr '\n' ' ')"
     done
 else
-    target/release/examples/fast_backend $B1 $B2 >/dev/null 2>&1 &
+    "${backend_cpu[@]}" target/release/examples/fast_backend $B1 $B2 >/dev/null 2>&1 &
     backends=$!
     pids+=("$backends")
 fi
 
 lb_cfg $P_LB $B1 $B2 >"$work/lb.toml"
-target/release/lb "$work/lb.toml" 2>/dev/null &
+"${proxy_cpu[@]}" target/release/lb "$work/lb.toml" 2>/dev/null &
 pids+=($!)
 proxies="lb:$P_LB:$!"
 if [ -n "$LB_BASELINE" ]; then
     lb_cfg $P_BASE $B1 $B2 >"$work/base.toml"
-    "$LB_BASELINE" "$work/base.toml" 2>/dev/null &
+    "${proxy_cpu[@]}" "$LB_BASELINE" "$work/base.toml" 2>/dev/null &
     pids+=($!)
     proxies="$proxies baseline:$P_BASE:$!"
 fi
 haproxy_cfg 1 5000 $P_HAPROXY $B1 $B2 >"$work/haproxy.cfg"
-haproxy -f "$work/haproxy.cfg" -db >/dev/null 2>&1 &
+"${proxy_cpu[@]}" haproxy -f "$work/haproxy.cfg" -db >/dev/null 2>&1 &
 pids+=($!)
 proxies="$proxies haproxy:$P_HAPROXY:$!"
 cat >"$work/pct.lua" <<'EOF'
@@ -107,7 +119,7 @@ sched() {
 window=$((SECONDS_PER_RUN - 2))
 run() {
     local name=$1 port=$2 pid=$3 load p0 p1 w0 w1 b0 b1 polls out
-    wrk -t1 -c"$CONNS" -d"${SECONDS_PER_RUN}s" --latency -s "$work/pct.lua" \
+    "${client_cpu[@]}" wrk -t1 -c"$CONNS" -d"${SECONDS_PER_RUN}s" --latency -s "$work/pct.lua" \
         "http://127.0.0.1:$port/" >"$work/wrk.out" &
     load=$!
     sleep 1
@@ -140,7 +152,7 @@ for round in $(seq "$ROUNDS"); do
 done
 
 echo
-echo "== medians over $ROUNDS rounds, wrk -t1 -c$CONNS, $BACKENDS backends; latencies in microseconds; per 1,000 requests:"
+echo "== medians over $ROUNDS rounds, wrk -t1 -c$CONNS, $BACKENDS backends, PIN=$PIN; latencies in microseconds; per 1,000 requests:"
 echo "   polls (epoll_wait), preempted (the proxy taken off a core), client wakes (wrk put on a core);"
 echo "   cpu us: CPU time per request of the proxy, wrk and the backends together"
 awk '

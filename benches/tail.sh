@@ -7,6 +7,8 @@
 #   - preempted: the times the scheduler took the proxy off a core while it could still run;
 #   - client wakes: the times wrk's thread was put on a core (it sleeps between bursts of responses);
 #   - cpu us: the CPU time of the proxy, wrk and the backends together.
+# It ends with the rounds in which lb's p99 was at or below HAProxy's, and the geometric mean of the
+# two p99s' ratio over the rounds with its 95% interval (each round pairs the two a few seconds apart).
 # Loopback only; bounded in time.
 #
 #   benches/tail.sh                          # 8 rounds x 8 s
@@ -169,8 +171,19 @@ END {
         printf "%-10s %8.0f %6d %6d %6d %6d %7.1f %9.1f %12.1f %7.2f\n", n, med(n, 2), med(n, 3), med(n, 4),
             med(n, 5), med(n, 6), med(n, 7), med(n, 8), med(n, 9), med(n, 10) }
     if (c["lb"] && c["haproxy"]) {
-        for (r = 1; r <= c["lb"]; r++) below += (v["lb", 5, r] + 0 <= v["haproxy", 5, r] + 0)
+        for (r = 1; r <= c["lb"]; r++) {
+            below += (v["lb", 5, r] + 0 <= v["haproxy", 5, r] + 0)
+            # Each round pairs the two proxies a few seconds apart: the ratio of their p99s, in logs.
+            x = log(v["lb", 5, r] / v["haproxy", 5, r]); sum += x; sumsq += x * x
+        }
         printf "lb p99 at or below HAProxy in %d of %d rounds\n", below, c["lb"]
+        m = c["lb"]; mean = sum / m
+        # Quantile of t with m - 1 degrees of freedom (two-sided 95%), 1.96 past 30.
+        split("12.71 4.30 3.18 2.78 2.57 2.45 2.36 2.31 2.26 2.23 2.20 2.18 2.16 2.14 2.13 2.12 2.11 2.10 2.09 2.09 2.08 2.07 2.07 2.06 2.06 2.06 2.05 2.05 2.05 2.04", t, " ")
+        q = (m - 1 <= 30) ? t[m - 1] : 1.96
+        half = (m > 1) ? q * sqrt((sumsq - m * mean * mean) / (m - 1) / m) : 0
+        printf "lb p99 / HAProxy p99: geometric mean over the rounds %.3f (95%% interval %.3f to %.3f)\n",
+            exp(mean), exp(mean - half), exp(mean + half)
     }
 }' "$work/rounds"
 echo

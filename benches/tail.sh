@@ -17,6 +17,7 @@
 #                                            # instead of examples/fast_backend's two threads
 #   PIN=client benches/tail.sh               # wrk alone on CPU 1; the proxies and backends on CPU 0
 #   PIN=proxy benches/tail.sh                # the proxies alone on CPU 0; wrk and the backends on CPU 1
+#   NGINX=1 benches/tail.sh                  # nginx (one worker) as a third proxy
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,6 +27,7 @@ CONNS=${CONNS:-64}
 LB_BASELINE=${LB_BASELINE:-}
 BACKENDS=${BACKENDS:-fast}
 PIN=${PIN:-none}
+NGINX=${NGINX:-0}
 # Pinned, the load generator never takes the proxy's core, nor the proxy the load generator's, as when
 # clients come from other machines; unpinned, the scheduler places the four busy threads as it likes.
 proxy_cpu=() backend_cpu=() client_cpu=()
@@ -41,7 +43,7 @@ case $BACKENDS in fast | nginx) ;; *) echo "BACKENDS must be fast or nginx" >&2;
 # shellcheck source=benches/common.sh
 . benches/common.sh
 ensure_tools "wrk haproxy perf curl" "wrk haproxy linux-perf curl"
-[ "$BACKENDS" = nginx ] && ensure_tools nginx nginx
+if [ "$BACKENDS" = nginx ] || [ "$NGINX" = 1 ]; then ensure_tools nginx nginx; fi
 build_lb_and_examples fast_backend
 
 # nginx_backend PORT: an nginx server in the foreground, one worker, answering every request with the
@@ -65,7 +67,7 @@ http {
 EOF
 }
 
-B1=19301 B2=19302 P_LB=19381 P_BASE=19382 P_HAPROXY=19383
+B1=19301 B2=19302 P_LB=19381 P_BASE=19382 P_HAPROXY=19383 P_NGINX=19384
 backends=""
 if [ "$BACKENDS" = nginx ]; then
     for port in $B1 $B2; do
@@ -96,6 +98,14 @@ haproxy_cfg 1 5000 $P_HAPROXY $B1 $B2 >"$work/haproxy.cfg"
 "${proxy_cpu[@]}" haproxy -f "$work/haproxy.cfg" -db >/dev/null 2>&1 &
 pids+=($!)
 proxies="$proxies haproxy:$P_HAPROXY:$!"
+if [ "$NGINX" = 1 ]; then
+    nginx_conf 1 "$work" 5000 $P_NGINX $B1 $B2 >"$work/nginx.conf"
+    "${proxy_cpu[@]}" nginx -c "$work/nginx.conf" -g "daemon off;" >/dev/null 2>&1 &
+    pids+=($!)
+    for _ in $(seq 50); do curl -fso /dev/null "http://127.0.0.1:$P_NGINX/" && break; sleep 0.1; done
+    # Its worker serves and is what the counters follow.
+    proxies="$proxies nginx:$P_NGINX:$(pgrep -P "$!" | head -1)"
+fi
 cat >"$work/pct.lua" <<'EOF'
 done = function(summary, latency, requests)
   io.write(string.format("PCT %d %d %d %d\n", latency:percentile(50), latency:percentile(90),

@@ -31,6 +31,7 @@ NGINX=${NGINX:-0}
 # Pinned, the load generator never takes the proxy's core, nor the proxy the load generator's, as when
 # clients come from other machines; unpinned, the scheduler places the four busy threads as it likes.
 proxy_cpu=() backend_cpu=() client_cpu=()
+[ "$PIN" = none ] || [ "$(nproc)" -ge 2 ] || { echo "PIN needs at least two CPUs" >&2; exit 2; }
 case $PIN in
 none) ;;
 client) proxy_cpu=(taskset -c 0) backend_cpu=(taskset -c 0) client_cpu=(taskset -c 1) ;;

@@ -137,6 +137,14 @@ start_nginx() {
     nginx -c "$conf" -e "$dir/nginx-error.log" 2>/dev/null || nginx -c "$conf"
 }
 
+# await_http URL: waits up to 5 s for URL to answer with a success, else stops the script.
+await_http() {
+    local _
+    for _ in $(seq 50); do curl -fso /dev/null "$1" && return 0; sleep 0.1; done
+    echo "$1 does not answer" >&2
+    exit 1
+}
+
 # wrk's latency (1.23ms, 456.00us, 1.20s) in microseconds.
 to_us() {
     awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) print n; else if (v ~ /ms$/) print n * 1000; else if (v ~ /s$/) print n * 1000000; else print n }'

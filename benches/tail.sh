@@ -75,7 +75,7 @@ if [ "$BACKENDS" = nginx ]; then
         nginx_backend $port >"$work/nginx-$port.conf"
         "${backend_cpu[@]}" nginx -c "$work/nginx-$port.conf" -e "$work/nginx-$port-error.log" >/dev/null 2>&1 &
         pids+=($!)
-        for _ in $(seq 50); do curl -fso /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
+        await_http "http://127.0.0.1:$port/"
         # The worker serves; the master only waits.
         backends="$backends $(pgrep -P "$!" | tr '\n' ' ')"
     done
@@ -103,7 +103,7 @@ if [ "$NGINX" = 1 ]; then
     nginx_conf 1 "$work" 5000 $P_NGINX $B1 $B2 >"$work/nginx.conf"
     "${proxy_cpu[@]}" nginx -c "$work/nginx.conf" -g "daemon off;" >/dev/null 2>&1 &
     pids+=($!)
-    for _ in $(seq 50); do curl -fso /dev/null "http://127.0.0.1:$P_NGINX/" && break; sleep 0.1; done
+    await_http "http://127.0.0.1:$P_NGINX/"
     # Its worker serves and is what the counters follow.
     proxies="$proxies nginx:$P_NGINX:$(pgrep -P "$!" | head -1)"
 fi
@@ -115,8 +115,8 @@ end
 EOF
 sleep 1
 
-# sched PID...: the CPU time (ns) and the times put on a core, summed over the process's threads, and its
-# involuntary context switches: "cpu slices preempted".
+# sched PID...: the CPU time (ns) and the times put on a core, summed over the processes' threads, and
+# their involuntary context switches: "cpu slices preempted".
 sched() {
     local t cpu=0 slices=0 preempted=0 a b c n pid
     for pid in "$@"; do for t in /proc/"$pid"/task/*; do
